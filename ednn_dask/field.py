@@ -1,0 +1,178 @@
+"""Fields: labelled grids as ``xarray.DataArray``, stored as Zarr v3.
+
+A field has named spatial dims (``("y", "x")`` or ``("z", "y", "x")``), an
+optional leading ``"channel"`` dim, coordinates in physical units when it has a
+pixel spacing, and attrs saying how it was made (``spacing``, ``spacing_unit``,
+...). Stores are written to a temporary sibling and renamed when complete, so a
+store that exists is a store that was finished.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from ednn_dask.errors import FieldError, OutputExistsError, StoreNotFoundError
+
+SPATIAL_DIMS = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}
+CHANNEL_DIM = "channel"
+
+
+def make_field(
+    data: Any,
+    *,
+    spacing: float | Sequence[float] | None = None,
+    dims: Sequence[str] | None = None,
+    spacing_unit: str = "angstrom",
+    attrs: dict[str, Any] | None = None,
+    name: str = "field",
+) -> xr.DataArray:
+    """Wrap a numpy or dask array as a field.
+
+    Parameters
+    ----------
+    data : array-like
+        Grid values; a leading axis beyond ``dims`` is taken as channels.
+    spacing : float or sequence of float, optional
+        Pixel size per spatial axis. Gives the field coordinates (pixel centres,
+        from ``spacing / 2``) and the ``spacing`` attr the model is checked against.
+        ``None`` for lattice fields (Ising spins), which carry no length scale.
+    dims : sequence of str, optional
+        Spatial dim names; default ``("y", "x")`` for 2-D, ``("z", "y", "x")`` for 3-D.
+    """
+    ndim = len(dims) if dims is not None else min(np.ndim(data), 3)
+    dims = tuple(dims or SPATIAL_DIMS[ndim])
+    full_dims = dims if np.ndim(data) == ndim else (CHANNEL_DIM, *dims)
+    if np.ndim(data) != len(full_dims):
+        raise FieldError(
+            f"data of shape {np.shape(data)!r} does not fit dims {dims!r} (plus an optional "
+            f"leading {CHANNEL_DIM!r})."
+        )
+    attrs = dict(attrs or {})
+    coords = {}
+    if spacing is not None:
+        spacing_t = tuple(float(s) for s in np.broadcast_to(spacing, (ndim,)))
+        shape = np.shape(data)[-ndim:]
+        coords = {d: (np.arange(n) + 0.5) * s for d, n, s in zip(dims, shape, spacing_t, strict=True)}
+        attrs.update(spacing=list(spacing_t), spacing_unit=spacing_unit)
+    field = xr.DataArray(data, dims=full_dims, coords=coords, attrs=attrs, name=name)
+    for d in coords:
+        field[d].attrs["units"] = spacing_unit
+    return field
+
+
+def field_spacing(field: xr.DataArray) -> tuple[float, ...] | None:
+    """The pixel spacing a field declares in its attrs, or ``None``."""
+    spacing = field.attrs.get("spacing")
+    if spacing is None:
+        return None
+    ndim = field.ndim - (CHANNEL_DIM in field.dims)
+    return tuple(float(s) for s in np.broadcast_to(np.asarray(spacing, dtype=float), (ndim,)))
+
+
+def open_field(path: str | os.PathLike, variable: str | None = None) -> xr.DataArray:
+    """Open a field stored in Zarr lazily (dask-backed), with its coords and attrs.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A Zarr store written by :func:`save_field` or by ``xarray.Dataset.to_zarr``.
+    variable : str, optional
+        Which data variable to open; required when the store holds several.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise StoreNotFoundError(f"field store {str(path)!r} does not exist.")
+    try:
+        ds = xr.open_zarr(path, consolidated=False, chunks={})
+    except Exception as err:  # zarr raises several types for "not a store"
+        raise StoreNotFoundError(
+            f"{str(path)!r} is not a Zarr store that xarray can open "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})."
+        ) from None
+    names = list(ds.data_vars)
+    if variable is None:
+        if len(names) != 1:
+            raise FieldError(
+                f"store {str(path)!r} holds variables {names!r}; choose one with variable=..."
+            )
+        variable = names[0]
+    if variable not in ds:
+        raise FieldError(f"store {str(path)!r} has no variable {variable!r}; it has {names!r}.")
+    field = ds[variable]
+    field.encoding["source"] = str(path)
+    return field
+
+
+def save_field(
+    field: xr.DataArray,
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    chunks: dict[str, int] | None = None,
+    compute: bool = True,
+) -> Path:
+    """Write a field to a Zarr v3 store, atomically.
+
+    The store is written to a hidden sibling and renamed onto ``path`` once
+    complete; a failure leaves no store at ``path``. Dask-backed fields are
+    written chunk by chunk and never held in memory whole.
+    """
+    if not isinstance(field, xr.DataArray):
+        raise FieldError(f"save_field expects an xarray.DataArray, got {type(field).__name__}.")
+    field = field if chunks is None else field.chunk(chunks)
+    ds = field.to_dataset(name=field.name or "field")
+    for var in ds.variables.values():
+        var.encoding.clear()
+    return write_zarr_atomic(ds, path, overwrite=overwrite)
+
+
+def write_zarr_atomic(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a Dataset to Zarr v3 at a temporary sibling, then rename it onto ``path``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{str(path)!r} exists already; pass overwrite=True (CLI: --overwrite) to replace it."
+        )
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def as_field(obj: Any, ndim: int, dims: Sequence[str] | None = None) -> xr.DataArray:
+    """Normalize a numpy array, dask array, DataArray or Zarr path to a field."""
+    if isinstance(obj, (str, os.PathLike)):
+        return open_field(obj)
+    if isinstance(obj, xr.Dataset):
+        raise FieldError("pass a DataArray (one variable of the Dataset), not a Dataset.")
+    if isinstance(obj, xr.DataArray):
+        return obj
+    if isinstance(obj, (np.ndarray, da.Array)):
+        if obj.ndim not in (ndim, ndim + 1):
+            raise FieldError(
+                f"the model is {ndim}-d; a field array must have {ndim} axes (or {ndim + 1} "
+                f"with channels first), got shape {obj.shape!r}."
+            )
+        return make_field(obj, dims=dims or SPATIAL_DIMS[ndim])
+    raise FieldError(
+        f"a field must be a numpy array, a dask array, an xarray.DataArray or a path to a "
+        f"Zarr store; got {type(obj).__name__}."
+    )

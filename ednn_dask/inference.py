@@ -1,0 +1,146 @@
+"""Contributions of focus blocks, in numpy: the one code path that runs a tile model.
+
+:func:`block_contributions` takes a block that already carries its context halo
+(what ``dask.array.map_overlap`` hands a chunk) and returns one contribution per
+focus block inside it, by one of two methods that give the same numbers:
+
+- ``"tiles"``: cut the block into tiles (a zero-copy strided view), copy them in
+  batches into a reused buffer and run the model tile by tile;
+- ``"dense"``: for fully convolutional models, run the model once over slabs of
+  the block (each slab ``k`` focus rows plus the halo), sharing the trunk between
+  neighbouring tiles instead of recomputing the overlap.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+
+from ednn_dask.errors import FieldError, GeometryError
+from ednn_dask.model import TileModel
+
+Method = Literal["auto", "dense", "tiles"]
+
+# Pixels (times channels) per onnxruntime call: large enough to amortise the call,
+# small enough that a wide first layer (288 channels for the Ising net) stays
+# below ~150 MB of activations per thread.
+DEFAULT_BATCH_PIXELS = 2**17
+
+
+def resolve_method(method: str, model: TileModel) -> Literal["dense", "tiles"]:
+    """``"auto"`` picks the dense path when the model allows it."""
+    if method == "auto":
+        return "dense" if model.spec.kind == "dense" else "tiles"
+    if method == "dense" and model.spec.kind != "dense":
+        raise GeometryError(
+            f"model {model.name!r} is a tile-only model (ednn.kind='tile'); it cannot run on "
+            f"whole chunks. Use method='tiles' or 'auto'."
+        )
+    if method not in ("dense", "tiles"):
+        raise GeometryError(f"method must be 'auto', 'dense' or 'tiles', got {method!r}.")
+    return method
+
+
+def block_contributions(
+    block: np.ndarray,
+    model: TileModel,
+    *,
+    method: Method = "auto",
+    threads: int = 1,
+    batch_pixels: int = DEFAULT_BATCH_PIXELS,
+) -> np.ndarray:
+    """Contributions of every focus block of a block padded with its context halo.
+
+    Parameters
+    ----------
+    block : ndarray
+        ``(*spatial)`` or ``(C, *spatial)``, each spatial axis ``m * focus + 2 * context``.
+    model : TileModel
+    method : {"auto", "dense", "tiles"}
+    threads : int
+        onnxruntime intra-op threads; keep ``threads * dask threads <= cores``.
+    batch_pixels : int
+        Input pixels (times channels) per onnxruntime call.
+
+    Returns
+    -------
+    ndarray
+        float32 of shape ``grid`` (``m`` per axis).
+    """
+    spec = model.spec
+    if block.ndim == spec.ndim:
+        block = block[np.newaxis]
+    if block.ndim != spec.ndim + 1 or block.shape[0] != spec.channels:
+        raise FieldError(
+            f"block of shape {block.shape!r} does not fit model {model.name!r}: expected "
+            f"({spec.channels} channels, {spec.ndim} spatial axes)."
+        )
+    padded_shape = block.shape[1:]
+    grid = tuple(
+        n // f for n, f in zip(spec.tiling.unpadded_shape(padded_shape), spec.focus, strict=True)
+    )
+    if math.prod(grid) == 0:
+        return np.zeros(grid, np.float32)
+    x = model.scale_input(block)
+    if not np.isfinite(x).all():
+        bad = np.argwhere(~np.isfinite(x))[0]
+        raise FieldError(
+            f"the field holds NaN or Inf (first at block index {tuple(int(i) for i in bad)}); "
+            f"clean or mask the field before scoring."
+        )
+    if resolve_method(method, model) == "dense":
+        return _dense(x, model, grid, threads, batch_pixels)
+    return _tiles(x, model, grid, threads, batch_pixels)
+
+
+def _dense(x, model, grid, threads, batch_pixels):
+    """Run the model over slabs of ``rows`` focus rows (plus halo) along the first axis."""
+    f0, c0 = model.spec.focus[0], model.spec.context[0]
+    row_pixels = x.shape[0] * f0 * math.prod(x.shape[2:])
+    rows = max(1, min(grid[0], batch_pixels // row_pixels))
+    out = np.empty(grid, np.float32)
+    for start in range(0, grid[0], rows):
+        stop = min(grid[0], start + rows)
+        slab = np.ascontiguousarray(x[np.newaxis, :, start * f0 : stop * f0 + 2 * c0])
+        out[start:stop] = model.run(slab, threads)[0]
+    return out
+
+
+def _tiles(x, model, grid, threads, batch_pixels):
+    """Copy tiles in batches of whole grid rows into one reused buffer and run them."""
+    spec = model.spec
+    tiling = spec.tiling
+    tiles = np.moveaxis(tiling.tiles(x, padded=True), 0, spec.ndim)  # (*grid, C, *tile)
+    tile_pixels = x.shape[0] * math.prod(tiling.tile)
+    row_tiles = math.prod(grid[1:])
+    rows = max(1, min(grid[0], batch_pixels // (tile_pixels * row_tiles)))
+    buffer = np.empty((rows, *tiles.shape[1:]), np.float32)
+    out = np.empty(grid, np.float32)
+    for start in range(0, grid[0], rows):
+        stop = min(grid[0], start + rows)
+        batch = buffer[: stop - start]
+        np.copyto(batch, tiles[start:stop])
+        flat = batch.reshape(-1, x.shape[0], *tiling.tile)
+        out[start:stop] = model.run(flat, threads).reshape(stop - start, *grid[1:])
+    return out
+
+
+def contributions(
+    field: np.ndarray,
+    model: TileModel,
+    *,
+    boundary: str | float | None = None,
+    method: Method = "auto",
+    threads: int = 1,
+) -> np.ndarray:
+    """Contributions of a whole in-memory grid, without dask (the numpy reference).
+
+    ``field`` is ``(*spatial)`` or ``(C, *spatial)``; it is padded by the context
+    following ``boundary`` (default: the model's).
+    """
+    field = np.asarray(field)
+    tiling = model.spec.tiling.with_boundary(boundary)
+    padded = tiling.pad(field)
+    return block_contributions(padded, model, method=method, threads=threads)

@@ -1,0 +1,343 @@
+"""The ONNX tile model: its metadata (:class:`ModelSpec`) and its execution (:class:`TileModel`).
+
+An ednn tile model is an ONNX graph with one input and one output:
+
+- input ``(N, C, *spatial)`` float32; for a ``"tile"`` model ``spatial`` is the
+  tile, for a ``"dense"`` model any ``m * focus + 2 * context`` per axis;
+- output ``(N, 1, *grid)``: one raw contribution per focus block (``grid`` is all
+  ones for a single tile). ``(N, 1)`` or ``(N,)`` are accepted from tile models.
+
+The metadata lives in the graph's ``metadata_props`` under the ``ednn.``
+namespace, one JSON value per key (see :data:`METADATA_KEYS`). The pipeline
+applies the scalings it names: ``x' = (x - input_offset) * input_scale`` before
+the graph and ``contribution = raw * output_scale + output_offset`` after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import threading
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ednn_dask.errors import ModelFormatError, StoreNotFoundError
+from ednn_dask.tiling import Boundary, Tiling, coerce_axes, coerce_boundary
+
+FORMAT_VERSION = 1
+NAMESPACE = "ednn."
+REQUIRED_KEYS = ("format_version", "kind", "focus", "context", "boundary", "channels", "target")
+METADATA_KEYS = REQUIRED_KEYS + (
+    "dims",
+    "spacing",
+    "spacing_unit",
+    "target_unit",
+    "input_offset",
+    "input_scale",
+    "output_offset",
+    "output_scale",
+    "provenance",
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to use a tile model, as stored in its ONNX metadata."""
+
+    kind: Literal["dense", "tile"]
+    focus: tuple[int, ...]
+    context: tuple[int, ...]
+    boundary: Boundary
+    channels: int
+    target: str
+    target_unit: str = ""
+    dims: tuple[str, ...] = ()
+    spacing: tuple[float, ...] | None = None
+    spacing_unit: str | None = None
+    input_offset: float = 0.0
+    input_scale: float = 1.0
+    output_offset: float = 0.0
+    output_scale: float = 1.0
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        ndim = len(self.focus)
+        if self.kind not in ("dense", "tile"):
+            raise ModelFormatError(f"ednn.kind must be 'dense' or 'tile', got {self.kind!r}.")
+        if ndim not in (1, 2, 3):
+            raise ModelFormatError(f"ednn.focus must have 1 to 3 axes, got {self.focus!r}.")
+        if len(self.context) != ndim:
+            raise ModelFormatError(
+                f"ednn.context {self.context!r} and ednn.focus {self.focus!r} differ in length."
+            )
+        if self.dims and len(self.dims) != ndim:
+            raise ModelFormatError(f"ednn.dims {self.dims!r} must name {ndim} spatial axes.")
+        if self.spacing is not None and (
+            len(self.spacing) != ndim or not all(s > 0 and math.isfinite(s) for s in self.spacing)
+        ):
+            raise ModelFormatError(
+                f"ednn.spacing must be {ndim} positive numbers, got {self.spacing!r}."
+            )
+        if self.channels < 1:
+            raise ModelFormatError(f"ednn.channels must be >= 1, got {self.channels!r}.")
+        for name in ("input_offset", "input_scale", "output_offset", "output_scale"):
+            if not math.isfinite(getattr(self, name)):
+                raise ModelFormatError(f"ednn.{name} must be finite, got {getattr(self, name)!r}.")
+        if self.input_scale == 0:
+            raise ModelFormatError("ednn.input_scale must not be 0.")
+
+    @property
+    def ndim(self) -> int:
+        return len(self.focus)
+
+    @property
+    def tiling(self) -> Tiling:
+        return Tiling(self.focus, self.context, self.boundary)
+
+    @property
+    def spatial_dims(self) -> tuple[str, ...]:
+        """Names of the spatial dimensions, ``("y", "x")`` unless the model says otherwise."""
+        return self.dims or ("z", "y", "x")[-self.ndim :]
+
+    def to_metadata(self) -> dict[str, str]:
+        """The ``metadata_props`` of the ONNX file: ``ednn.<key>`` -> JSON."""
+        values = asdict(self)
+        return {NAMESPACE + key: json.dumps(values[key], sort_keys=True) for key in METADATA_KEYS}
+
+    @classmethod
+    def from_metadata(cls, props: dict[str, str]) -> ModelSpec:
+        """Parse and validate ``metadata_props``; raise :class:`ModelFormatError`."""
+        ours = {k[len(NAMESPACE) :]: v for k, v in props.items() if k.startswith(NAMESPACE)}
+        missing = [k for k in REQUIRED_KEYS if k not in ours]
+        if missing:
+            raise ModelFormatError(
+                f"the model has no ednn metadata {[NAMESPACE + k for k in missing]}; add it with "
+                f"ednn_dask.model.write_metadata(path, ModelSpec(...))."
+            )
+        values: dict[str, Any] = {}
+        for key, text in ours.items():
+            if key not in METADATA_KEYS:
+                continue  # keys of a later minor format are ignored
+            try:
+                values[key] = json.loads(text)
+            except (json.JSONDecodeError, TypeError):
+                raise ModelFormatError(f"metadata {NAMESPACE}{key} is not JSON: {text!r}.") from None
+        version = values["format_version"]
+        if not isinstance(version, int) or version < 1:
+            raise ModelFormatError(f"metadata ednn.format_version {version!r} is not valid.")
+        if version > FORMAT_VERSION:
+            raise ModelFormatError(
+                f"the model uses ednn metadata format {version}, newer than this ednn-dask "
+                f"supports ({FORMAT_VERSION}); upgrade ednn-dask."
+            )
+        return cls._from_values(values)
+
+    @classmethod
+    def _from_values(cls, values: dict[str, Any]) -> ModelSpec:
+        try:
+            focus = _int_tuple(values["focus"])
+            ndim = len(focus)
+            spacing = values.get("spacing")
+            return cls(
+                kind=values["kind"],
+                focus=focus,
+                context=coerce_axes(_int_tuple(values["context"]), ndim, "ednn.context"),
+                boundary=coerce_boundary(values["boundary"]),
+                channels=_strict_int(values["channels"]),
+                target=str(values["target"]),
+                target_unit=str(values.get("target_unit") or ""),
+                dims=tuple(str(d) for d in values.get("dims") or ()),
+                spacing=None if spacing is None else tuple(float(s) for s in spacing),
+                spacing_unit=values.get("spacing_unit"),
+                input_offset=float(values.get("input_offset", 0.0)),
+                input_scale=float(values.get("input_scale", 1.0)),
+                output_offset=float(values.get("output_offset", 0.0)),
+                output_scale=float(values.get("output_scale", 1.0)),
+                provenance=dict(values.get("provenance") or {}),
+                format_version=int(values["format_version"]),
+            )
+        except ModelFormatError:
+            raise
+        except (TypeError, ValueError) as err:
+            raise ModelFormatError(f"malformed ednn metadata: {err}") from None
+
+
+def _int_tuple(value: Any) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,)
+    if not isinstance(value, list) or not value:
+        raise ModelFormatError(f"expected a list of ints, got {value!r}.")
+    return tuple(_strict_int(v) for v in value)
+
+
+def _strict_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModelFormatError(f"expected an int, got {value!r}.")
+    return value
+
+
+# One InferenceSession per (model, thread count) per process: sessions cannot be
+# pickled, so every worker process builds its own the first time it needs one.
+_SESSIONS: dict[tuple[str, int], Any] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+class TileModel:
+    """An ONNX tile model with validated metadata; cheap to pickle, lazy to run.
+
+    Pickling carries the ONNX bytes and the spec, never an ``InferenceSession``;
+    a process builds its session on first use and reuses it for every chunk.
+    """
+
+    def __init__(self, onnx_bytes: bytes, spec: ModelSpec, path: str | None = None):
+        self.onnx_bytes = onnx_bytes
+        self.spec = spec
+        self.path = path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TileModel:
+        """Read an ONNX file, validate its ednn metadata and its input/output signature."""
+        path = Path(path)
+        if not path.is_file():
+            raise StoreNotFoundError(f"model file {str(path)!r} does not exist.")
+        data = path.read_bytes()
+        props = _read_metadata(data, path)
+        model = cls(data, ModelSpec.from_metadata(props), str(path))
+        model._check_signature()
+        return model
+
+    def __reduce__(self):
+        return (TileModel, (self.onnx_bytes, self.spec, self.path))
+
+    def __repr__(self) -> str:
+        s = self.spec
+        return (
+            f"TileModel({self.name!r}, kind={s.kind!r}, focus={s.focus}, context={s.context}, "
+            f"boundary={s.boundary!r}, target={s.target!r} [{s.target_unit}])"
+        )
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name if self.path else self.sha256[:12]
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.onnx_bytes).hexdigest()
+
+    def session(self, threads: int = 1):
+        """This process's ``InferenceSession`` with ``threads`` intra-op threads."""
+        key = (self.sha256, threads)
+        session = _SESSIONS.get(key)
+        if session is None:
+            with _SESSIONS_LOCK:
+                session = _SESSIONS.get(key)
+                if session is None:
+                    session = _SESSIONS[key] = _make_session(self.onnx_bytes, threads)
+        return session
+
+    def run(self, batch: np.ndarray, threads: int = 1) -> np.ndarray:
+        """Contributions (float32, output scaling applied) for a batch ``(N, C, *spatial)``.
+
+        ``batch`` must already carry the input scaling (see :meth:`scale_input`).
+        Returns ``(N, *grid)``.
+        """
+        session = self.session(threads)
+        raw = session.run(None, {session.get_inputs()[0].name: batch})[0]
+        n, ndim = batch.shape[0], self.spec.ndim
+        grid = tuple(
+            (s - 2 * c) // f
+            for s, f, c in zip(batch.shape[2:], self.spec.focus, self.spec.context, strict=True)
+        )
+        if raw.size != n * math.prod(grid):
+            raise ModelFormatError(
+                f"model {self.name!r} returned an output of shape {raw.shape!r} for an input of "
+                f"shape {batch.shape!r}; expected {(n, 1, *grid)!r} (one value per focus block)."
+            )
+        out = raw.reshape((n, *grid) if ndim else (n,))
+        if self.spec.output_scale != 1.0 or self.spec.output_offset != 0.0:
+            out = out * np.float32(self.spec.output_scale) + np.float32(self.spec.output_offset)
+        return out
+
+    def scale_input(self, block: np.ndarray) -> np.ndarray:
+        """float32 copy of ``block`` with the model's input scaling applied."""
+        out = np.array(block, dtype=np.float32, copy=True)
+        if self.spec.input_offset != 0.0:
+            out -= np.float32(self.spec.input_offset)
+        if self.spec.input_scale != 1.0:
+            out *= np.float32(self.spec.input_scale)
+        return out
+
+    def _check_signature(self) -> None:
+        session = self.session(1)
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelFormatError(
+                f"a tile model has one input and one output; {self.name!r} has {len(inputs)} "
+                f"inputs and {len(outputs)} outputs."
+            )
+        shape = inputs[0].shape
+        if len(shape) != 2 + self.spec.ndim:
+            raise ModelFormatError(
+                f"model input {inputs[0].name!r} has shape {shape!r}; a {self.spec.ndim}-d tile "
+                f"model takes (N, C, {', '.join(self.spec.spatial_dims)})."
+            )
+        if isinstance(shape[1], int) and shape[1] != self.spec.channels:
+            raise ModelFormatError(
+                f"model input has {shape[1]} channels but ednn.channels says {self.spec.channels}."
+            )
+        if inputs[0].type != "tensor(float)":
+            raise ModelFormatError(f"model input must be float32, got {inputs[0].type}.")
+
+    def with_spec(self, **changes: Any) -> TileModel:
+        """The same graph with some metadata changed (in memory only)."""
+        return TileModel(self.onnx_bytes, replace(self.spec, **changes), self.path)
+
+
+def _make_session(onnx_bytes: bytes, threads: int):
+    import onnxruntime as ort  # imported here: importing ednn_dask stays cheap
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def _read_metadata(data: bytes, path: Path) -> dict[str, str]:
+    import onnxruntime as ort
+
+    try:
+        session = _make_session(data, 1)
+    except (ort.capi.onnxruntime_pybind11_state.InvalidProtobuf, RuntimeError, Exception) as err:
+        raise ModelFormatError(
+            f"{str(path)!r} is not a loadable ONNX model ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]})."
+        ) from None
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def write_metadata(path: str | os.PathLike, spec: ModelSpec, out: str | os.PathLike | None = None):
+    """Add ednn metadata to an ONNX file made elsewhere (needs the ``onnx`` package).
+
+    Writes to ``out`` (default: in place, through a temporary file and a rename).
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    keep = [p for p in model.metadata_props if not p.key.startswith(NAMESPACE)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in spec.to_metadata().items():
+        model.metadata_props.add(key=key, value=value)
+    target = Path(out or path)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, target)
+    return target

@@ -1,0 +1,317 @@
+"""The dask pipeline: field -> focus-aligned chunks -> map_overlap -> contributions -> sum.
+
+Read top to bottom, :func:`score` is::
+
+    prepare_field     check the field against the model (dims, channels, dtype, spacing)
+    align             rechunk to multiples of the focus, never smaller than the context
+    contribution_map  map_overlap(depth=context, boundary) -> one value per focus block
+    reduce            tree sum in float64 (split_every)
+    compute           on the given client, the active one, or dask's threaded scheduler
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from ednn_dask.errors import FieldError, GeometryError
+from ednn_dask.field import CHANNEL_DIM, as_field, field_spacing
+from ednn_dask.inference import DEFAULT_BATCH_PIXELS, Method, block_contributions, resolve_method
+from ednn_dask.model import TileModel
+from ednn_dask.tiling import Tiling, aligned_chunks, check_chunks
+
+SPACING_RTOL = 1e-4
+
+
+@dataclass
+class ScoreResult:
+    """The outcome of :func:`score`."""
+
+    energy: float
+    contributions: xr.DataArray | None
+    n_tiles: int
+    n_chunks: int
+    method: str
+    target: str
+    unit: str
+    model_sha256: str
+    n_pixels: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def pixels_per_second(self) -> float:
+        return self.n_pixels / self.seconds["compute"] if self.seconds.get("compute") else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (without the contribution map)."""
+        return {
+            "energy": self.energy,
+            "target": self.target,
+            "unit": self.unit,
+            "n_tiles": self.n_tiles,
+            "n_chunks": self.n_chunks,
+            "n_pixels": self.n_pixels,
+            "method": self.method,
+            "model_sha256": self.model_sha256,
+            "seconds": self.seconds,
+            "pixels_per_second": self.pixels_per_second,
+        }
+
+
+def load_model(model: TileModel | str | os.PathLike) -> TileModel:
+    return model if isinstance(model, TileModel) else TileModel.load(model)
+
+
+def prepare_field(
+    field_: Any, model: TileModel, *, spacing: float | tuple[float, ...] | None = None
+) -> xr.DataArray:
+    """Normalize ``field_`` to a DataArray ``([channel,] *spatial)`` that fits ``model``."""
+    spec = model.spec
+    f = as_field(field_, spec.ndim, spec.spatial_dims)
+    if CHANNEL_DIM in f.dims:
+        f = f.transpose(CHANNEL_DIM, ...)
+    n_spatial = f.ndim - (CHANNEL_DIM in f.dims)
+    if n_spatial != spec.ndim:
+        raise FieldError(
+            f"field has dims {f.dims!r} but model {model.name!r} is {spec.ndim}-d "
+            f"({spec.spatial_dims!r}); name a channel axis {CHANNEL_DIM!r} if it has one."
+        )
+    channels = f.sizes.get(CHANNEL_DIM, 1)
+    if channels != spec.channels:
+        raise FieldError(
+            f"field has {channels} channel(s) but model {model.name!r} takes {spec.channels}."
+        )
+    if not (np.issubdtype(f.dtype, np.floating) or np.issubdtype(f.dtype, np.integer)
+            or f.dtype == bool):
+        raise FieldError(f"field dtype {f.dtype} is not numeric; fields hold real numbers.")
+    _check_spacing(f, model, spacing)
+    return f
+
+
+def _check_spacing(f: xr.DataArray, model: TileModel, spacing) -> None:
+    want = model.spec.spacing
+    if want is None:
+        return  # lattice models carry no length scale
+    have = field_spacing(f) if spacing is None else tuple(np.broadcast_to(spacing, len(want)))
+    unit = model.spec.spacing_unit or ""
+    if have is None:
+        raise FieldError(
+            f"model {model.name!r} was trained at a pixel spacing of {want} {unit}, but the field "
+            f"declares none; pass spacing=... or build it with make_field(..., spacing=...)."
+        )
+    if not np.allclose(have, want, rtol=SPACING_RTOL, atol=0):
+        raise FieldError(
+            f"field spacing {tuple(have)} differs from the model's {want} {unit} "
+            f"(relative tolerance {SPACING_RTOL:g}); rasterize the field at the model's spacing."
+        )
+
+
+def align(data: da.Array, tiling: Tiling, chunks=None, *, channels_first: bool) -> da.Array:
+    """Rechunk so every chunk holds whole focus blocks and at least the context."""
+    spatial = data.shape[1:] if channels_first else data.shape
+    explicit = isinstance(chunks, (list, tuple)) and any(isinstance(c, (list, tuple)) for c in chunks)
+    if explicit:
+        spatial_chunks = tuple(tuple(int(s) for s in c) for c in chunks)
+        if tuple(map(sum, spatial_chunks)) != tuple(spatial):
+            raise GeometryError(
+                f"chunks {spatial_chunks!r} do not add up to the grid shape {tuple(spatial)!r}."
+            )
+        check_chunks(spatial_chunks, tiling)
+    else:
+        spatial_chunks = aligned_chunks(spatial, tiling, chunks)
+    target = ((data.shape[0],), *spatial_chunks) if channels_first else spatial_chunks
+    return data if data.chunks == target else data.rechunk(target)
+
+
+def contribution_map(
+    data: da.Array,
+    model: TileModel,
+    tiling: Tiling,
+    *,
+    method: Method = "auto",
+    threads: int = 1,
+    batch_pixels: int = DEFAULT_BATCH_PIXELS,
+    channels_first: bool = False,
+) -> da.Array:
+    """Lazy float32 array of contributions, one per focus block, chunked like ``data``."""
+    lead = 1 if channels_first else 0
+    for axis, (sizes, c) in enumerate(zip(data.chunks[lead:], tiling.context, strict=True)):
+        if min(sizes) < c:
+            raise GeometryError(
+                f"chunk of {min(sizes)} pixels on spatial axis {axis} is smaller than the "
+                f"context {c}; rechunk with ednn_dask.score.align first."
+            )
+    depth = {lead + i: c for i, c in enumerate(tiling.context)}
+    boundary = {lead + i: tiling.boundary for i in range(tiling.ndim)}
+    if channels_first:
+        depth[0], boundary[0] = 0, "none"
+    out_chunks = tuple(
+        tuple(s // f for s in sizes)
+        for sizes, f in zip(data.chunks[lead:], tiling.focus, strict=True)
+    )
+    # The model enters the graph once, as a delayed object: every worker fetches it
+    # once and builds its own InferenceSession (cached per process).
+    model_key = dask.delayed(model, pure=True)
+    return da.map_overlap(
+        _score_block,
+        data,
+        depth=depth,
+        boundary=boundary,
+        trim=False,
+        allow_rechunk=False,
+        chunks=out_chunks,
+        drop_axis=[0] if channels_first else [],
+        dtype=np.float32,
+        meta=np.empty((0,) * tiling.ndim, np.float32),
+        model=model_key,
+        method=method,
+        threads=threads,
+        batch_pixels=batch_pixels,
+        name="ednn-contributions",
+    )
+
+
+def _score_block(block, model, *, method, threads, batch_pixels):
+    return block_contributions(
+        block, model, method=method, threads=threads, batch_pixels=batch_pixels
+    )
+
+
+def score(
+    field: Any,
+    model: TileModel | str | os.PathLike,
+    *,
+    client=None,
+    chunks=None,
+    boundary: str | float | None = None,
+    method: Method = "auto",
+    spacing: float | tuple[float, ...] | None = None,
+    split_every: int = 8,
+    threads: int = 1,
+    keep_contributions: bool = True,
+    progress: bool = False,
+) -> ScoreResult:
+    """Score a field with a tile model: the EDNN's extensive prediction.
+
+    Parameters
+    ----------
+    field : ndarray, dask array, xarray.DataArray or path to a Zarr store
+        The grid, ``(*spatial)`` or ``(channel, *spatial)``; each spatial axis a
+        multiple of the model's focus.
+    model : TileModel or path to an ONNX file
+    client : distributed.Client, optional
+        Where to compute. ``None`` uses the active client if there is one, else
+        dask's threaded scheduler.
+    chunks : int, tuple or None
+        Wanted chunk length per spatial axis (rounded to whole focus blocks), or
+        explicit chunk sizes per axis. ``None`` picks ~2048 px per axis in 2-D.
+    boundary : "periodic", float or None
+        The outside of the grid; ``None`` uses the model's convention.
+    method : {"auto", "dense", "tiles"}
+        ``"auto"`` runs whole chunks through fully convolutional models.
+    spacing : float or tuple, optional
+        Pixel spacing, for fields that do not declare one in their attrs.
+    split_every : int
+        Fan-in of the tree reduction of the energy.
+    threads : int
+        onnxruntime threads per dask task.
+    keep_contributions : bool
+        Compute and return the contribution map (one float per focus block).
+    progress : bool
+        Show a progress bar (dask's, or distributed's with a client).
+
+    Returns
+    -------
+    ScoreResult
+        ``.energy`` (float64 sum), ``.contributions`` (DataArray on the focus grid),
+        ``.n_tiles``, ``.n_chunks`` and ``.seconds``.
+    """
+    t0 = time.perf_counter()
+    model = load_model(model)
+    method_ = resolve_method(method, model)
+    tiling = model.spec.tiling.with_boundary(boundary)
+    f = prepare_field(field, model, spacing=spacing)
+    channels_first = CHANNEL_DIM in f.dims
+    spatial_shape = f.shape[1:] if channels_first else f.shape
+    tiling.check(spatial_shape)
+    data = f.data if isinstance(f.data, da.Array) else da.from_array(f.data, chunks=-1)
+    data = align(data, tiling, chunks, channels_first=channels_first)
+    contrib = contribution_map(
+        data, model, tiling, method=method_, threads=threads, channels_first=channels_first
+    )
+    energy = contrib.sum(dtype=np.float64, split_every=split_every)
+    t1 = time.perf_counter()
+    targets = (energy, contrib) if keep_contributions else (energy,)
+    values = _compute(targets, client, progress)
+    t2 = time.perf_counter()
+    spatial_dims = f.dims[1:] if channels_first else f.dims
+    contributions = (
+        _label_contributions(values[1], f, spatial_dims, tiling, model) if keep_contributions
+        else None
+    )
+    return ScoreResult(
+        energy=float(values[0]),
+        contributions=contributions,
+        n_tiles=math.prod(tiling.grid(spatial_shape)),
+        n_chunks=math.prod(len(c) for c in contrib.chunks),
+        method=method_,
+        target=model.spec.target,
+        unit=model.spec.target_unit,
+        model_sha256=model.sha256,
+        seconds={"graph": t1 - t0, "compute": t2 - t1, "total": t2 - t0},
+        n_pixels=math.prod(spatial_shape),
+    )
+
+
+def _compute(targets, client, progress):
+    if client is not None:
+        futures = client.compute(list(targets))
+        if progress:
+            from distributed import progress as show_progress
+
+            show_progress(futures)
+        return client.gather(futures)
+    if progress and _active_client() is None:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            return dask.compute(*targets)
+    return dask.compute(*targets)
+
+
+def _active_client():
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def _label_contributions(values, f, spatial_dims, tiling, model) -> xr.DataArray:
+    """Put the contributions on the focus grid, with coords at the focus-block centres."""
+    coords = {}
+    for dim, focus in zip(spatial_dims, tiling.focus, strict=True):
+        if dim in f.coords:
+            coords[dim] = np.asarray(f[dim].values, dtype=float).reshape(-1, focus).mean(axis=1)
+    return xr.DataArray(
+        values,
+        dims=spatial_dims,
+        coords=coords,
+        name="contribution",
+        attrs={
+            "long_name": f"{model.spec.target} contribution per focus block",
+            "units": model.spec.target_unit,
+            "focus": list(tiling.focus),
+            "context": list(tiling.context),
+            "model_sha256": model.sha256,
+        },
+    )

@@ -1,0 +1,181 @@
+"""Export a trained EDNN's tile net to ONNX with its ednn metadata, and verify it.
+
+A ``"dense"`` export has dynamic spatial axes: one graph scores a single tile
+(output ``1 x 1``) or a whole chunk with its halo (one output per focus block).
+A ``"tile"`` export takes exactly one tile per batch row. Either way the file is
+written to a temporary name, checked against torch with onnxruntime, and only
+then renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import ednn_dask
+from ednn_dask.errors import OutputExistsError
+from ednn_dask.model import ModelSpec, TileModel
+from training.ednn import EDNN
+
+OPSET = 18
+
+
+class _TileForm(nn.Module):
+    """The tile net with its output shaped ``(N, 1, *ones)``."""
+
+    def __init__(self, net: nn.Module, ndim: int):
+        super().__init__()
+        self.net, self.ndim = net, ndim
+
+    def forward(self, tiles: torch.Tensor) -> torch.Tensor:
+        return self.net(tiles).reshape(tiles.shape[0], 1, *(1,) * self.ndim)
+
+
+def spec_for(ednn: EDNN, kind: str, channels: int, **fields: Any) -> ModelSpec:
+    """The metadata of an EDNN: geometry and scaling from the module, the rest given."""
+    t = ednn.tiling
+    return ModelSpec(
+        kind=kind,
+        focus=t.focus,
+        context=t.context,
+        boundary=t.boundary,
+        channels=channels,
+        input_offset=float(ednn.input_offset),
+        input_scale=float(ednn.input_scale),
+        output_offset=float(ednn.output_offset),
+        output_scale=float(ednn.output_scale),
+        **fields,
+    )
+
+
+def export_onnx(
+    ednn: EDNN,
+    path: str | os.PathLike,
+    *,
+    channels: int = 1,
+    kind: str = "dense",
+    target: str = "energy",
+    target_unit: str = "",
+    spacing: tuple[float, ...] | None = None,
+    spacing_unit: str | None = None,
+    dims: tuple[str, ...] = (),
+    provenance: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    atol: float = 1e-4,
+) -> TileModel:
+    """Write ``ednn``'s tile net as an ednn ONNX tile model and return it loaded.
+
+    Parameters
+    ----------
+    kind : {"dense", "tile"}
+        ``"dense"`` needs a tile net with ``to_dense``; ``"tile"`` exports the tile form.
+    provenance : dict, optional
+        Recorded under ``ednn.provenance`` with the producer and versions added.
+    atol : float
+        Largest allowed |torch - onnxruntime| per raw contribution on the check inputs.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{str(path)!r} exists already; pass overwrite=True to replace it.")
+    spec = spec_for(
+        ednn, kind, channels, target=target, target_unit=target_unit, spacing=spacing,
+        spacing_unit=spacing_unit, dims=dims,
+        provenance={
+            "producer": "ednn-dask training.export",
+            "ednn_dask_version": ednn_dask.__version__,
+            "torch_version": torch.__version__.split("+")[0],
+            "opset": OPSET,
+            "n_parameters": ednn.n_parameters,
+            **(provenance or {}),
+        },
+    )
+    module, example = _export_form(ednn, kind, channels)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        _torch_export(module, example, tmp, dynamic_spatial=kind == "dense")
+        _write_metadata(tmp, spec)
+        model = TileModel.load(tmp)
+        verify(module, model, ednn, channels, atol=atol)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return TileModel.load(path)
+
+
+def _export_form(ednn: EDNN, kind: str, channels: int):
+    t = ednn.tiling
+    net = ednn.tile_net.eval()
+    if kind == "dense":
+        # two and three focus blocks on the first axes: distinct sizes keep them symbolic
+        shape = [(2 + i % 2) * f + 2 * c for i, (f, c) in enumerate(zip(t.focus, t.context))]
+        return net.to_dense(t.focus).eval(), torch.randn(1, channels, *shape)
+    if kind == "tile":
+        return _TileForm(net, t.ndim).eval(), torch.randn(2, channels, *t.tile)
+    raise ValueError(f"kind must be 'dense' or 'tile', got {kind!r}.")
+
+
+def _torch_export(module: nn.Module, example: torch.Tensor, path: Path, dynamic_spatial: bool):
+    nd = example.dim() - 2
+    dims = {0: torch.export.Dim("batch")}
+    if dynamic_spatial:
+        dims.update({2 + i: torch.export.Dim(f"s{i}") for i in range(nd)})
+    sink = io.StringIO()
+    # the exporter logs one line per torchvision op it cannot find; we use none
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=["field"],
+            output_names=["contribution"],
+            dynamic_shapes=(dims,),
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+
+
+def _write_metadata(path: Path, spec: ModelSpec) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    for key, value in spec.to_metadata().items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name = "ednn-dask"
+    proto.producer_version = ednn_dask.__version__
+    onnx.save(proto, str(path))
+
+
+@torch.no_grad()
+def verify(module: nn.Module, model: TileModel, ednn: EDNN, channels: int, atol: float) -> float:
+    """Compare torch and onnxruntime on random tiles (and a chunk, for dense models)."""
+    t = ednn.tiling
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(4, channels, *t.tile, generator=generator)]
+    if model.spec.kind == "dense":
+        shape = [3 * f + 2 * c for f, c in zip(t.focus, t.context, strict=True)]
+        inputs.append(torch.randn(1, channels, *shape, generator=generator))
+    worst = 0.0
+    for x in inputs:
+        expected = module(x).numpy().reshape(x.shape[0], -1)
+        session = model.session(1)
+        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        got = got.reshape(x.shape[0], -1)
+        worst = max(worst, float(np.abs(got - expected).max()))
+    if worst > atol:
+        raise RuntimeError(
+            f"onnxruntime and torch disagree by {worst:.3g} (> {atol:g}) on the exported graph."
+        )
+    return worst

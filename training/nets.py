@@ -1,0 +1,122 @@
+"""Tile networks: each maps ``(N, C, *tile)`` to one raw contribution per tile.
+
+Both families also have a *dense* form, ``dense_forward(padded, focus)``, that
+runs on a whole padded grid and returns one value per focus block, sharing the
+parameters of the tile form exactly (no copies, so gradients flow through both):
+
+- :class:`IsingMLP`, the paper's fully connected net. Its first layer is a
+  convolution with kernel = tile and stride = focus; the later ones are 1x1
+  convolutions. Exact, but the overlap is recomputed for every tile.
+- :class:`ValidCNN`, unpadded ("valid") convolutions whose strides divide the
+  focus, then a head convolution with kernel = the trunk's output window and
+  stride = focus / trunk stride. Exact, and the trunk is shared between tiles.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+class DenseView(nn.Module):
+    """A tile net's dense form as a module of its own (for ONNX export)."""
+
+    def __init__(self, net: nn.Module, focus: Sequence[int]):
+        super().__init__()
+        self.net = net
+        self.focus = tuple(focus)
+
+    def forward(self, padded: torch.Tensor) -> torch.Tensor:
+        return self.net.dense_forward(padded, self.focus)
+
+
+class IsingMLP(nn.Module):
+    """Fully connected tile net of the paper: ``C*prod(tile) -> 32*prod(tile) -> 64 -> 64 -> 1``."""
+
+    def __init__(self, tile: Sequence[int], channels: int = 1, widths: Sequence[int] | None = None):
+        super().__init__()
+        self.tile = tuple(tile)
+        self.channels = channels
+        widths = tuple(widths or (32 * math.prod(self.tile), 64, 64))
+        sizes = (channels * math.prod(self.tile), *widths, 1)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+
+    def forward(self, tiles: torch.Tensor) -> torch.Tensor:
+        h = tiles.flatten(1)
+        for layer in self.layers[:-1]:
+            h = F.relu(layer(h))
+        return self.layers[-1](h)
+
+    def dense_forward(self, padded: torch.Tensor, focus: Sequence[int]) -> torch.Tensor:
+        nd = len(self.tile)
+        conv = CONV_FN[nd]
+        first, *rest = self.layers
+        h = conv(padded, first.weight.view(-1, self.channels, *self.tile), first.bias,
+                 stride=tuple(focus))
+        for layer in rest:
+            h = conv(F.relu(h), layer.weight.view(*layer.weight.shape, *(1,) * nd), layer.bias)
+        return h
+
+    def to_dense(self, focus: Sequence[int]) -> DenseView:
+        return DenseView(self, focus)
+
+
+class ValidCNN(nn.Module):
+    """Compact fully convolutional tile net built from unpadded convolutions.
+
+    Parameters
+    ----------
+    ndim, channels : int
+    focus, context : sequence of int
+    trunk : sequence of (out_channels, kernel, stride)
+        Valid convolutions, each followed by ReLU; every cumulative stride must
+        divide the focus so tile and dense forms see the same pixels.
+    hidden : int
+        Width of the head convolution (kernel = trunk output window of a tile).
+    """
+
+    def __init__(
+        self,
+        ndim: int,
+        channels: int,
+        focus: Sequence[int],
+        context: Sequence[int],
+        trunk: Sequence[tuple[int, int, int]] = ((16, 3, 1), (16, 3, 1)),
+        hidden: int = 32,
+    ):
+        super().__init__()
+        self.focus = tuple(focus)
+        tile = [f + 2 * c for f, c in zip(focus, context, strict=True)]
+        layers: list[nn.Module] = []
+        size, stride, c_in = list(tile), 1, channels
+        for c_out, kernel, step in trunk:
+            stride *= step
+            if any(f % stride for f in focus):
+                raise ValueError(f"cumulative stride {stride} does not divide the focus {focus}.")
+            size = [(n - kernel) // step + 1 for n in size]
+            if min(size) < 1:
+                raise ValueError(f"trunk {trunk!r} is deeper than the tile {tile} allows.")
+            layers += [CONV[ndim](c_in, c_out, kernel, step), nn.ReLU()]
+            c_in = c_out
+        self.trunk = nn.Sequential(*layers)
+        self.window = tuple(size)
+        self.head = CONV[ndim](c_in, hidden, self.window, tuple(f // stride for f in focus))
+        self.out = CONV[ndim](hidden, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.relu(self.head(self.trunk(x))))
+
+    def dense_forward(self, padded: torch.Tensor, focus: Sequence[int]) -> torch.Tensor:
+        if tuple(focus) != self.focus:
+            raise ValueError(f"net was built for focus {self.focus}, not {tuple(focus)}.")
+        return self.forward(padded)
+
+    def to_dense(self, focus: Sequence[int]) -> nn.Module:
+        return self
