@@ -46,8 +46,15 @@ def make_field(
         ``None`` for lattice fields (Ising spins), which carry no length scale.
     dims : sequence of str, optional
         Spatial dim names; default ``("y", "x")`` for 2-D, ``("z", "y", "x")`` for 3-D.
+        Without ``dims`` the number of spatial axes is ``len(spacing)`` when spacing
+        is a sequence, else every axis of ``data`` (give one of them for channels).
     """
-    ndim = len(dims) if dims is not None else min(np.ndim(data), 3)
+    if dims is not None:
+        ndim = len(dims)
+    elif spacing is not None and np.ndim(spacing) == 1:
+        ndim = len(spacing)
+    else:
+        ndim = min(np.ndim(data), 3)
     dims = tuple(dims or SPATIAL_DIMS[ndim])
     full_dims = dims if np.ndim(data) == ndim else (CHANNEL_DIM, *dims)
     if np.ndim(data) != len(full_dims):

@@ -69,8 +69,10 @@ class EDNN(nn.Module):
         return F.pad(x, pads, mode="constant", value=float(self.tiling.boundary))
 
     def tiles(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, *spatial)`` -> ``(B, *grid, C, *tile)`` (a view where torch allows)."""
-        padded = self.pad(x)
+        """``(B, C, *spatial)`` -> ``(B, *grid, C, *tile)``, a strided view of the padded input."""
+        return self._cut(self.pad(x))
+
+    def _cut(self, padded: torch.Tensor) -> torch.Tensor:
         nd = self.tiling.ndim
         for axis, (t, f) in enumerate(zip(self.tiling.tile, self.tiling.focus, strict=True)):
             padded = padded.unfold(2 + axis, t, f)  # axis -> grid, window appended last
@@ -86,15 +88,20 @@ class EDNN(nn.Module):
                 f"got shape {tuple(x.shape)}."
             )
         grid = self.tiling.grid(x.shape[2:])
-        x = (x - self.input_offset) * self.input_scale
+        # pad first: a constant boundary is in field units, like the scoring pipeline's
+        padded = (self.pad(x) - self.input_offset) * self.input_scale
         if self.dense if dense is None else dense:
-            raw = self.tile_net.dense_forward(self.pad(x), self.tiling.focus)
+            raw = self.tile_net.dense_forward(padded, self.tiling.focus)
         else:
-            tiles = self.tiles(x)
-            flat = tiles.reshape(-1, *tiles.shape[1 + self.tiling.ndim :])
-            raw = self.tile_net(flat)
+            tiles = self._cut(padded)
+            raw = self.tile_net(tiles.reshape(-1, *tiles.shape[1 + self.tiling.ndim :]))
         raw = raw.reshape(x.shape[0], *grid)
         return raw * self.output_scale + self.output_offset
+
+    def tile_contributions(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Contributions ``(K,)`` of tiles ``(K, C, *tile)`` cut from the padded field."""
+        raw = self.tile_net((tiles - self.input_offset) * self.input_scale)
+        return raw.reshape(-1) * self.output_scale + self.output_offset
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The extensive prediction: sum of contributions per sample, ``(B,)``."""

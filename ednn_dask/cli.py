@@ -1,0 +1,188 @@
+"""The ``ednn-dask`` command line: each command parses its arguments and calls one function.
+
+Errors from :mod:`ednn_dask.errors` are printed without a traceback (exit status 2).
+Training and data commands import the ``training`` package (the ``train`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ednn_dask.errors import EDNNError
+
+REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def _print(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, default=str))
+        return
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        shown = f"{value:.6g}" if isinstance(value, float) else value
+        print(f"{key:<{width}}  {shown}")
+
+
+def cmd_info(args) -> int:
+    from dataclasses import asdict
+
+    from ednn_dask.model import TileModel
+
+    model = TileModel.load(args.model)
+    info = {"path": str(args.model), "sha256": model.sha256, **asdict(model.spec)}
+    if args.json:
+        print(json.dumps(info, default=list))
+    else:
+        provenance = info.pop("provenance")
+        _print(info, False)
+        print("provenance  " + json.dumps(provenance, indent=2).replace("\n", "\n            "))
+    return 0
+
+
+def cmd_score(args) -> int:
+    from ednn_dask.cluster import dask_client
+    from ednn_dask.model import TileModel
+    from ednn_dask.score import score
+
+    model = TileModel.load(args.model)
+    with dask_client(args.scheduler, processes=args.processes) as client:
+        for field in args.fields:
+            result = score(field, model, client=client, chunks=args.chunks,
+                           boundary=args.boundary, method=args.method,
+                           keep_contributions=False, progress=args.progress)
+            _print({"field": field, **result.to_dict()}, args.json)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from training.recipes import demo_ising
+
+    model = args.model or REPO_MODELS / "ising-2d-f1c1.onnx"
+    _print(demo_ising(model, size=args.size, scheduler=args.scheduler, chunks=args.chunks,
+                      temperature=args.temperature, seed=args.seed), args.json)
+    return 0
+
+
+def cmd_data(args) -> int:
+    from training import datasets
+
+    if args.system == "ising":
+        ds = datasets.sample_ising(args.n, args.L or 8, dim=args.dim, seed=args.seed,
+                                   near_critical=args.near_critical, progress=True)
+    else:
+        ds = datasets.laplacian_dataset(args.n, args.L or 100, seed=args.seed, progress=True)
+    path = datasets.save_dataset(ds, args.out, overwrite=args.overwrite)
+    print(f"wrote {len(ds['sample'])} samples to {path} (hash {datasets.dataset_hash(ds)})")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from training import recipes
+
+    common = dict(L=args.L, n=args.n, epochs=args.epochs, seed=args.seed, data=args.data,
+                  workdir=args.workdir, overwrite=args.overwrite)
+    if args.system == "ising":
+        metrics = recipes.train_ising(args.out, dim=args.dim, **common)
+    else:
+        metrics = recipes.train_laplacian(args.out, **common)
+    _print({"model": args.out, **metrics["test"]}, args.json)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from training import recipes
+
+    if args.system == "ising":
+        result = recipes.evaluate_ising(args.model, L=args.L or 128, n=args.n or 100,
+                                        near_critical=not args.any_temperature, seed=args.seed,
+                                        plot=args.plot)
+    else:
+        result = recipes.evaluate_laplacian(args.model, L=args.L or 100, n=args.n or 200,
+                                            seed=args.seed, plot=args.plot)
+    _print(result, args.json)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ednn-dask", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("score", help="score Zarr fields with an ONNX tile model")
+    p.add_argument("fields", nargs="+", help="Zarr stores holding one field each")
+    p.add_argument("--model", required=True, help="ONNX tile model")
+    p.add_argument("--scheduler", help="dask scheduler address (default: in-process LocalCluster)")
+    p.add_argument("--processes", action="store_true", help="LocalCluster with worker processes")
+    p.add_argument("--chunks", type=int, help="chunk length per axis in pixels (default 2048)")
+    p.add_argument("--boundary", help="'periodic' or a constant (default: the model's)")
+    p.add_argument("--method", default="auto", choices=["auto", "dense", "tiles"])
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object per field")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("info", help="show a model's metadata")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="score a large Ising lattice on a LocalCluster")
+    p.add_argument("--size", type=int, default=4096, help="lattice side (default 4096)")
+    p.add_argument("--model", help="Ising model (default: the shipped 2-D model)")
+    p.add_argument("--scheduler", help="dask scheduler address (default: LocalCluster)")
+    p.add_argument("--chunks", type=int, help="chunk length per axis")
+    p.add_argument("--temperature", type=float, default=2.4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("data", help="generate a training data set (Zarr)")
+    p.add_argument("system", choices=["ising", "laplacian"])
+    p.add_argument("out")
+    p.add_argument("--n", type=int, default=5000, help="number of samples")
+    p.add_argument("--L", type=int, help="side of each sample (ising 8, laplacian 100)")
+    p.add_argument("--dim", type=int, default=2, choices=[2, 3], help="Ising dimension")
+    p.add_argument("--near-critical", action="store_true", help="Ising: T within 0.1 of Tc")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="train an EDNN and export it to ONNX")
+    p.add_argument("system", choices=["ising", "laplacian"])
+    p.add_argument("--out", required=True, help="ONNX file to write")
+    p.add_argument("--dim", type=int, default=2, choices=[2, 3], help="Ising dimension")
+    p.add_argument("--data", help="train on this Zarr data set instead of sampling one")
+    p.add_argument("--L", type=int)
+    p.add_argument("--n", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", help="checkpoints, metrics.json, parity.png (default runs/NAME)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy of a model on fresh exact references")
+    p.add_argument("system", choices=["ising", "laplacian"])
+    p.add_argument("--model", required=True)
+    p.add_argument("--L", type=int, help="sample side (ising 128, laplacian 100)")
+    p.add_argument("--n", type=int, help="number of samples")
+    p.add_argument("--any-temperature", action="store_true", help="Ising: T in 1..5, not near Tc")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--plot", help="write a parity plot PNG here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EDNNError as err:
+        print(f"ednn-dask {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import pytest
+
+from tests import helpers
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+def _export(ednn, path, **kw):
+    from training.export import export_onnx
+
+    return export_onnx(ednn, path, **kw)
+
+
+@pytest.fixture(scope="session")
+def exact_ising2d(model_dir):
+    """(EDNN, dense ONNX model, tile ONNX model) computing the 2-D Ising energy exactly."""
+    ednn = helpers.exact_ising_ednn(2)
+    dense = _export(ednn, model_dir / "exact2d.onnx", target_unit="J")
+    tile = _export(ednn, model_dir / "exact2d-tile.onnx", kind="tile", target_unit="J")
+    return ednn, dense, tile
+
+
+@pytest.fixture(scope="session")
+def exact_ising3d(model_dir):
+    ednn = helpers.exact_ising_ednn(3)
+    return ednn, _export(ednn, model_dir / "exact3d.onnx", target_unit="J")
+
+
+@pytest.fixture(scope="session")
+def cnn2d(model_dir):
+    """Random 2-channel valid CNN with per-axis focus/context and a constant boundary."""
+    ednn = helpers.random_cnn_ednn(2, 2, (4, 2), (2, 1), 0.5)
+    return ednn, _export(ednn, model_dir / "cnn2d.onnx", channels=2, spacing=(0.1, 0.1),
+                         spacing_unit="angstrom")
+
+
+@pytest.fixture(scope="session")
+def cnn3d(model_dir):
+    ednn = helpers.random_cnn_ednn(3, 1, (2, 2, 2), (1, 1, 1), "periodic", seed=1)
+    return ednn, _export(ednn, model_dir / "cnn3d.onnx")
+
+
+@pytest.fixture(scope="session")
+def mlp2d(model_dir):
+    ednn = helpers.random_mlp_ednn(2)
+    return (ednn, _export(ednn, model_dir / "mlp2d.onnx"),
+            _export(ednn, model_dir / "mlp2d-tile.onnx", kind="tile"))
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    """A real distributed cluster with two worker processes."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                     dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client

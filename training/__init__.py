@@ -1,0 +1,1 @@
+"""Training side of ednn-dask: EDNN module, tile networks, data sets, export."""
