@@ -13,8 +13,8 @@ from ednn_dask.errors import (
     StoreNotFoundError,
 )
 from ednn_dask.field import make_field, open_field, save_field
-from ednn_dask.model import ModelSpec, TileModel
 from ednn_dask.inference import contributions
+from ednn_dask.model import ModelSpec, TileModel
 from ednn_dask.score import ScoreResult, score
 from ednn_dask.tiling import Tiling
 

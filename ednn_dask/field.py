@@ -67,7 +67,9 @@ def make_field(
     if spacing is not None:
         spacing_t = tuple(float(s) for s in np.broadcast_to(spacing, (ndim,)))
         shape = np.shape(data)[-ndim:]
-        coords = {d: (np.arange(n) + 0.5) * s for d, n, s in zip(dims, shape, spacing_t, strict=True)}
+        coords = {
+            d: (np.arange(n) + 0.5) * s for d, n, s in zip(dims, shape, spacing_t, strict=True)
+        }
         attrs.update(spacing=list(spacing_t), spacing_unit=spacing_unit)
     field = xr.DataArray(data, dims=full_dims, coords=coords, attrs=attrs, name=name)
     for d in coords:

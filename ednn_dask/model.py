@@ -128,7 +128,9 @@ class ModelSpec:
             try:
                 values[key] = json.loads(text)
             except (json.JSONDecodeError, TypeError):
-                raise ModelFormatError(f"metadata {NAMESPACE}{key} is not JSON: {text!r}.") from None
+                raise ModelFormatError(
+                    f"metadata {NAMESPACE}{key} is not JSON: {text!r}."
+                ) from None
         version = values["format_version"]
         if not isinstance(version, int) or version < 1:
             raise ModelFormatError(f"metadata ednn.format_version {version!r} is not valid.")

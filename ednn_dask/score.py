@@ -117,7 +117,9 @@ def _check_spacing(f: xr.DataArray, model: TileModel, spacing) -> None:
 def align(data: da.Array, tiling: Tiling, chunks=None, *, channels_first: bool) -> da.Array:
     """Rechunk so every chunk holds whole focus blocks and at least the context."""
     spatial = data.shape[1:] if channels_first else data.shape
-    explicit = isinstance(chunks, (list, tuple)) and any(isinstance(c, (list, tuple)) for c in chunks)
+    explicit = isinstance(chunks, (list, tuple)) and any(
+        isinstance(c, (list, tuple)) for c in chunks
+    )
     if explicit:
         spatial_chunks = tuple(tuple(int(s) for s in c) for c in chunks)
         if tuple(map(sum, spatial_chunks)) != tuple(spatial):

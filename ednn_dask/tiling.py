@@ -189,7 +189,8 @@ class Tiling:
             field = self.pad(field)
         axes = tuple(range(field.ndim - self.ndim, field.ndim))
         windows = np.lib.stride_tricks.sliding_window_view(field, self.tile, axis=axes)
-        step = (slice(None),) * (field.ndim - self.ndim) + tuple(slice(None, None, f) for f in self.focus)
+        lead = (slice(None),) * (field.ndim - self.ndim)
+        step = lead + tuple(slice(None, None, f) for f in self.focus)
         return windows[step]
 
     def unpadded_shape(self, padded_shape: Sequence[int]) -> tuple[int, ...]:

@@ -171,7 +171,8 @@ class TileCounts:
         n, n_tiles = tiles.shape[0], math.prod(tiles.shape[1 : 1 + nd])
         flat = tiles.reshape(n * n_tiles, -1)
         unique, inverse = np.unique(flat, axis=0, return_inverse=True)
-        self.tiles = torch.as_tensor(unique.reshape(-1, *tiles.shape[1 + nd :]), dtype=torch.float64)
+        unique = unique.reshape(-1, *tiles.shape[1 + nd :])
+        self.tiles = torch.as_tensor(unique, dtype=torch.float64)
         inverse = inverse.reshape(n, n_tiles)
         self.counts = [self._counts(inverse[idx], len(unique)) for idx in splits]
 

@@ -1,0 +1,147 @@
+"""Dask pipeline vs raw onnxruntime vs a torch-eager EDNN, on the same field and weights.
+
+    python bench/bench_pipeline.py [--system ising|laplacian] [--size 4096] [--repeats 3]
+
+One randomly initialised tile net of the shipped architecture is exported to
+ONNX; then, in this one process and on the same field:
+
+- raw onnxruntime: plain ``InferenceSession.run`` (2 threads) over row slabs of
+  the padded field, no ednn-dask and no dask;
+- the ednn-dask pipeline (``score``) at its default chunking, on dask's threaded
+  scheduler and on an in-process ``distributed.LocalCluster`` (1 worker, 2 threads);
+- the torch EDNN module, eager, tile path (unfold -> tile net -> sum), 2 threads.
+
+Prints a table (median of ``--repeats``) and one JSON line with the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def build(system: str, tmp: Path):
+    import torch
+
+    from training.ednn import EDNN
+    from training.export import export_onnx
+    from training.nets import IsingMLP, ValidCNN
+
+    torch.manual_seed(0)
+    if system == "ising":
+        ednn = EDNN(IsingMLP((3, 3)), 1, 1, "periodic", ndim=2)
+    else:
+        ednn = EDNN(ValidCNN(2, 1, (10, 10), (2, 2)), 10, 2, "periodic", ndim=2)
+    return ednn.eval(), export_onnx(ednn, tmp / f"{system}.onnx")
+
+
+def make_field(system: str, size: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    if system == "ising":
+        return rng.choice(np.array([-1.0, 1.0], np.float32), size=(size, size))
+    return rng.normal(size=(size, size)).astype(np.float32)
+
+
+def raw_onnxruntime(field, model_path, focus, context, slab_pixels=2**17):
+    """The baseline: numpy padding and InferenceSession.run over row slabs, nothing else."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    padded = np.pad(field, context, mode="wrap")
+    rows = max(1, slab_pixels // (focus * padded.shape[1]))
+    total = 0.0
+    for start in range(0, field.shape[0] // focus, rows):
+        stop = min(field.shape[0] // focus, start + rows)
+        slab = np.ascontiguousarray(padded[None, None, start * focus : stop * focus + 2 * context])
+        total += float(session.run(None, {"field": slab})[0].sum(dtype=np.float64))
+    return total
+
+
+def torch_eager(ednn, field, slab_pixels=2**17):
+    import torch
+
+    torch.set_num_threads(2)
+    f, c = ednn.tiling.focus[0], ednn.tiling.context[0]
+    padded = torch.as_tensor(np.pad(field, c, mode="wrap"))
+    rows = max(1, slab_pixels // (f * padded.shape[1]))
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, field.shape[0] // f, rows):
+            stop = min(field.shape[0] // f, start + rows)
+            slab = padded[start * f : stop * f + 2 * c][None, None]
+            tiles = ednn._cut(slab)
+            raw = ednn.tile_net(tiles.reshape(-1, *tiles.shape[3:]))
+            total += float((raw * ednn.output_scale + ednn.output_offset).double().sum())
+    return total
+
+
+def timed(fn, repeats):
+    times, value = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        value = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), value
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", choices=["ising", "laplacian"], default="ising")
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    from ednn_dask import score
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ednn, model = build(args.system, Path(tmp))
+        field = make_field(args.system, args.size)
+        f, c = model.spec.focus[0], model.spec.context[0]
+        rows = {}
+        rows["raw onnxruntime"] = timed(lambda: raw_onnxruntime(field, model.path, f, c),
+                                        args.repeats)
+        with dask.config.set(scheduler="threads", num_workers=2):
+            rows["ednn-dask, threaded"] = timed(
+                lambda: score(field, model, keep_contributions=False).energy, args.repeats)
+        with (LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                           dashboard_address=None) as cluster, Client(cluster) as client):
+            score(field[:512, :512], model, client=client)  # warm the worker's session
+            rows["ednn-dask, LocalCluster"] = timed(
+                lambda: score(field, model, client=client, keep_contributions=False).energy,
+                args.repeats)
+        rows["torch eager EDNN"] = timed(lambda: torch_eager(ednn, field), args.repeats)
+
+    pixels = field.size
+    base_t, base_e = rows["raw onnxruntime"]
+    print(f"{args.system}: {args.size}x{args.size} field, focus {f}, context {c}, "
+          f"{model.spec.kind} model, median of {args.repeats}")
+    print(f"{'path':<26}{'seconds':>9}{'Mpx/s':>9}{'vs raw ORT':>12}{'energy':>16}")
+    for name, (t, e) in rows.items():
+        print(f"{name:<26}{t:>9.3f}{pixels / t / 1e6:>9.2f}{base_t / t:>12.3f}{e:>16.6g}")
+    for name, (_, e) in rows.items():
+        if abs(e - base_e) > 1e-4 * abs(base_e) + 1e-3:
+            raise SystemExit(f"{name} energy {e} differs from raw onnxruntime {base_e}")
+    summary = {
+        "bench": "pipeline", "system": args.system, "size": args.size, "pixels": pixels,
+        "seconds": {k: v[0] for k, v in rows.items()},
+        "fraction_of_raw_ort_threaded": base_t / rows["ednn-dask, threaded"][0],
+        "fraction_of_raw_ort_localcluster": base_t / rows["ednn-dask, LocalCluster"][0],
+        "speedup_vs_torch_eager": rows["torch eager EDNN"][0] / rows["ednn-dask, threaded"][0],
+    }
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ednn_dask import make_field, save_field
+from ednn_dask.cli import main
+from tests.helpers import ising_energy_np
+
+
+@pytest.fixture()
+def ising_store(tmp_path):
+    lattice = np.random.default_rng(4).choice(np.array([-1, 1], np.int8), size=(32, 48))
+    path = save_field(make_field(lattice, name="spins"), tmp_path / "lattice.zarr")
+    return path, ising_energy_np(lattice.astype(float))
+
+
+def test_score_json(exact_ising2d, ising_store, capsys):
+    _, model, _ = exact_ising2d
+    path, expected = ising_store
+    assert main(["score", str(path), "--model", str(model.path), "--json", "--chunks", "16"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["energy"] == expected
+    assert result["n_tiles"] == 32 * 48 and result["n_chunks"] == 6
+    assert result["model_sha256"] == model.sha256
+
+
+def test_info(exact_ising2d, capsys):
+    _, model, _ = exact_ising2d
+    assert main(["info", str(model.path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["focus"] == [1, 1] and info["kind"] == "dense" and info["target_unit"] == "J"
+    assert main(["info", str(model.path)]) == 0
+    assert "provenance" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["score", "missing.zarr"], "does not exist"),
+        (["info", "missing.onnx"], "does not exist"),
+    ],
+)
+def test_errors_exit_2_without_traceback(exact_ising2d, tmp_path, capsys, argv, message):
+    _, model, _ = exact_ising2d
+    if argv[0] == "score":
+        argv = [*argv[:1], str(tmp_path / argv[1]), "--model", str(model.path)]
+    else:
+        argv = [argv[0], str(tmp_path / argv[1])]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_score_refuses_a_non_zarr_path(exact_ising2d, tmp_path, capsys):
+    _, model, _ = exact_ising2d
+    (tmp_path / "plain.txt").write_text("hello")
+    assert main(["score", str(tmp_path / "plain.txt"), "--model", str(model.path)]) == 2
+    assert "not a Zarr store" in capsys.readouterr().err
+
+
+def test_data_command_refuses_overwrite(tmp_path, capsys):
+    out = tmp_path / "ising.zarr"
+    assert main(["data", "ising", str(out), "--n", "4", "--L", "4"]) == 0
+    assert out.exists()
+    assert main(["data", "ising", str(out), "--n", "4", "--L", "4"]) == 2
+    assert "--overwrite" in capsys.readouterr().err

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from tests.helpers import random_mlp_ednn
+from training.datasets import sample_ising
+from training.export import export_onnx
+from training.train import TileCounts, TrainConfig, fit, split_indices
+
+
+def test_split_is_a_deterministic_partition():
+    a = split_indices(100, 0.1, 0.2, seed=3)
+    b = split_indices(100, 0.1, 0.2, seed=3)
+    assert [len(s) for s in a] == [70, 10, 20]
+    assert np.array_equal(np.sort(np.concatenate(a)), np.arange(100))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_distinct_tile_sums_equal_the_edNN_sums():
+    ds = sample_ising(40, 6, temperatures=(1.0, 4.0), seed=2, sweeps=10)
+    x = ds["spins"].values.astype(np.float32)[:, None]
+    ednn = random_mlp_ednn(2).double()
+    counts = TileCounts(ednn, x, (np.arange(40),))
+    assert len(counts.tiles) <= 512
+    with torch.no_grad():
+        direct = ednn(torch.as_tensor(x, dtype=torch.float64))
+        np.testing.assert_allclose(counts.predict(ednn, 0), direct, rtol=1e-12)
+
+
+def test_fit_learns_resumes_and_exports(tmp_path):
+    ds = sample_ising(300, 4, temperatures=(1.0, 5.0), seed=0, sweeps=10)
+    x = ds["spins"].values.astype(np.float32)[:, None]
+    y = ds["energy"].values
+    ednn = random_mlp_ednn(2)
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=1e-3, seed=0)
+    first = fit(ednn, x, y, cfg, tmp_path, progress=False)
+    assert first["epochs_run"] == 3
+    state = json.loads(torch.load(tmp_path / "checkpoint.pt", weights_only=True)["state"])
+    assert state["epoch"] == 3
+    # resuming continues from epoch 3 instead of starting over
+    again = fit(random_mlp_ednn(2, seed=9), x, y, TrainConfig(epochs=5, batch_size=32, seed=0),
+                tmp_path, progress=False)
+    assert again["epochs_run"] == 5 and len(json.loads((tmp_path / "metrics.json").read_text()))
+    assert (tmp_path / "parity.png").stat().st_size > 1000
+    # a short full-batch distinct-tile run with L-BFGS beats predicting the mean
+    ednn = random_mlp_ednn(2)
+    fast = fit(ednn, x, y, TrainConfig(epochs=200, lr=3e-3, seed=0, unique_tiles=True,
+                                       lbfgs_steps=100, checkpoint_every=50),
+               tmp_path / "fast", progress=False)
+    assert fast["test"]["mae"] < 0.1 * np.abs(y - y.mean()).mean()
+    model = export_onnx(ednn, tmp_path / "m.onnx", target_unit="J",
+                        provenance={"metrics": fast["test"]})
+    assert model.spec.provenance["metrics"]["mae"] == fast["test"]["mae"]
+    assert model.spec.provenance["producer"] == "ednn-dask training.export"
