@@ -21,8 +21,11 @@ from ednn_dask.model import TileModel
 from training import datasets
 from training.train import TrainConfig, error_metrics, parity_plot
 
-ISING_DEFAULTS = {2: {"L": 8, "n": 5000, "epochs": 3000}, 3: {"L": 4, "n": 3000, "epochs": 1000}}
-LAPLACIAN_DEFAULTS = {"L": 50, "n": 4000, "epochs": 120}
+ISING_DEFAULTS = {
+    2: {"L": 8, "n": 10000, "epochs": 4000, "lbfgs_steps": 6000},
+    3: {"L": 4, "n": 3000, "epochs": 1000, "lbfgs_steps": 1000},
+}
+LAPLACIAN_DEFAULTS = {"L": 50, "n": 2000, "epochs": 40, "lbfgs_steps": 1500}
 
 
 def _workdir(out: Path, workdir: str | None) -> Path:
@@ -51,7 +54,7 @@ def train_ising(
     epochs: int | None = None,
     seed: int = 0,
     lr: float = 3e-3,
-    lbfgs_steps: int = 2000,
+    lbfgs_steps: int | None = None,
     data: str | None = None,
     workdir: str | None = None,
     overwrite: bool = False,
@@ -69,6 +72,7 @@ def train_ising(
     _refuse_existing(out_path, overwrite)
     defaults = ISING_DEFAULTS[dim]
     L, n, epochs = L or defaults["L"], n or defaults["n"], epochs or defaults["epochs"]
+    lbfgs_steps = defaults["lbfgs_steps"] if lbfgs_steps is None else lbfgs_steps
     work = _workdir(out_path, workdir)
     work.mkdir(parents=True, exist_ok=True)
     ds = _dataset(
@@ -102,6 +106,7 @@ def train_laplacian(
     n: int | None = None,
     epochs: int | None = None,
     seed: int = 0,
+    lbfgs_steps: int | None = None,
     data: str | None = None,
     workdir: str | None = None,
     overwrite: bool = False,
@@ -117,6 +122,7 @@ def train_laplacian(
     _refuse_existing(out_path, overwrite)
     L = L or LAPLACIAN_DEFAULTS["L"]
     n, epochs = n or LAPLACIAN_DEFAULTS["n"], epochs or LAPLACIAN_DEFAULTS["epochs"]
+    lbfgs_steps = LAPLACIAN_DEFAULTS["lbfgs_steps"] if lbfgs_steps is None else lbfgs_steps
     work = _workdir(out_path, workdir)
     work.mkdir(parents=True, exist_ok=True)
     ds = _dataset(data, lambda: datasets.laplacian_dataset(n, L, seed=seed, progress=progress),
@@ -124,8 +130,8 @@ def train_laplacian(
     x = ds["image"].values.astype(np.float32)[:, None]
     net = ValidCNN(2, 1, (10, 10), (2, 2), trunk=((16, 3, 1), (16, 3, 1)), hidden=32)
     ednn = EDNN(net, 10, 2, "periodic", ndim=2, dense=True)
-    config = TrainConfig(epochs=epochs, batch_size=64, lr=1e-3, lr_final=1e-6, seed=seed,
-                         patience=epochs)
+    config = TrainConfig(epochs=epochs, batch_size=32, lr=1e-3, lr_final=1e-5, seed=seed,
+                         patience=epochs, lbfgs_steps=lbfgs_steps)
     metrics = fit(ednn, x, ds["target"].values, config, work, progress=progress)
     export_onnx(
         ednn, out_path, target="sum_abs_laplacian", target_unit="1", dims=("y", "x"),

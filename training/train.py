@@ -41,6 +41,7 @@ class TrainConfig:
     threads: int | None = None
     unique_tiles: bool = False
     lbfgs_steps: int = 0
+    lbfgs_samples: int = 256
     checkpoint_every: int = 1
 
 
@@ -134,7 +135,16 @@ def fit(
             break  # early stopping: no better validation error for `patience` epochs
     if config.lbfgs_steps:
         ednn.load_state_dict(best)
-        _lbfgs(ednn, lambda: batch_loss(train), config.lbfgs_steps)
+        ednn.double()
+        # full batch, capped: L-BFGS needs exact gradients, not every sample
+        x_train = None if counts is not None else x[train[: config.lbfgs_samples]].double()
+        y_train = y[train] if counts is not None else y[train[: config.lbfgs_samples]]
+
+        def full_batch_loss() -> torch.Tensor:
+            pred = counts.predict(ednn, 0) if counts is not None else ednn(x_train)
+            return torch.mean(((pred - y_train) / scale) ** 2)
+
+        _lbfgs(ednn, full_batch_loss, config.lbfgs_steps)
         if val_mae() < state["best_val"]:
             state["best_val"] = val_mae()
             best = {k: v.clone() for k, v in ednn.state_dict().items()}
@@ -229,6 +239,7 @@ def _save_checkpoint(path, ednn, optimizer, scheduler, best, state) -> None:
 def predict(ednn: EDNN, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
     """Extensive predictions in float64 for a batch of inputs."""
     ednn.eval()
+    x = x.to(ednn.output_scale.dtype)
     out = [ednn(x[i : i + batch_size]).double() for i in range(0, len(x), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros(0)
 

@@ -1,0 +1,62 @@
+"""The models under models/ load, carry their provenance, and are as accurate as claimed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ednn_dask import TileModel, score
+from training import datasets
+from training.recipes import evaluate_ising, evaluate_laplacian, score_samples
+from training.train import error_metrics
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+SHIPPED = ["ising-2d-f1c1.onnx", "ising-3d-f1c1.onnx", "laplacian-f10c2.onnx"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_loads_with_provenance(name):
+    model = TileModel.load(MODELS / name)
+    assert model.spec.kind == "dense"
+    assert {"data_hash", "seed", "metrics", "torch_version"} <= set(model.spec.provenance)
+    assert (MODELS / name).with_suffix(".parity.png").is_file()
+
+
+def test_ising_2d_on_fresh_8x8_samples():
+    model = TileModel.load(MODELS / "ising-2d-f1c1.onnx")
+    ds = datasets.sample_ising(300, 8, temperatures=(0.5, 6.0), seed=777)
+    metrics = error_metrics(score_samples(ds["spins"].values, model), ds["energy"].values, 64)
+    assert metrics["mae_per_site"] < 4e-4  # the held-out figure is checked under -m slow
+
+
+def test_ising_3d_on_a_larger_lattice():
+    model = TileModel.load(MODELS / "ising-3d-f1c1.onnx")
+    ds = datasets.sample_ising(3, 8, dim=3, temperatures=(3.0, 6.0), seed=5, sweeps=20)
+    for spins, energy in zip(ds["spins"].values, ds["energy"].values):
+        result = score(spins, model, chunks=4)
+        assert abs(result.energy - energy) / spins.size < 5e-3
+
+
+@pytest.mark.slow
+def test_ising_2d_accuracy_targets():
+    metrics = evaluate_ising(str(MODELS / "ising-2d-f1c1.onnx"), L=8, n=2000,
+                             near_critical=False, progress=False)
+    assert metrics["mae_per_site"] <= 2e-4
+    metrics = evaluate_ising(str(MODELS / "ising-2d-f1c1.onnx"), L=128, n=100, progress=False)
+    assert metrics["mae_per_site"] <= 2e-4
+
+
+@pytest.mark.slow
+def test_laplacian_accuracy_target():
+    metrics = evaluate_laplacian(str(MODELS / "laplacian-f10c2.onnx"), L=100, n=200,
+                                 progress=False)
+    assert metrics["relative_mae"] <= 1e-3
+
+
+def test_laplacian_on_a_fresh_image():
+    model = TileModel.load(MODELS / "laplacian-f10c2.onnx")
+    images = datasets.laplacian_images(4, 100, seed=99)
+    predicted = score_samples(images, model)
+    np.testing.assert_allclose(predicted, datasets.laplacian_target(images), rtol=5e-3)
