@@ -144,26 +144,39 @@ def save_field(
 
 
 def write_zarr_atomic(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write a Dataset to Zarr v3 at a temporary sibling, then rename it onto ``path``."""
-    path = Path(path)
-    if path.exists() and not overwrite:
+    """Write a Dataset to Zarr v3 at a hidden sibling, then rename it onto ``path``.
+
+    A crash never leaves a half-written store under ``path``; with ``overwrite``
+    the old store is parked aside and dropped only once the new one is in place.
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
         raise OutputExistsError(
-            f"{str(path)!r} exists already; pass overwrite=True (CLI: --overwrite) to replace it."
+            f"{str(target)!r} exists already; pass overwrite=True (CLI: --overwrite) to replace it."
         )
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a crashed run with the same pid
     try:
-        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
+        # consolidated metadata is not part of the Zarr v3 spec (zarr warns): skip it
+        ds.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False)
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-    return path
+        raise
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(old, target)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+    return target
 
 
 def as_field(obj: Any, ndim: int, dims: Sequence[str] | None = None) -> xr.DataArray:

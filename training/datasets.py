@@ -15,7 +15,6 @@ import functools
 import hashlib
 import math
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ednn_dask.errors import FieldError, OutputExistsError, StoreNotFoundError
+from ednn_dask.errors import FieldError, StoreNotFoundError
+from ednn_dask.field import write_zarr_atomic
 
 __all__ = [
     "TC_2D",
@@ -530,34 +530,7 @@ def save_dataset(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: boo
     OutputExistsError
         (a ``FileExistsError``) if ``path`` exists and ``overwrite`` is False.
     """
-    target = Path(path)
-    if target.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{target} exists already; pass overwrite=True (CLI: --overwrite) to replace it"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    _remove(tmp)  # left over from a crashed run of a process with the same pid
-    try:
-        # Consolidated metadata is not part of the Zarr v3 spec (zarr warns); skip it.
-        ds.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False)
-    except BaseException:
-        _remove(tmp)
-        raise
-    if target.exists():  # overwrite: park the old store, move the new one in, then drop the old
-        _remove(old)
-        os.replace(target, old)
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            os.replace(old, target)
-            _remove(tmp)
-            raise
-        _remove(old)
-    else:
-        os.replace(tmp, target)
-    return target
+    return write_zarr_atomic(ds, path, overwrite=overwrite)
 
 
 def load_dataset(path: str | os.PathLike[str]) -> xr.Dataset:
@@ -576,14 +549,6 @@ def load_dataset(path: str | os.PathLike[str]) -> xr.Dataset:
 
 
 # ------------------------------------------------------------------------- helpers
-
-
-def _remove(path: Path) -> None:
-    """Remove a file or directory tree if it exists."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 class _NoBar:
