@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="Ising model (default: the shipped 2-D model)")
     p.add_argument("--scheduler", help="dask scheduler address (default: LocalCluster)")
     p.add_argument("--chunks", type=int, help="chunk length per axis")
-    p.add_argument("--temperature", type=float, default=2.4)
+    p.add_argument("--temperature", type=float, default=2.8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)

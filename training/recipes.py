@@ -190,7 +190,7 @@ def demo_ising(
     model: str | Path,
     *,
     size: int = 4096,
-    temperature: float = 2.4,
+    temperature: float = 2.8,
     sweeps: int = 20,
     scheduler: str | None = None,
     chunks: int | None = None,
