@@ -280,6 +280,9 @@ def _compute(targets, client, progress):
             from distributed import progress as show_progress
 
             show_progress(futures)
+            # the scheduler's progress feed polls every 100 ms; let it see the closed bar
+            # before a cluster shutdown cancels it (and logs a CancelledError)
+            time.sleep(0.3)
         return client.gather(futures)
     if progress and _active_client() is None:
         from dask.diagnostics import ProgressBar
