@@ -28,6 +28,8 @@ ISING_DEFAULTS = {
     3: {"L": 4, "n": 4000, "epochs": 40, "lbfgs_steps": 100, "unique_tiles": False},
 }
 LAPLACIAN_DEFAULTS = {"L": 50, "n": 2000, "epochs": 40, "lbfgs_steps": 300}
+# laplacian_images draws correlation lengths in [2, L/8] px: (2, 6.25) for the L=50 training set
+TRAIN_CORRELATION = (2.0, 50 / 8)
 
 
 def _workdir(out: Path, workdir: str | None) -> Path:
@@ -181,11 +183,14 @@ def evaluate_laplacian(
 ) -> dict[str, Any]:
     """Score fresh smooth random images against the exact sum of |5-point Laplacian|."""
     m = TileModel.load(model)
-    ds = datasets.laplacian_dataset(n, L, seed=seed, progress=progress)
-    predicted = score_samples(ds["image"].values, m)
-    metrics = error_metrics(predicted, ds["target"].values, L * L)
+    # the same local statistics as training: correlation lengths of the L=50 training images
+    images = datasets.laplacian_images(n, L, seed=seed, correlation_length=TRAIN_CORRELATION,
+                                       progress=progress)
+    target = datasets.laplacian_target(images)
+    predicted = score_samples(images, m)
+    metrics = error_metrics(predicted, target, L * L)
     if plot:
-        parity_plot(ds["target"].values, predicted, plot, title=f"Laplacian {L}x{L}")
+        parity_plot(target, predicted, plot, title=f"Laplacian {L}x{L}")
     return {"model": str(model), "L": L, "n": n, **metrics}
 
 
