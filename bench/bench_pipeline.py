@@ -116,7 +116,8 @@ def main(argv=None):
                 lambda: score(field, model, keep_contributions=False).energy, args.repeats)
         with (LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                            dashboard_address=None) as cluster, Client(cluster) as client):
-            score(field[:512, :512], model, client=client)  # warm the worker's session
+            warm = 64 * f  # a small field first: the worker builds its session
+            score(field[:warm, :warm], model, client=client)
             rows["ednn-dask, LocalCluster"] = timed(
                 lambda: score(field, model, client=client, keep_contributions=False).energy,
                 args.repeats)
