@@ -27,7 +27,7 @@ ISING_DEFAULTS = {
     2: {"L": 8, "n": 10000, "epochs": 4000, "lbfgs_steps": 6000, "unique_tiles": True},
     3: {"L": 4, "n": 4000, "epochs": 40, "lbfgs_steps": 100, "unique_tiles": False},
 }
-LAPLACIAN_DEFAULTS = {"L": 50, "n": 2000, "epochs": 40, "lbfgs_steps": 300}
+LAPLACIAN_DEFAULTS = {"L": 50, "n": 2000, "epochs": 150, "lbfgs_steps": 300}
 # laplacian_images draws correlation lengths in [2, L/8] px: (2, 6.25) for the L=50 training set
 TRAIN_CORRELATION = (2.0, 50 / 8)
 
