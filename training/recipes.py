@@ -41,7 +41,7 @@ def _refuse_existing(out: Path, overwrite: bool) -> None:
         raise OutputExistsError(f"{str(out)!r} exists already; pass --overwrite to replace it.")
 
 
-def _dataset(data: str | None, make, path: Path, progress: bool):
+def _dataset(data: str | None, make, path: Path):
     if data:
         return datasets.load_dataset(data)
     ds = make()
@@ -84,7 +84,6 @@ def train_ising(
         lambda: datasets.sample_ising(n, L, dim=dim, temperatures=(0.5, 6.0), seed=seed,
                                       progress=progress),
         work / "data.zarr",
-        progress,
     )
     x = ds["spins"].values.astype(np.float32)[:, None]
     ednn = EDNN(IsingMLP((3,) * dim), 1, 1, "periodic", ndim=dim, dense=True)
@@ -131,7 +130,7 @@ def train_laplacian(
     work = _workdir(out_path, workdir)
     work.mkdir(parents=True, exist_ok=True)
     ds = _dataset(data, lambda: datasets.laplacian_dataset(n, L, seed=seed, progress=progress),
-                  work / "data.zarr", progress)
+                  work / "data.zarr")
     x = ds["image"].values.astype(np.float32)[:, None]
     net = ValidCNN(2, 1, (10, 10), (2, 2), trunk=((16, 3, 1), (16, 3, 1)), hidden=32)
     ednn = EDNN(net, 10, 2, "periodic", ndim=2, dense=True)
