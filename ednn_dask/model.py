@@ -20,7 +20,7 @@ import json
 import math
 import os
 import threading
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -296,10 +296,6 @@ class TileModel:
             )
         if inputs[0].type != "tensor(float)":
             raise ModelFormatError(f"model input must be float32, got {inputs[0].type}.")
-
-    def with_spec(self, **changes: Any) -> TileModel:
-        """The same graph with some metadata changed (in memory only)."""
-        return TileModel(self.onnx_bytes, replace(self.spec, **changes), self.path)
 
 
 def _make_session(onnx_bytes: bytes, threads: int):
