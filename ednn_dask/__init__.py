@@ -4,6 +4,7 @@ Importing this package is cheap: it does not import torch, and onnxruntime is
 only imported when a model is loaded.
 """
 
+from ednn_dask.energy import energy
 from ednn_dask.errors import (
     EDNNError,
     FieldError,
@@ -11,11 +12,14 @@ from ednn_dask.errors import (
     ModelFormatError,
     OutputExistsError,
     StoreNotFoundError,
+    StructureError,
 )
 from ednn_dask.field import make_field, open_field, save_field
 from ednn_dask.inference import contributions
 from ednn_dask.model import ModelSpec, TileModel
+from ednn_dask.rasterize import rasterize
 from ednn_dask.score import ScoreResult, score
+from ednn_dask.structures import PorousSheet, Structure
 from ednn_dask.tiling import Tiling
 
 __version__ = "0.1.0"
@@ -27,13 +31,18 @@ __all__ = [
     "ModelFormatError",
     "ModelSpec",
     "OutputExistsError",
+    "PorousSheet",
     "ScoreResult",
     "StoreNotFoundError",
+    "Structure",
+    "StructureError",
     "TileModel",
     "Tiling",
     "contributions",
+    "energy",
     "make_field",
     "open_field",
+    "rasterize",
     "save_field",
     "score",
 ]

@@ -30,3 +30,7 @@ class StoreNotFoundError(EDNNError, FileNotFoundError):
 
 class OutputExistsError(EDNNError, FileExistsError):
     """An output that exists already and was not meant to be overwritten."""
+
+
+class StructureError(EDNNError, ValueError):
+    """Atoms that cannot be turned into a field: outside the cell, overlapping, unknown."""

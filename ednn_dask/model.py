@@ -42,8 +42,11 @@ METADATA_KEYS = REQUIRED_KEYS + (
     "input_scale",
     "output_offset",
     "output_scale",
+    "raster",
+    "reference_energies",
     "provenance",
 )
+RASTER_KEYS = ("gamma", "cutoff", "species")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class ModelSpec:
     input_scale: float = 1.0
     output_offset: float = 0.0
     output_scale: float = 1.0
+    raster: dict[str, Any] | None = None
+    reference_energies: dict[str, float] | None = None
     provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     format_version: int = FORMAT_VERSION
 
@@ -92,6 +97,34 @@ class ModelSpec:
                 raise ModelFormatError(f"ednn.{name} must be finite, got {getattr(self, name)!r}.")
         if self.input_scale == 0:
             raise ModelFormatError("ednn.input_scale must not be 0.")
+        if self.raster is not None:
+            self._check_raster(self.raster)
+        for symbol, value in (self.reference_energies or {}).items():
+            if not isinstance(symbol, str) or not math.isfinite(value):
+                raise ModelFormatError(
+                    f"ednn.reference_energies must map element symbols to finite eV, got "
+                    f"{symbol!r}: {value!r}."
+                )
+
+    def _check_raster(self, raster: dict[str, Any]) -> None:
+        """Atomistic models say how atoms become their input (gamma, cutoff, species)."""
+        if set(raster) != set(RASTER_KEYS):
+            raise ModelFormatError(f"ednn.raster must have exactly the keys {RASTER_KEYS}, got "
+                                   f"{sorted(raster)}.")
+        if not (raster["gamma"] > 0 and raster["cutoff"] >= 0):
+            raise ModelFormatError(f"ednn.raster needs gamma > 0 and cutoff >= 0, got {raster}.")
+        species = raster["species"]
+        if species is None and self.channels != 1:
+            raise ModelFormatError(
+                "ednn.raster.species is null but the model has several channels."
+            )
+        if species is not None and len(species) != self.channels:
+            raise ModelFormatError(
+                f"ednn.raster.species {species} must list one element per channel "
+                f"({self.channels})."
+            )
+        if self.spacing is None:
+            raise ModelFormatError("an atomistic model (ednn.raster) needs ednn.spacing.")
 
     @property
     def ndim(self) -> int:
@@ -162,6 +195,8 @@ class ModelSpec:
                 input_scale=float(values.get("input_scale", 1.0)),
                 output_offset=float(values.get("output_offset", 0.0)),
                 output_scale=float(values.get("output_scale", 1.0)),
+                raster=_raster(values.get("raster")),
+                reference_energies=_reference(values.get("reference_energies")),
                 provenance=dict(values.get("provenance") or {}),
                 format_version=int(values["format_version"]),
             )
@@ -169,6 +204,27 @@ class ModelSpec:
             raise
         except (TypeError, ValueError) as err:
             raise ModelFormatError(f"malformed ednn metadata: {err}") from None
+
+
+def _raster(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ModelFormatError(f"ednn.raster must be an object, got {value!r}.")
+    species = value.get("species")
+    return {
+        "gamma": float(value.get("gamma", math.nan)),
+        "cutoff": float(value.get("cutoff", math.nan)),
+        "species": None if species is None else [_strict_int(z) for z in species],
+    }
+
+
+def _reference(value: Any) -> dict[str, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ModelFormatError(f"ednn.reference_energies must be an object, got {value!r}.")
+    return {str(k): float(v) for k, v in value.items()}
 
 
 def _int_tuple(value: Any) -> tuple[int, ...]:

@@ -68,6 +68,8 @@ def export_onnx(
     spacing: tuple[float, ...] | None = None,
     spacing_unit: str | None = None,
     dims: tuple[str, ...] = (),
+    raster: dict[str, Any] | None = None,
+    reference_energies: dict[str, float] | None = None,
     provenance: dict[str, Any] | None = None,
     overwrite: bool = False,
     atol: float = 1e-4,
@@ -78,6 +80,9 @@ def export_onnx(
     ----------
     kind : {"dense", "tile"}
         ``"dense"`` needs a tile net with ``to_dense``; ``"tile"`` exports the tile form.
+    raster, reference_energies : dict, optional
+        Atomistic models: how atoms become the input (gamma, cutoff, species) and the
+        per-element energies (eV) added back to the prediction.
     provenance : dict, optional
         Recorded under ``ednn.provenance`` with the producer and versions added.
     atol : float
@@ -88,7 +93,8 @@ def export_onnx(
         raise OutputExistsError(f"{str(path)!r} exists already; pass overwrite=True to replace it.")
     spec = spec_for(
         ednn, kind, channels, target=target, target_unit=target_unit, spacing=spacing,
-        spacing_unit=spacing_unit, dims=dims,
+        spacing_unit=spacing_unit, dims=dims, raster=raster,
+        reference_energies=reference_energies,
         provenance={
             "producer": "ednn-dask training.export",
             "ednn_dask_version": ednn_dask.__version__,
