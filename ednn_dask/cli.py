@@ -69,11 +69,22 @@ def cmd_demo(args) -> int:
 def cmd_data(args) -> int:
     from training import datasets
 
+    if args.system in ("hexagonal", "porous"):
+        from training.reference import build_reference_set
+
+        counts = build_reference_set(
+            args.system, args.out, n=args.n, seed=args.seed, cells=args.cells,
+            client=args.scheduler, limit=args.limit, retry_failed=args.retry_failed,
+            overwrite=args.overwrite,
+        )
+        _print({"store": args.out, **counts}, args.json)
+        return 0
     if args.system == "ising":
-        ds = datasets.sample_ising(args.n, args.L or 8, dim=args.dim, seed=args.seed,
+        ds = datasets.sample_ising(args.n or 5000, args.L or 8, dim=args.dim, seed=args.seed,
                                    near_critical=args.near_critical, progress=True)
     else:
-        ds = datasets.laplacian_dataset(args.n, args.L or 100, seed=args.seed, progress=True)
+        ds = datasets.laplacian_dataset(args.n or 5000, args.L or 100, seed=args.seed,
+                                        progress=True)
     path = datasets.save_dataset(ds, args.out, overwrite=args.overwrite)
     print(f"wrote {len(ds['sample'])} samples to {path} (hash {datasets.dataset_hash(ds)})")
     return 0
@@ -82,6 +93,14 @@ def cmd_data(args) -> int:
 def cmd_train(args) -> int:
     from training import recipes
 
+    if args.system in ("hexagonal", "porous"):
+        from training.atomistic import train_atomistic
+
+        metrics = train_atomistic(args.system, args.out, data=args.data, epochs=args.epochs,
+                                  seed=args.seed, limit=args.n, workdir=args.workdir,
+                                  overwrite=args.overwrite)
+        _print({"model": args.out, **metrics["test"], **metrics["test_per_atom"]}, args.json)
+        return 0
     common = dict(L=args.L, n=args.n, epochs=args.epochs, seed=args.seed, data=args.data,
                   workdir=args.workdir, overwrite=args.overwrite)
     if args.system == "ising":
@@ -95,6 +114,13 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from training import recipes
 
+    if args.system == "atoms":
+        from training.atomistic import evaluate_atomistic
+
+        if not args.data:
+            raise EDNNError("evaluate atoms needs --data STORE (a GFN1-xTB reference store).")
+        _print(evaluate_atomistic(args.model, args.data, plot=args.plot), args.json)
+        return 0
     if args.system == "ising":
         result = recipes.evaluate_ising(args.model, L=args.L or 128, n=args.n or 100,
                                         near_critical=not args.any_temperature, seed=args.seed,
@@ -138,18 +164,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("data", help="generate a training data set (Zarr)")
-    p.add_argument("system", choices=["ising", "laplacian"])
+    p.add_argument("system", choices=["ising", "laplacian", "hexagonal", "porous"])
     p.add_argument("out")
-    p.add_argument("--n", type=int, default=5000, help="number of samples")
+    p.add_argument("--n", type=int, help="number of samples (ising/laplacian 5000, "
+                   "hexagonal 5000, porous 1000)")
     p.add_argument("--L", type=int, help="side of each sample (ising 8, laplacian 100)")
     p.add_argument("--dim", type=int, default=2, choices=[2, 3], help="Ising dimension")
     p.add_argument("--near-critical", action="store_true", help="Ising: T within 0.1 of Tc")
+    p.add_argument("--cells", type=int, nargs=2, metavar=("NX", "NY"),
+                   help="atomistic cell in 4-atom rectangular cells (hexagonal 5 3, porous 5 6)")
+    p.add_argument("--scheduler", help="atomistic: dask scheduler for the GFN1-xTB runs")
+    p.add_argument("--limit", type=int, help="atomistic: compute at most this many now")
+    p.add_argument("--retry-failed", action="store_true", help="atomistic: retry failed SCFs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("train", help="train an EDNN and export it to ONNX")
-    p.add_argument("system", choices=["ising", "laplacian"])
+    p.add_argument("system", choices=["ising", "laplacian", "hexagonal", "porous"])
     p.add_argument("--out", required=True, help="ONNX file to write")
     p.add_argument("--dim", type=int, default=2, choices=[2, 3], help="Ising dimension")
     p.add_argument("--data", help="train on this Zarr data set instead of sampling one")
@@ -163,8 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy of a model on fresh exact references")
-    p.add_argument("system", choices=["ising", "laplacian"])
+    p.add_argument("system", choices=["ising", "laplacian", "atoms"])
     p.add_argument("--model", required=True)
+    p.add_argument("--data", help="atoms: the reference store to evaluate on")
     p.add_argument("--L", type=int, help="sample side (ising 128, laplacian 100)")
     p.add_argument("--n", type=int, help="number of samples")
     p.add_argument("--any-temperature", action="store_true", help="Ising: T in 1..5, not near Tc")

@@ -92,6 +92,6 @@ def test_bad_input_is_refused():
     with pytest.raises(StructureError, match="rectangular cell"):
         grid_shape(tilted.cell, SPACING)
     with pytest.raises(StructureError, match="no channel among species"):
-        rasterize(hexagonal_sheet(np.random.default_rng(0), "hbn"), SPACING, species=[6]).values
+        rasterize(hexagonal_sheet(np.random.default_rng(0), "hbn"), SPACING, species=[6]).compute()
     with pytest.raises(StructureError, match="cannot rasterize a dict"):
         rasterize({}, SPACING)

@@ -239,3 +239,41 @@ def residual_energy(ds: xr.Dataset, reference: dict[str, float]) -> np.ndarray:
     """Energy minus Σ_s n_s μ_s (what a model learns), eV per structure."""
     elements = [next(z for z, sym in ELEMENTS.items() if sym == s) for s in reference]
     return ds["energy"].values - species_counts(ds, elements) @ np.array(list(reference.values()))
+
+
+GENERATORS = {"hexagonal": ((5, 3), 5000), "porous": ((5, 6), 1000)}
+
+
+def build_reference_set(
+    system: str, out: str | os.PathLike, *, n: int | None = None, seed: int = 0,
+    cells: tuple[int, int] | None = None, client: object = None, limit: int | None = None,
+    retry_failed: bool = False, overwrite: bool = False, progress: bool = True,
+) -> dict[str, int]:
+    """Create (or resume) a reference store of generated structures and compute its energies.
+
+    An existing store with the same generator parameters is resumed: only the
+    pending structures are computed. One made with other parameters is refused.
+    """
+    from ednn_dask.errors import OutputExistsError
+    from ednn_dask.structures import hexagonal_structures, porous_structures
+
+    if system not in GENERATORS:
+        raise FieldError(f"system must be one of {sorted(GENERATORS)}, got {system!r}.")
+    default_cells, default_n = GENERATORS[system]
+    cells = tuple(cells or default_cells)
+    params = {"generator": system, "n": n or default_n, "seed": seed, "cells": list(cells)}
+    path = Path(out)
+    if path.exists() and not overwrite:
+        with xr.open_zarr(path, zarr_format=3, consolidated=False) as ds:
+            differ = {k: ds.attrs.get(k) for k, v in params.items() if ds.attrs.get(k) != v}
+        if differ:
+            raise OutputExistsError(
+                f"{str(path)!r} holds a data set made with {differ}, not {params}; choose "
+                f"another path or pass --overwrite to replace it."
+            )
+    else:
+        make = hexagonal_structures if system == "hexagonal" else porous_structures
+        create_store(path, make(params["n"], seed=seed, cells=cells), overwrite=overwrite,
+                     **params)
+    return compute_energies(path, client=client, retry_failed=retry_failed, limit=limit,
+                            progress=progress)
