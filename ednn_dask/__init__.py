@@ -4,7 +4,7 @@ Importing this package is cheap: it does not import torch, and onnxruntime is
 only imported when a model is loaded.
 """
 
-from ednn_dask.energy import energy
+from ednn_dask.atomistic import energy
 from ednn_dask.errors import (
     EDNNError,
     FieldError,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ednn_dask.energy import energy
+from ednn_dask.atomistic import energy
 from ednn_dask.rasterize import CUTOFF_GAMMAS, DEFAULT_GAMMA, channel_table, raster_window
 from ednn_dask.structures import LATTICE_CONSTANT, TRAINING_CELLS
 from training import reference
