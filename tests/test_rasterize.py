@@ -95,3 +95,23 @@ def test_bad_input_is_refused():
         rasterize(hexagonal_sheet(np.random.default_rng(0), "hbn"), SPACING, species=[6]).compute()
     with pytest.raises(StructureError, match="cannot rasterize a dict"):
         rasterize({}, SPACING)
+
+
+def test_an_atoms_table_on_disk_rasterizes_like_its_source(tmp_path):
+    from ednn_dask.atoms_table import AtomsTable, write_atoms_table
+    from ednn_dask.errors import OutputExistsError, StoreNotFoundError
+
+    sheet = PorousSheet((40, 24), porosity=0.15, seed=8)
+    table = write_atoms_table(tmp_path / "atoms.zarr", sheet, bin=17.0)
+    xy, _ = sheet.atoms(0, 40, 0, 24)
+    assert len(table) == len(xy) == sum(table.species_counts().values())
+    spacing = (sheet.size[1] / 512, sheet.size[0] / 500)
+    np.testing.assert_allclose(rasterize(table, spacing, chunks=(200, 160)).values,
+                               rasterize(sheet, spacing, chunks=256).values, rtol=1e-6, atol=1e-6)
+    reopened = AtomsTable(tmp_path / "atoms.zarr")
+    assert sorted(map(tuple, reopened.atoms_in_box(-5, 30, 90, 120)[0].round(9))) == sorted(
+        map(tuple, sheet.atoms_in_box(-5, 30, 90, 120)[0].round(9)))
+    with pytest.raises(OutputExistsError):
+        write_atoms_table(tmp_path / "atoms.zarr", sheet)
+    with pytest.raises(StoreNotFoundError, match="no atoms table"):
+        AtomsTable(tmp_path / "missing.zarr")
