@@ -57,7 +57,9 @@ class AtomsTable:
     def species_counts(self) -> dict[int, int]:
         return dict(self._counts)
 
-    def atoms_in_box(self, x0: float, x1: float, y0: float, y1: float) -> tuple[np.ndarray, np.ndarray]:
+    def atoms_in_box(
+        self, x0: float, x1: float, y0: float, y1: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Atoms (periodic images included) whose position lies in the box."""
         lx, ly = self.cell[0, 0], self.cell[1, 1]
         kx = range(math.floor(x0 / lx), math.ceil(x1 / lx)) if self.pbc[0] else [0]

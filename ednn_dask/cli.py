@@ -97,8 +97,8 @@ def cmd_train(args) -> int:
         from training.atomistic import train_atomistic
 
         metrics = train_atomistic(args.system, args.out, data=args.data, epochs=args.epochs,
-                                  seed=args.seed, limit=args.n, workdir=args.workdir,
-                                  overwrite=args.overwrite)
+                                  net=args.net, focus=args.focus, seed=args.seed, limit=args.n,
+                                  workdir=args.workdir, overwrite=args.overwrite)
         _print({"model": args.out, **metrics["test"], **metrics["test_per_atom"]}, args.json)
         return 0
     common = dict(L=args.L, n=args.n, epochs=args.epochs, seed=args.seed, data=args.data,
@@ -128,6 +128,15 @@ def cmd_evaluate(args) -> int:
     else:
         result = recipes.evaluate_laplacian(args.model, L=args.L or 100, n=args.n or 200,
                                             seed=args.seed, plot=args.plot)
+    _print(result, args.json)
+    return 0
+
+
+def cmd_blur_study(args) -> int:
+    from training.blur_study import blur_study
+
+    result = blur_study(args.model, args.data, n=args.n, sigma=args.sigma, steps=args.steps,
+                        plot=args.out)
     _print(result, args.json)
     return 0
 
@@ -189,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--L", type=int)
     p.add_argument("--n", type=int)
     p.add_argument("--epochs", type=int)
+    p.add_argument("--net", default="compact", choices=["compact", "paper"],
+                   help="atomistic tile net: compact valid CNN (dense) or the paper's 13 layers")
+    p.add_argument("--focus", type=int, default=32,
+                   help="atomistic focus in px (128 = whole training cell: the non-EDNN baseline)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", help="checkpoints, metrics.json, parity.png (default runs/NAME)")
     p.add_argument("--overwrite", action="store_true")
@@ -206,6 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write a parity plot PNG here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("blur-study", help="the paper's Fig. 6: blur tile edges vs tile centres")
+    p.add_argument("--model", required=True, help="atomistic ONNX model")
+    p.add_argument("--data", required=True, help="GFN1-xTB reference store (its last --n cells)")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--sigma", type=float, default=3.0, help="blur width in pixels")
+    p.add_argument("--steps", type=int, default=6, help="number of blurred areas")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_blur_study)
     return parser
 
 

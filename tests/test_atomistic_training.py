@@ -54,3 +54,23 @@ def test_train_export_and_score(store, tmp_path):
     assert saved["test_per_atom"] == metrics["test_per_atom"]
     with pytest.raises(OutputExistsError):
         train_atomistic("hexagonal", str(out), data=str(store), epochs=1, progress=False)
+
+
+def test_blur_study_without_blur_reproduces_energy(store, tmp_path):
+    """Scoring tile by tile (the study's path) equals energy(); the plot is written."""
+    from training.blur_study import blur_study, gaussian_blur, masks
+
+    out = tmp_path / "m.onnx"
+    train_atomistic("hexagonal", str(out), data=str(store), epochs=1,
+                    workdir=str(tmp_path / "w"), progress=False)
+    result = blur_study(str(out), str(store), n=5, steps=2, plot=str(tmp_path / "fig6.png"))
+    ds = reference.load_reference(store).isel(structure=slice(55, 60))
+    predicted = energy(reference.dataset_structures(ds), str(out))
+    expected = np.mean(np.abs(predicted - ds["energy"].values) / ds["n_atoms"].values) * 1e3
+    assert result["no_blur_meV"] == pytest.approx(expected, rel=1e-5)
+    assert len(result["rows"]) == 2 and (tmp_path / "fig6.png").stat().st_size > 10_000
+    for fraction, edge, centre in masks(64, 16, 4):
+        assert abs(edge.sum() - centre.sum()) <= 2 * 64 and edge.mean() == fraction
+    field = np.random.default_rng(0).random((2, 3, 40, 40))
+    assert gaussian_blur(field, 2.0).mean() == pytest.approx(field.mean(), rel=1e-2)
+    assert gaussian_blur(field, 2.0).std() < field.std() / 2

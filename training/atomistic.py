@@ -59,18 +59,32 @@ def rasterize_structures(
     return out
 
 
-def build_net(channels: int, focus: int = FOCUS, context: int = CONTEXT):
-    """The compact valid-convolution tile net (exact dense path) for 64 px tiles."""
-    from training.ednn import EDNN
-    from training.nets import ValidCNN
+NETS = ("compact", "paper")
 
-    net = ValidCNN(2, channels, (focus, focus), (context, context),
-                   trunk=((16, 4, 2), (32, 3, 2), (32, 3, 2)), hidden=64)
-    return EDNN(net, focus, context, "periodic", ndim=2, dense=True, input_scale=0.2)
+
+def build_net(channels: int, net: str = "compact", focus: int = FOCUS, context: int = CONTEXT):
+    """An EDNN with the ``compact`` valid CNN (dense path, exact) or the ``paper``'s 13-layer CNN.
+
+    With ``focus`` = the whole training cell (128) the same net sees each training
+    cell as one tile: the non-EDNN baseline.
+    """
+    from training.ednn import EDNN
+    from training.nets import PaperCNN, ValidCNN
+
+    tile = (focus + 2 * context,) * 2
+    if net == "paper":
+        return EDNN(PaperCNN(channels, tile), focus, context, "periodic", ndim=2,
+                    input_scale=0.2)
+    if net != "compact":
+        raise ValueError(f"net must be one of {NETS}, got {net!r}.")
+    tile_net = ValidCNN(2, channels, (focus, focus), (context, context),
+                        trunk=((16, 4, 2), (32, 3, 2), (32, 3, 2)), hidden=64)
+    return EDNN(tile_net, focus, context, "periodic", ndim=2, dense=True, input_scale=0.2)
 
 
 def train_atomistic(
     system: str, out: str, *, data: str | None = None, epochs: int | None = None,
+    net: str = "compact", focus: int = FOCUS, context: int = CONTEXT,
     seed: int = 0, limit: int | None = None, workdir: str | None = None,
     overwrite: bool = False, progress: bool = True,
 ) -> dict[str, Any]:
@@ -98,15 +112,16 @@ def train_atomistic(
     mu = reference.fit_reference_energies(ds.isel(structure=train), species)
     target = reference.residual_energy(ds, mu)
     x = rasterize_structures(ds, species)
-    ednn = build_net(len(species))
+    ednn = build_net(len(species), net, focus, context)
     metrics = fit(ednn, x, target, config, work, progress=progress)
     raster = {"gamma": DEFAULT_GAMMA, "cutoff": CUTOFF_GAMMAS * DEFAULT_GAMMA, "species": species}
     n_atoms = ds["n_atoms"].values
     model = export_onnx(
-        ednn, out_path, channels=len(species), target="energy", target_unit="eV",
+        ednn, out_path, channels=len(species), kind="tile" if net == "paper" else "dense",
+        target="energy", target_unit="eV",
         spacing=SPACING, spacing_unit="angstrom", dims=("y", "x"), raster=raster,
         reference_energies=mu, overwrite=True,
-        provenance={"system": system, "reference": reference.METHOD,
+        provenance={"system": system, "net": net, "reference": reference.METHOD,
                     "data_hash": _hash(ds), "n_structures": int(ds.sizes["structure"]),
                     "seed": seed, "metrics": metrics["test"], "command": " ".join(sys.argv)},
     )

@@ -120,3 +120,38 @@ class ValidCNN(nn.Module):
 
     def to_dense(self, focus: Sequence[int]) -> nn.Module:
         return self
+
+
+class PaperCNN(nn.Module):
+    """The paper's 13-layer tile CNN (Chem. Sci. 2019, section 2): tile path only.
+
+    Two reducing 3x3/2 convolutions with 64 filters, six 4x4/1 with 16, one 3x3/2
+    with 64, four 3x3/1 with 32, then fully connected ``-> width -> 1`` (the paper
+    uses 1024). Convolutions zero-pad inside the tile as the paper's did, so the
+    trunk cannot be shared between overlapping tiles: export it with
+    ``kind="tile"``. ``scale`` divides every filter count (1 = the paper's net).
+    """
+
+    def __init__(self, channels: int, tile: Sequence[int], width: int = 1024, scale: int = 1):
+        super().__init__()
+        plan = ([(64, 3, 2)] * 2 + [(16, 4, 1)] * 6 + [(64, 3, 2)] + [(32, 3, 1)] * 4)
+        layers: list[nn.Module] = []
+        c_in, size = channels, list(tile)
+        for c_out, kernel, stride in plan:
+            c_out = max(1, c_out // scale)
+            # "same" padding as TensorFlow: output = ceil(input / stride)
+            layers += [nn.ZeroPad2d(_same_padding(kernel, stride)),
+                       nn.Conv2d(c_in, c_out, kernel, stride), nn.ReLU()]
+            c_in, size = c_out, [-(-n // stride) for n in size]
+        self.trunk = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c_in * math.prod(size), width),
+                                  nn.ReLU(), nn.Linear(width, 1))
+
+    def forward(self, tiles: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(tiles))
+
+
+def _same_padding(kernel: int, stride: int) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) zero padding of TensorFlow's "SAME" for even inputs."""
+    total = max(kernel - stride, 0)
+    return (total // 2, total - total // 2, total // 2, total - total // 2)
