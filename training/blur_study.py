@@ -103,7 +103,8 @@ def _plot(result: dict[str, Any], path: str) -> Path:
 
     fractions = [r["fraction"] for r in result["rows"]]
     fig, ax = plt.subplots(figsize=(5, 3.6), constrained_layout=True)
-    ax.plot(fractions, [r["edge_meV"] for r in result["rows"]], "o-", label="edge (context) blurred")
+    ax.plot(fractions, [r["edge_meV"] for r in result["rows"]], "o-",
+            label="edge (context) blurred")
     ax.plot(fractions, [r["centre_meV"] for r in result["rows"]], "s-",
             label="centre (focus) blurred")
     ax.axhline(result["no_blur_meV"], color="grey", ls="--", label="no blur")
