@@ -115,7 +115,7 @@ def main(argv=None):
             rows["ednn-dask, threaded"] = timed(
                 lambda: score(field, model, keep_contributions=False).energy, args.repeats)
         with (LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                           dashboard_address=None) as cluster, Client(cluster) as client):
+                           dashboard_address=":0") as cluster, Client(cluster) as client):
             warm = 64 * f  # a small field first: the worker builds its session
             score(field[:warm, :warm], model, client=client)
             rows["ednn-dask, LocalCluster"] = timed(

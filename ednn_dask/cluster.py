@@ -14,7 +14,6 @@ def dask_client(
     n_workers: int | None = None,
     threads_per_worker: int | None = None,
     processes: bool = False,
-    dashboard: bool = True,
 ) -> Iterator:
     """A ``distributed.Client``: to ``scheduler`` (``tcp://host:port``) or to a new LocalCluster.
 
@@ -40,7 +39,8 @@ def dask_client(
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,
             processes=processes,
-            dashboard_address=":0" if dashboard else None,
+            # the HTTP server binds even without a dashboard: a free port, never 8787
+            dashboard_address=":0",
         ) as cluster,
         Client(cluster) as client,
     ):

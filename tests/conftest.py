@@ -59,7 +59,7 @@ def local_cluster():
 
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                     dashboard_address=None) as cluster,
+                     dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
         yield client

@@ -199,7 +199,7 @@ def _client(client: object):
     if isinstance(client, Client):
         return contextlib.nullcontext(client)
     # worker processes: the nanny sets OMP_NUM_THREADS=1, so tblite runs one thread each
-    return dask_client(client, processes=True, threads_per_worker=1, dashboard=False)
+    return dask_client(client, processes=True, threads_per_worker=1)
 
 
 def _bar(total: int, enabled: bool):
