@@ -211,10 +211,14 @@ def _raster(value: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         raise ModelFormatError(f"ednn.raster must be an object, got {value!r}.")
-    species = value.get("species")
+    missing = [k for k in RASTER_KEYS if k not in value]
+    if missing:
+        raise ModelFormatError(f"ednn.raster must have exactly the keys {RASTER_KEYS}; "
+                               f"missing {missing}.")
+    species = value["species"]
     return {
-        "gamma": float(value.get("gamma", math.nan)),
-        "cutoff": float(value.get("cutoff", math.nan)),
+        "gamma": float(value["gamma"]),
+        "cutoff": float(value["cutoff"]),
         "species": None if species is None else [_strict_int(z) for z in species],
     }
 

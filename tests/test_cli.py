@@ -67,3 +67,17 @@ def test_data_command_refuses_overwrite(tmp_path, capsys):
     assert out.exists()
     assert main(["data", "ising", str(out), "--n", "4", "--L", "4"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_data_hexagonal_creates_resumes_and_refuses_other_parameters(tmp_path, capsys):
+    pytest.importorskip("tblite")
+    out = str(tmp_path / "hex.zarr")
+    argv = ["data", "hexagonal", out, "--n", "3", "--seed", "4", "--limit", "0", "--json"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out) == {"store": out, "done": 0, "failed": 0,
+                                                   "pending": 3}
+    assert main(argv) == 0  # the same parameters: resumed, nothing recreated
+    capsys.readouterr()
+    assert main(["data", "hexagonal", out, "--n", "3", "--seed", "5", "--limit", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "made with" in err and "--overwrite" in err and "Traceback" not in err

@@ -128,3 +128,49 @@ def test_channel_mismatch_in_metadata_is_refused(tmp_path, cnn2d):
     write_metadata(path, replace(model.spec, channels=3))
     with pytest.raises(ModelFormatError, match="2 channels but ednn.channels says 3"):
         TileModel.load(path)
+
+
+ATOMISTIC = ModelSpec(kind="dense", focus=(32, 32), context=(16, 16), boundary="periodic",
+                      channels=3, target="energy", target_unit="eV", spacing=(0.1, 0.1),
+                      spacing_unit="angstrom",
+                      raster={"gamma": 0.2, "cutoff": 1.0, "species": [5, 6, 7]},
+                      reference_energies={"B": -40.0, "C": -57.5, "N": -87.5})
+
+
+def test_atomistic_metadata_round_trip():
+    back = ModelSpec.from_metadata(ATOMISTIC.to_metadata())
+    assert back == ATOMISTIC and back.raster["species"] == [5, 6, 7]
+    assert ModelSpec.from_metadata(SPEC.to_metadata()).raster is None  # older models: none
+
+
+@settings(max_examples=80, deadline=None)
+@given(key=st.sampled_from(["raster", "reference_energies"]),
+       junk=st.one_of(
+           st.text(max_size=8), st.just("null"), st.just("[]"), st.just('{"gamma": 0.2}'),
+           st.just('{"gamma": -1, "cutoff": 1, "species": [6, 6, 6]}'),
+           st.just('{"gamma": 0.2, "cutoff": 1, "species": [6]}'),
+           st.just('{"gamma": 0.2, "cutoff": 1, "species": ["C", 1, 2]}'),
+           st.just('{"C": "x"}'), st.just('{"C": NaN}'),
+           st.dictionaries(st.text(max_size=3), st.floats(allow_nan=True)).map(json.dumps)))
+def test_malformed_atomistic_metadata_raises_model_format_error(key, junk):
+    props = ATOMISTIC.to_metadata()
+    props[f"ednn.{key}"] = junk
+    try:
+        ModelSpec.from_metadata(props)
+    except ModelFormatError:
+        pass  # the only acceptable failure
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"ednn.raster": '{"gamma": 0.2, "cutoff": 1.0, "species": [6]}'}, "one element per"),
+        ({"ednn.raster": '{"gamma": 0, "cutoff": 1.0, "species": [5, 6, 7]}'}, "gamma > 0"),
+        ({"ednn.raster": '{"gamma": 0.2, "species": [5, 6, 7]}'}, "exactly the keys"),
+        ({"ednn.reference_energies": '{"C": null}'}, "malformed"),
+        ({"ednn.spacing": "null"}, "needs ednn.spacing"),
+    ],
+)
+def test_bad_atomistic_metadata(change, match):
+    with pytest.raises(ModelFormatError, match=match):
+        ModelSpec.from_metadata({**ATOMISTIC.to_metadata(), **change})
