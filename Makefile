@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench models clean
+.PHONY: demo test lint bench models data clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,11 +23,19 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_pipeline.py
+	$(PY) bench/bench_rasterize.py
 
 models: $(STAMP)
 	$(VENV)/bin/ednn-dask train ising --out models/ising-2d-f1c1.onnx --overwrite
 	$(VENV)/bin/ednn-dask train ising --dim 3 --out models/ising-3d-f1c1.onnx --overwrite
 	$(VENV)/bin/ednn-dask train laplacian --out models/laplacian-f10c2.onnx --overwrite
+	$(VENV)/bin/ednn-dask train hexagonal --out models/hexagonal-f32c16.onnx --overwrite
+
+# GFN1-xTB reference data (resumable: re-running continues where it stopped)
+data: $(STAMP)
+	$(VENV)/bin/ednn-dask data hexagonal data/hexagonal.zarr
+	$(VENV)/bin/ednn-dask data hexagonal data/hexagonal-2x2.zarr --cells 10 6 --n 24 --seed 1
+	$(VENV)/bin/ednn-dask data porous data/porous.zarr
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
