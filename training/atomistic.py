@@ -22,6 +22,7 @@ from ednn_dask.atomistic import energy
 from ednn_dask.rasterize import CUTOFF_GAMMAS, DEFAULT_GAMMA, channel_table, raster_window
 from ednn_dask.structures import LATTICE_CONSTANT, TRAINING_CELLS
 from training import reference
+from training.recipes import _refuse_existing, _workdir
 from training.train import TrainConfig, split_indices
 
 # The pixel grid of every atomistic model: the 60-atom training cell is 128 × 128 px
@@ -96,14 +97,11 @@ def train_atomistic(
         raise ValueError(f"system must be one of {sorted(SYSTEMS)}, got {system!r}.")
     species = SYSTEMS[system]["species"]
     out_path = Path(out)
-    if out_path.exists() and not overwrite:
-        from ednn_dask.errors import OutputExistsError
-
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it.")
+    _refuse_existing(out_path, overwrite)
     ds = reference.load_reference(data or SYSTEMS[system]["data"])
     if limit:
         ds = ds.isel(structure=slice(0, limit))
-    work = Path(workdir or out_path.with_suffix(".work"))
+    work = _workdir(out_path, workdir)
     config = TrainConfig(epochs=epochs or DEFAULTS["epochs"], batch_size=DEFAULTS["batch_size"],
                          lr=DEFAULTS["lr"], lr_final=DEFAULTS["lr_final"], seed=seed,
                          patience=epochs or DEFAULTS["epochs"])
