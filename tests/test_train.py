@@ -55,3 +55,22 @@ def test_fit_learns_resumes_and_exports(tmp_path):
                         provenance={"metrics": fast["test"]})
     assert model.spec.provenance["metrics"]["mae"] == fast["test"]["mae"]
     assert model.spec.provenance["producer"] == "ednn-dask training.export"
+
+
+def test_augmentation_is_an_exact_symmetry():
+    """Rolls and mirrors of periodic Ising lattices leave the exact EDNN energy unchanged."""
+    import torch
+
+    from tests.helpers import exact_ising_ednn
+    from training.train import _augment
+
+    ednn = exact_ising_ednn(2)
+    x = torch.as_tensor(np.random.default_rng(0).choice([-1.0, 1.0], size=(6, 1, 10, 12)),
+                        dtype=torch.float32)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        expected = ednn(x)
+        moved = [_augment(x, generator) for _ in range(5)]
+        assert sum(not torch.equal(m, x) for m in moved) >= 4  # (0, 0) unflipped is allowed
+        for m in moved:
+            assert torch.equal(ednn(m), expected)

@@ -104,7 +104,7 @@ def train_atomistic(
     work = _workdir(out_path, workdir)
     config = TrainConfig(epochs=epochs or DEFAULTS["epochs"], batch_size=DEFAULTS["batch_size"],
                          lr=DEFAULTS["lr"], lr_final=DEFAULTS["lr_final"], seed=seed,
-                         patience=epochs or DEFAULTS["epochs"])
+                         patience=epochs or DEFAULTS["epochs"], augment=True)
     train, _, test = split_indices(ds.sizes["structure"], config.val_fraction,
                                    config.test_fraction, seed)
     mu = reference.fit_reference_energies(ds.isel(structure=train), species)

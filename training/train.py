@@ -27,7 +27,10 @@ class TrainConfig:
 
     ``unique_tiles`` trains full-batch in float64 on the distinct tiles of the data
     (:class:`TileCounts`, exact for discrete inputs such as spins); ``lbfgs_steps``
-    then polishes the Adam result with L-BFGS on the same full batch.
+    then polishes the Adam result with L-BFGS on the same full batch. ``augment``
+    (periodic samples only) rolls each mini-batch by a random whole number of
+    pixels and mirrors it at random: exact symmetries of a periodic field that
+    leave its total unchanged but move it against the focus grid.
     """
 
     epochs: int = 100
@@ -43,6 +46,7 @@ class TrainConfig:
     lbfgs_steps: int = 0
     lbfgs_samples: int = 256
     checkpoint_every: int = 1
+    augment: bool = False
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int):
@@ -78,6 +82,8 @@ def fit(
     torch.manual_seed(config.seed)
     x = torch.as_tensor(np.asarray(inputs, dtype=np.float32))
     y = torch.as_tensor(np.asarray(targets, dtype=np.float64))
+    if config.augment and ednn.tiling.boundary != "periodic":
+        raise ValueError("augment rolls samples periodically; it needs a periodic boundary.")
     train, val, test = split_indices(len(x), config.val_fraction, config.test_fraction, config.seed)
     n_tiles = math.prod(ednn.tiling.grid(x.shape[2:]))
     _set_output_scaling(ednn, y[train], n_tiles)
@@ -104,7 +110,8 @@ def fit(
     def batch_loss(idx) -> torch.Tensor:
         if counts is not None:
             return torch.mean(((counts.predict(ednn, 0) - y[train]) / scale) ** 2)
-        return torch.mean(((ednn(x[idx]) - y[idx].float()) / scale) ** 2)
+        xb = _augment(x[idx], generator) if config.augment else x[idx]
+        return torch.mean(((ednn(xb) - y[idx].float()) / scale) ** 2)
 
     def val_mae() -> float:
         if counts is not None:
@@ -164,6 +171,15 @@ def fit(
     if len(test):
         parity_plot(y[test].numpy(), predict(ednn, x[test]), out_dir / "parity.png", sites=sites)
     return metrics
+
+
+def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A random periodic roll and random mirrors of the spatial axes of a batch."""
+    axes = tuple(range(2, x.ndim))
+    shifts = [int(torch.randint(n, (1,), generator=generator)) for n in x.shape[2:]]
+    x = torch.roll(x, shifts, axes)
+    flips = [a for a in axes if torch.rand(1, generator=generator) < 0.5]
+    return torch.flip(x, flips) if flips else x
 
 
 class TileCounts:
