@@ -115,3 +115,15 @@ def test_an_atoms_table_on_disk_rasterizes_like_its_source(tmp_path):
         write_atoms_table(tmp_path / "atoms.zarr", sheet)
     with pytest.raises(StoreNotFoundError, match="no atoms table"):
         AtomsTable(tmp_path / "missing.zarr")
+
+
+def test_a_rasterized_sheet_round_trips_through_zarr(tmp_path):
+    from ednn_dask.field import open_field, save_field
+
+    sheet = PorousSheet((20, 12), porosity=0.1, seed=2)
+    field = rasterize(sheet, (sheet.size[1] / 256, sheet.size[0] / 250), chunks=(128, 125))
+    save_field(field, tmp_path / "sheet.zarr")
+    back = open_field(tmp_path / "sheet.zarr")
+    assert back.chunks == ((128, 128), (125, 125))  # stored chunk by chunk, opened lazily
+    np.testing.assert_array_equal(back.values, field.values)
+    assert back.attrs["gamma"] == 0.2 and back.attrs["spacing"] == list(field.attrs["spacing"])
