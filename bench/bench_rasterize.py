@@ -5,9 +5,11 @@
 A porous-graphene sheet (``--cells`` rectangular cells, 10 % porosity) is
 generated once; then, in this process, on one core:
 
-- the numba kernel (``ednn_dask.rasterize.stamp``) over all its atoms;
+- the numba kernel (``ednn_dask.rasterize.stamp``) over all its atoms, into a
+  float32 field as the pipeline does;
 - the per-atom numpy stamp (``stamp_numpy``) over the first ``--numpy-atoms``
-  atoms (it is ~50x slower), checked equal to the numba result on those atoms;
+  atoms (it is ~50x slower), checked equal (float64, rtol 1e-12) to the numba
+  kernel on those atoms;
 - the whole dask pipeline (``rasterize(...).sum()``, threaded, 2048² chunks,
   each chunk fetching its atoms plus the cutoff), atoms/s over all cores.
 
@@ -54,7 +56,7 @@ def main() -> None:
     spacing = (ly / shape[1], lx / shape[2])
     stamp(np.zeros((1, 8, 8)), xy[:1], weight[:1], channel[:1], spacing, 0.2, 1.0)  # compile
 
-    out = np.zeros(shape)
+    out = np.zeros(shape, np.float32)  # the pipeline's precision
     t_numba = timed(lambda: stamp(out, xy, weight, channel, spacing, 0.2, 1.0), args.repeats)
     k = min(args.numpy_atoms, len(xy))
     a, b = np.zeros(shape), np.zeros(shape)

@@ -1,7 +1,9 @@
 """Atoms to fields: eq. (2) of the paper, rasterized chunk by chunk.
 
 ``V(x, y) = Σ_i Z_i exp(-r_i² / 2γ²)`` sampled at pixel centres ``(k + ½)·spacing``,
-each Gaussian truncated at ``cutoff`` (default 5γ, where it has fallen to 4e-6).
+each Gaussian truncated where ``|x - x_i|`` or ``|y - y_i|`` exceeds ``cutoff``
+(default 5γ, where it has fallen to 4e-6): a square window, which lets the
+kernel run its rows without a test per pixel (2x faster than a disc).
 With ``species`` the field has one channel per element instead of the sum
 (channel ``s`` holds ``Z_s exp(...)`` of the atoms of that element, so the
 channels add up to the summed field).
@@ -43,15 +45,15 @@ def _stamp_kernel():
     """Compile the numba kernel on first use (keeps ``import ednn_dask`` fast)."""
     import numba
 
-    @numba.njit(cache=True, nogil=True)
+    # fastmath lets the row loop vectorize; every pixel still receives its atoms in order
+    @numba.njit(cache=True, nogil=True, fastmath=True)
     def stamp(out, x, y, weight, channel, sx, sy, gamma, cutoff):  # pragma: no cover - numba
         _, ny, nx = out.shape
         inv = 1.0 / (2.0 * gamma * gamma)
-        rc2 = cutoff * cutoff
-        width = int(2 * cutoff / sx) + 3
-        gx = np.empty(width)
+        gx = np.empty(int(2 * cutoff / sx) + 3, dtype=out.dtype)
+        gy = np.empty(int(2 * cutoff / sy) + 3, dtype=out.dtype)
         for a in range(x.shape[0]):
-            xa, ya, w, c = x[a], y[a], weight[a], channel[a]
+            xa, ya, c = x[a], y[a], channel[a]
             ix0 = max(0, math.ceil((xa - cutoff) / sx - 0.5))
             ix1 = min(nx - 1, math.floor((xa + cutoff) / sx - 0.5))
             iy0 = max(0, math.ceil((ya - cutoff) / sy - 0.5))
@@ -61,14 +63,13 @@ def _stamp_kernel():
                 gx[ix - ix0] = math.exp(-dx * dx * inv)
             for iy in range(iy0, iy1 + 1):
                 dy = (iy + 0.5) * sy - ya
-                rem = rc2 - dy * dy
-                if rem < 0:
-                    continue
-                gy = w * math.exp(-dy * dy * inv)
-                for ix in range(ix0, ix1 + 1):
-                    dx = (ix + 0.5) * sx - xa
-                    if dx * dx <= rem:
-                        out[c, iy, ix] += gy * gx[ix - ix0]
+                gy[iy - iy0] = weight[a] * math.exp(-dy * dy * inv)
+            n = ix1 - ix0 + 1
+            for iy in range(iy0, iy1 + 1):
+                g = gy[iy - iy0]
+                row = out[c, iy, ix0 : ix0 + n]
+                for k in range(n):  # fixed trip count, no test per pixel: vectorizes
+                    row[k] += g * gx[k]
 
     return stamp
 
@@ -87,7 +88,8 @@ def stamp(
 ) -> np.ndarray:
     """Add the Gaussians of atoms at ``xy`` (Å, relative to ``out``'s corner) into ``out``.
 
-    ``out`` is (channels, ny, nx); ``spacing`` is (sy, sx). The numba kernel.
+    ``out`` is (channels, ny, nx), float32 or float64 (sums are taken in its
+    precision); ``spacing`` is (sy, sx). The numba kernel.
     """
     global _KERNEL
     if _KERNEL is None:
@@ -131,7 +133,8 @@ def stamp_numpy(
         dx2 = ((ix + 0.5) * sx - xa) ** 2
         dy2 = ((iy + 0.5) * sy - ya) ** 2
         r2 = dy2[:, None] + dx2[None, :]
-        g = np.where(r2 <= cutoff**2, w * np.exp(-r2 / (2 * gamma**2)), 0.0)
+        inside = (dy2[:, None] <= cutoff**2) & (dx2[None, :] <= cutoff**2)
+        g = np.where(inside, w * np.exp(-r2 / (2 * gamma**2)), 0.0)
         out[c, iy[0] : iy[-1] + 1, ix[0] : ix[-1] + 1] += g
     return out
 
