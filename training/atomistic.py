@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from ednn_dask.rasterize import CUTOFF_GAMMAS, DEFAULT_GAMMA, channel_table, ras
 from ednn_dask.structures import LATTICE_CONSTANT, TRAINING_CELLS
 from training import reference
 from training.recipes import _refuse_existing, _workdir
-from training.train import TrainConfig, split_indices
+from training.train import TrainConfig, parity_plot, split_indices
 
 # The pixel grid of every atomistic model: the 60-atom training cell is 128 × 128 px
 # (0.0977 Å in x, 0.1015 Å in y), so any multiple of it is a whole number of pixels.
@@ -130,7 +129,9 @@ def train_atomistic(
                                 "median_meV": float(np.median(np.abs(error)) * 1e3),
                                 "max_meV": float(np.abs(error).max() * 1e3)}
     (work / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    shutil.copy(work / "parity.png", out_path.with_suffix(".parity.png"))
+    parity_plot(ds["energy"].values[test] / n_atoms[test], predicted / n_atoms[test],
+                out_path.with_suffix(".parity.png"), unit="eV/atom",
+                title=f"{out_path.name}: held-out test, GFN1-xTB")
     return metrics
 
 
@@ -152,8 +153,6 @@ def evaluate_atomistic(model: str, data: str, *, plot: str | None = None) -> dic
               "max_meV_per_atom": float(np.abs(error).max() * 1e3),
               "atoms": sorted(set(n_atoms.tolist()))}
     if plot:
-        from training.train import parity_plot
-
         parity_plot(ds["energy"].values / n_atoms, predicted / n_atoms, plot,
                     unit="eV/atom", title=f"{Path(model).name} on {Path(data).name}")
     return result
