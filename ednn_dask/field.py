@@ -86,7 +86,9 @@ def field_spacing(field: xr.DataArray) -> tuple[float, ...] | None:
     return tuple(float(s) for s in np.broadcast_to(np.asarray(spacing, dtype=float), (ndim,)))
 
 
-def open_field(path: str | os.PathLike, variable: str | None = None) -> xr.DataArray:
+def open_field(
+    path: str | os.PathLike, variable: str | None = None, *, allow_missing_chunks: bool = False
+) -> xr.DataArray:
     """Open a field stored in Zarr lazily (dask-backed), with its coords and attrs.
 
     Parameters
@@ -95,6 +97,10 @@ def open_field(path: str | os.PathLike, variable: str | None = None) -> xr.DataA
         A Zarr store written by :func:`save_field` or by ``xarray.Dataset.to_zarr``.
     variable : str, optional
         Which data variable to open; required when the store holds several.
+    allow_missing_chunks : bool
+        Zarr reads a missing chunk as the fill value, which would silently change
+        an energy, so a store with missing chunks (truncated, copied in part) is
+        refused unless its writer skipped chunks equal to the fill value on purpose.
     """
     path = Path(path)
     if not path.exists():
@@ -115,9 +121,25 @@ def open_field(path: str | os.PathLike, variable: str | None = None) -> xr.DataA
         variable = names[0]
     if variable not in ds:
         raise FieldError(f"store {str(path)!r} has no variable {variable!r}; it has {names!r}.")
+    if not allow_missing_chunks:
+        _check_all_chunks(path, variable)
     field = ds[variable]
     field.encoding["source"] = str(path)
     return field
+
+
+def _check_all_chunks(path: Path, variable: str) -> None:
+    import zarr
+
+    array = zarr.open_group(path, mode="r")[variable]
+    have, want = array.nchunks_initialized, array.nchunks
+    if have < want:
+        raise FieldError(
+            f"store {str(path)!r} is incomplete: variable {variable!r} has {have} of its {want} "
+            f"chunks on disk, and a missing chunk would read as the fill value "
+            f"({array.fill_value}). Re-write or re-copy the store; if its writer skipped "
+            f"chunks equal to the fill value on purpose, pass allow_missing_chunks=True."
+        )
 
 
 def save_field(
@@ -140,10 +162,13 @@ def save_field(
     ds = field.to_dataset(name=field.name or "field")
     for var in ds.variables.values():
         var.encoding.clear()
-    return write_zarr_atomic(ds, path, overwrite=overwrite)
+    return write_zarr_atomic(ds, path, overwrite=overwrite, write_empty_chunks=True)
 
 
-def write_zarr_atomic(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def write_zarr_atomic(
+    ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = False,
+    write_empty_chunks: bool | None = None,
+) -> Path:
     """Write a Dataset to Zarr v3 at a hidden sibling, then rename it onto ``path``.
 
     A crash never leaves a half-written store under ``path``; with ``overwrite``
@@ -160,7 +185,8 @@ def write_zarr_atomic(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: boo
     shutil.rmtree(tmp, ignore_errors=True)  # left by a crashed run with the same pid
     try:
         # consolidated metadata is not part of the Zarr v3 spec (zarr warns): skip it
-        ds.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False)
+        ds.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False,
+                   write_empty_chunks=write_empty_chunks)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

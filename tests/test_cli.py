@@ -81,3 +81,24 @@ def test_data_hexagonal_creates_resumes_and_refuses_other_parameters(tmp_path, c
     assert main(["data", "hexagonal", out, "--n", "3", "--seed", "5", "--limit", "0"]) == 2
     err = capsys.readouterr().err
     assert "made with" in err and "--overwrite" in err and "Traceback" not in err
+
+
+def test_a_truncated_store_is_refused_not_read_as_fill_values(exact_ising2d, tmp_path, capsys):
+    """int8 spins read a missing chunk as 0: a silently wrong energy unless refused."""
+    import os
+
+    from ednn_dask import open_field
+    from ednn_dask.errors import FieldError
+
+    _, model, _ = exact_ising2d
+    lattice = np.ones((32, 32), np.int8)
+    lattice[:16, :16] = 0  # a whole chunk equal to the fill value is still written
+    path = save_field(make_field(lattice, name="spins"), tmp_path / "s.zarr",
+                      chunks={"y": 16, "x": 16})
+    assert open_field(path).values.tolist() == lattice.tolist()
+    os.remove(path / "spins" / "c" / "1" / "1")
+    with pytest.raises(FieldError, match="3 of its 4 chunks"):
+        open_field(path)
+    assert main(["score", str(path), "--model", str(model.path)]) == 2
+    assert "incomplete" in capsys.readouterr().err
+    assert (open_field(path, allow_missing_chunks=True).values[16:, 16:] == 0).all()
