@@ -270,6 +270,8 @@ class TileModel:
         if not path.is_file():
             raise StoreNotFoundError(f"model file {str(path)!r} does not exist.")
         data = path.read_bytes()
+        if b"location" in data:  # cheap pre-check: external data names a "location"
+            data = _with_external_data_inlined(data, path)
         props = _read_metadata(data, path)
         model = cls(data, ModelSpec.from_metadata(props), str(path))
         model._check_signature()
@@ -366,6 +368,39 @@ def _make_session(onnx_bytes: bytes, threads: int):
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def _with_external_data_inlined(data: bytes, path: Path) -> bytes:
+    """One self-contained blob: weights kept beside the model are read in (from its folder only).
+
+    Workers receive the model as bytes and may not share this file system, so
+    external weights are embedded here; a reference outside the model's folder
+    (``../``, an absolute path) is refused rather than read.
+    """
+    try:
+        import onnx
+        from onnx.external_data_helper import _get_all_tensors, uses_external_data
+    except ImportError:
+        return data  # onnxruntime then refuses external data loaded from bytes, with its reason
+    try:
+        model = onnx.load_from_string(data)
+    except Exception:
+        return data  # not ONNX: _read_metadata says so
+    external = [t for t in _get_all_tensors(model) if uses_external_data(t)]
+    if not external:
+        return data
+    folder = path.resolve().parent
+    for tensor in external:
+        location = next(e.value for e in tensor.external_data if e.key == "location")
+        target = (folder / location).resolve()
+        if not target.is_relative_to(folder) or not target.is_file():
+            raise ModelFormatError(
+                f"model {path.name!r} keeps tensor {tensor.name!r} in {location!r}, which is "
+                f"{'outside the model folder' if not target.is_relative_to(folder) else 'missing'}"
+                f"; external weights must be files in {str(folder)!r}. Refusing to read it."
+            )
+    onnx.external_data_helper.load_external_data_for_model(model, str(folder))
+    return model.SerializeToString()
 
 
 def _read_metadata(data: bytes, path: Path) -> dict[str, str]:

@@ -171,3 +171,30 @@ def test_malformed_atomistic_metadata_raises_model_format_error(key, junk):
 def test_bad_atomistic_metadata(change, match):
     with pytest.raises(ModelFormatError, match=match):
         ModelSpec.from_metadata({**ATOMISTIC.to_metadata(), **change})
+
+
+def test_external_weights_inside_the_folder_are_inlined_outside_refused(tmp_path, mlp2d):
+    import onnx
+
+    _, dense, _ = mlp2d
+    proto = onnx.load(str(dense.path))
+    (tmp_path / "models").mkdir()
+    inside = tmp_path / "models" / "inside.onnx"
+    onnx.save(proto, str(inside), save_as_external_data=True, location="inside.weights",
+              size_threshold=0)
+    assert (tmp_path / "models" / "inside.weights").stat().st_size > 1000
+    loaded = TileModel.load(inside)
+    x = np.random.default_rng(0).choice([-1.0, 1.0], size=(1, 1, 6, 6)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.run(x), dense.run(x))
+    assert b"inside.weights" not in loaded.onnx_bytes  # workers get one self-contained blob
+
+    escaping = onnx.load(str(inside), load_external_data=False)
+    (tmp_path / "elsewhere.bin").write_bytes((tmp_path / "models" / "inside.weights").read_bytes())
+    for tensor in escaping.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../elsewhere.bin"
+    outside = tmp_path / "models" / "outside.onnx"
+    onnx.save(escaping, str(outside))
+    with pytest.raises(ModelFormatError, match="outside the model folder"):
+        TileModel.load(outside)
