@@ -52,7 +52,7 @@ def cmd_score(args) -> int:
         for field in args.fields:
             result = score(field, model, client=client, chunks=args.chunks,
                            boundary=args.boundary, method=args.method,
-                           keep_contributions=False, progress=args.progress)
+                           keep_contributions=False, progress=args.progress, pad=args.pad)
             _print({"field": field, **result.to_dict()}, args.json)
     return 0
 
@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunks", type=int, help="chunk length per axis in pixels (default 2048)")
     p.add_argument("--boundary", help="'periodic' or a constant (default: the model's)")
     p.add_argument("--method", default="auto", choices=["auto", "dense", "tiles"])
+    p.add_argument("--pad", action="store_true",
+                   help="constant-boundary models: extend a field that is not a multiple of the "
+                   "focus at its far end with the boundary value")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object per field")
     p.set_defaults(func=cmd_score)

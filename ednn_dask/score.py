@@ -200,6 +200,7 @@ def score(
     threads: int = 1,
     keep_contributions: bool = True,
     progress: bool = False,
+    pad: bool = False,
 ) -> ScoreResult:
     """Score a field with a tile model: the EDNN's extensive prediction.
 
@@ -229,6 +230,11 @@ def score(
         Compute and return the contribution map (one float per focus block).
     progress : bool
         Show a progress bar (dask's, or distributed's with a client).
+    pad : bool
+        Opt in to scoring a field whose shape is not a multiple of the focus: it is
+        extended at the far end of each such axis with the (constant) boundary
+        value, as if the outside of the grid began there. Periodic fields are never
+        padded: that would change their period.
 
     Returns
     -------
@@ -242,6 +248,8 @@ def score(
     tiling = model.spec.tiling.with_boundary(boundary)
     f = prepare_field(field, model, spacing=spacing)
     channels_first = CHANNEL_DIM in f.dims
+    if pad:
+        f = pad_to_focus(f, tiling)
     spatial_shape = f.shape[1:] if channels_first else f.shape
     tiling.check(spatial_shape)
     data = f.data if isinstance(f.data, da.Array) else da.from_array(f.data, chunks=-1)
@@ -271,6 +279,29 @@ def score(
         seconds={"graph": t1 - t0, "compute": t2 - t1, "total": t2 - t0},
         n_pixels=math.prod(spatial_shape),
     )
+
+
+def pad_to_focus(f: xr.DataArray, tiling: Tiling) -> xr.DataArray:
+    """Extend each spatial axis at its far end to whole focus blocks with the boundary value."""
+    spatial_dims = [d for d in f.dims if d != CHANNEL_DIM]
+    extra = {d: -f.sizes[d] % fo for d, fo in zip(spatial_dims, tiling.focus, strict=True)}
+    if not any(extra.values()):
+        return f
+    if tiling.boundary == "periodic":
+        raise GeometryError(
+            f"a periodic field of shape {tuple(f.sizes[d] for d in spatial_dims)} cannot be padded "
+            f"to whole focus blocks {tiling.focus}: padding would change its period. Crop it, "
+            f"or build a cell that is a multiple of the focus."
+        )
+    padded = f.pad({d: (0, e) for d, e in extra.items() if e}, mode="constant",
+                   constant_values=tiling.boundary)
+    for d, e in extra.items():
+        if e and d in f.coords and f.sizes[d] > 1:  # extend evenly spaced coords
+            values = np.asarray(f[d].values, dtype=float)
+            step = values[1] - values[0]
+            padded = padded.assign_coords({d: values[0] + step * np.arange(padded.sizes[d])})
+    padded.attrs = {**f.attrs, "padded": {d: e for d, e in extra.items() if e}}
+    return padded
 
 
 def _compute(targets, client, progress):

@@ -138,8 +138,8 @@ class Tiling:
             padded = tuple(-(-n // f) * f for n, f in zip(shape, self.focus, strict=True))
             raise GeometryError(
                 f"grid shape {shape!r} is not a multiple of the focus {self.focus!r} "
-                f"on axes {bad}; crop the field, or pad it to {padded!r} (with values that "
-                f"fit the model's boundary rule)."
+                f"on axes {bad}; crop the field, or (constant-boundary models) pad it to "
+                f"{padded!r} with score(..., pad=True) / ednn-dask score --pad."
             )
         if self.boundary == "periodic":
             short = [i for i, (n, c) in enumerate(zip(shape, self.context, strict=True)) if c > n]

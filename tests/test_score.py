@@ -223,3 +223,21 @@ def test_refusals(exact_ising2d, cnn2d):
         score(np.ones((4, 4)), tile, method="dense")
     with pytest.raises(GeometryError, match="smaller than the context|not multiples"):
         score(np.ones((8, 8)), ising, chunks=((4, 4), (8, 0)))
+
+
+def test_pad_is_an_explicit_opt_in_with_the_boundary_value(cnn2d, cnn3d):
+    """A (2, 10, 7) field for focus (4, 2): refused, or padded to (12, 8) with the constant."""
+    from ednn_dask.score import score
+
+    _, model = cnn2d
+    x = np.random.default_rng(1).random((2, 10, 7)).astype(np.float32)
+    field = make_field(x, spacing=(0.1, 0.1), dims=("y", "x"))
+    with pytest.raises(GeometryError, match="pad=True"):
+        score(field, model)
+    padded = np.pad(x, ((0, 0), (0, 2), (0, 1)), constant_values=model.spec.boundary)
+    result = score(field, model, pad=True)
+    assert result.energy == pytest.approx(score(padded, model, spacing=0.1).energy, rel=1e-6)
+    assert result.contributions.shape == (3, 4)
+    np.testing.assert_allclose(result.contributions.x.values, [0.1, 0.3, 0.5, 0.7])
+    with pytest.raises(GeometryError, match="periodic field .* cannot be padded"):
+        score(np.ones((5, 4, 4), np.float32), cnn3d[1], pad=True)
