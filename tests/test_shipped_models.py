@@ -18,7 +18,8 @@ from training.recipes import (
 from training.train import error_metrics
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
-SHIPPED = ["ising-2d-f1c1.onnx", "ising-3d-f1c1.onnx", "laplacian-f10c2.onnx"]
+SHIPPED = ["ising-2d-f1c1.onnx", "ising-3d-f1c1.onnx", "laplacian-f10c2.onnx",
+           "hexagonal-f32c16.onnx"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
