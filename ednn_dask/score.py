@@ -177,7 +177,10 @@ def contribution_map(
         method=method,
         threads=threads,
         batch_pixels=batch_pixels,
-        name="ednn-contributions",
+        # map_overlap takes ``name`` as the whole key: it must change with the inputs,
+        # or a scheduler that saw another graph returns that graph's results.
+        name="ednn-contributions-"
+        + dask.base.tokenize(data.name, model_key.key, method, threads, batch_pixels),
     )
 
 
