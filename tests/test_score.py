@@ -157,6 +157,23 @@ def test_exact_ising_on_local_cluster_from_zarr(local_cluster, exact_ising2d, tm
     assert isinstance(field.data, da.Array)
 
 
+def test_back_to_back_jobs_on_one_cluster_keep_their_own_results(
+    local_cluster, exact_ising2d, cnn2d
+):
+    """Fields of the same block layout, one after the other, on one scheduler.
+
+    A fixed output key made distributed hand a job another job's blocks.
+    """
+    _, model, tile = exact_ising2d
+    _, cnn = cnn2d
+    field = np.ones((cnn.spec.channels, 12, 12), np.float32)
+    score(field, cnn, chunks=12, spacing=cnn.spec.spacing, client=local_cluster)
+    for seed, m in ((21, model), (22, tile), (23, model)):
+        lattice = spins((20, 20), seed)
+        expected = ising_energy_np(lattice.astype(float))
+        assert score(da.from_array(lattice, chunks=7), m, client=local_cluster).energy == expected
+
+
 # --- structure ------------------------------------------------------------------------------
 
 
