@@ -97,7 +97,8 @@ def cmd_train(args) -> int:
         from training.atomistic import train_atomistic
 
         metrics = train_atomistic(args.system, args.out, data=args.data, epochs=args.epochs,
-                                  net=args.net, focus=args.focus, seed=args.seed, limit=args.n,
+                                  net=args.net, focus=args.focus, context=args.context,
+                                  pixels=args.pixels, seed=args.seed, limit=args.n,
                                   workdir=args.workdir, overwrite=args.overwrite)
         _print({"model": args.out, **metrics["test"], **metrics["test_per_atom"]}, args.json)
         return 0
@@ -201,10 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--L", type=int)
     p.add_argument("--n", type=int)
     p.add_argument("--epochs", type=int)
-    p.add_argument("--net", default="compact", choices=["compact", "paper"],
-                   help="atomistic tile net: compact valid CNN (dense) or the paper's 13 layers")
+    p.add_argument("--net", default="compact", choices=["compact", "fine", "paper"],
+                   help="atomistic tile net: valid CNN (compact or fine; dense path) or the "
+                   "paper's 13 layers (tile path)")
     p.add_argument("--focus", type=int, default=32,
-                   help="atomistic focus in px (128 = whole training cell: the non-EDNN baseline)")
+                   help="atomistic focus in px (= --pixels: the whole training cell as one "
+                   "tile, the non-EDNN baseline)")
+    p.add_argument("--context", type=int, default=16, help="atomistic context in px")
+    p.add_argument("--pixels", type=int, default=128,
+                   help="atomistic resolution: pixels per side of the 60-atom training cell")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", help="checkpoints, metrics.json, parity.png (default runs/NAME)")
     p.add_argument("--overwrite", action="store_true")

@@ -24,12 +24,20 @@ from training import reference
 from training.recipes import _refuse_existing, _workdir
 from training.train import TrainConfig, parity_plot, split_indices
 
-# The pixel grid of every atomistic model: the 60-atom training cell is 128 × 128 px
-# (0.0977 Å in x, 0.1015 Å in y), so any multiple of it is a whole number of pixels.
-SPACING = (
-    TRAINING_CELLS[1] * math.sqrt(3) * LATTICE_CONSTANT / 128,
-    TRAINING_CELLS[0] * LATTICE_CONSTANT / 128,
-)
+
+
+def cell_spacing(pixels: int) -> tuple[float, float]:
+    """(y, x) spacing that puts the 60-atom training cell on ``pixels`` × ``pixels`` px.
+
+    Every multiple of the training cell is then a whole number of pixels.
+    """
+    return (TRAINING_CELLS[1] * math.sqrt(3) * LATTICE_CONSTANT / pixels,
+            TRAINING_CELLS[0] * LATTICE_CONSTANT / pixels)
+
+
+# The default pixel grid: 128 × 128 px per training cell (0.1015 Å in y, 0.0977 Å in x).
+PIXELS = 128
+SPACING = cell_spacing(PIXELS)
 FOCUS, CONTEXT = 32, 16  # 3.1 × 3.2 Å focus, 1.6 Å context (the paper's 64/32 at 0.05 Å/px)
 
 SYSTEMS = {
@@ -59,7 +67,13 @@ def rasterize_structures(
     return out
 
 
-NETS = ("compact", "paper")
+NETS = ("compact", "fine", "paper")
+# Valid-convolution trunks, (out_channels, kernel, stride) per layer, and head widths.
+TRUNKS = {
+    "compact": (((16, 4, 2), (32, 3, 2), (32, 3, 2)), 64),
+    # stride-1 first layer and twice the width: sub-pixel bond lengths reach the trunk
+    "fine": (((32, 3, 1), (32, 3, 2), (64, 3, 2), (64, 3, 2)), 128),
+}
 
 
 def build_net(channels: int, net: str = "compact", focus: int = FOCUS, context: int = CONTEXT):
@@ -75,16 +89,17 @@ def build_net(channels: int, net: str = "compact", focus: int = FOCUS, context: 
     if net == "paper":
         return EDNN(PaperCNN(channels, tile), focus, context, "periodic", ndim=2,
                     input_scale=0.2)
-    if net != "compact":
+    if net not in TRUNKS:
         raise ValueError(f"net must be one of {NETS}, got {net!r}.")
-    tile_net = ValidCNN(2, channels, (focus, focus), (context, context),
-                        trunk=((16, 4, 2), (32, 3, 2), (32, 3, 2)), hidden=64)
+    trunk, hidden = TRUNKS[net]
+    tile_net = ValidCNN(2, channels, (focus, focus), (context, context), trunk=trunk,
+                        hidden=hidden)
     return EDNN(tile_net, focus, context, "periodic", ndim=2, dense=True, input_scale=0.2)
 
 
 def train_atomistic(
     system: str, out: str, *, data: str | None = None, epochs: int | None = None,
-    net: str = "compact", focus: int = FOCUS, context: int = CONTEXT,
+    net: str = "compact", focus: int = FOCUS, context: int = CONTEXT, pixels: int = PIXELS,
     seed: int = 0, limit: int | None = None, workdir: str | None = None,
     overwrite: bool = False, progress: bool = True,
 ) -> dict[str, Any]:
@@ -108,7 +123,8 @@ def train_atomistic(
                                    config.test_fraction, seed)
     mu = reference.fit_reference_energies(ds.isel(structure=train), species)
     target = reference.residual_energy(ds, mu)
-    x = rasterize_structures(ds, species)
+    spacing = cell_spacing(pixels)
+    x = rasterize_structures(ds, species, spacing=spacing)
     ednn = build_net(len(species), net, focus, context)
     metrics = fit(ednn, x, target, config, work, progress=progress)
     raster = {"gamma": DEFAULT_GAMMA, "cutoff": CUTOFF_GAMMAS * DEFAULT_GAMMA, "species": species}
@@ -116,7 +132,7 @@ def train_atomistic(
     model = export_onnx(
         ednn, out_path, channels=len(species), kind="tile" if net == "paper" else "dense",
         target="energy", target_unit="eV",
-        spacing=SPACING, spacing_unit="angstrom", dims=("y", "x"), raster=raster,
+        spacing=spacing, spacing_unit="angstrom", dims=("y", "x"), raster=raster,
         reference_energies=mu, overwrite=True,
         provenance={"system": system, "net": net, "reference": reference.METHOD,
                     "data_hash": _hash(ds), "n_structures": int(ds.sizes["structure"]),
