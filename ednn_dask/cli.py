@@ -48,13 +48,35 @@ def cmd_score(args) -> int:
     from ednn_dask.score import score
 
     model = TileModel.load(args.model)
+    options = dict(chunks=args.chunks, boundary=args.boundary, method=args.method,
+                   progress=args.progress, pad=args.pad)
     with dask_client(args.scheduler, processes=args.processes) as client:
+        if args.table:
+            return _score_table(args, model, client, options)
         for field in args.fields:
-            result = score(field, model, client=client, chunks=args.chunks,
-                           boundary=args.boundary, method=args.method,
-                           keep_contributions=False, progress=args.progress, pad=args.pad)
+            result = score(field, model, client=client, keep_contributions=False, **options)
             _print({"field": field, **result.to_dict()}, args.json)
     return 0
+
+
+def _score_table(args, model, client, options) -> int:
+    from ednn_dask.batch import score_batch
+
+    def report(field, row):
+        if isinstance(row, str):
+            print(f"ednn-dask score: {field}: error: {row}", file=sys.stderr)
+        elif args.json:
+            print(json.dumps(row, default=str))
+        else:
+            print(f"{row['energy']:.10g} {row['unit']}  {field}")
+
+    result = score_batch(args.fields, model, args.table, overwrite=args.overwrite,
+                         on_field=report, client=client, **options)
+    summary = {"table": args.table, **result.to_dict()}
+    print(json.dumps(summary) if args.json else
+          f"{summary['table']}: {summary['scored']} scored, {summary['skipped']} already there, "
+          f"{summary['failed']} failed", file=sys.stderr)
+    return 2 if result.failed else 0
 
 
 def cmd_demo(args) -> int:
@@ -147,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("score", help="score Zarr fields with an ONNX tile model")
-    p.add_argument("fields", nargs="+", help="Zarr stores holding one field each")
+    p.add_argument("fields", nargs="+",
+                   help="Zarr stores holding one field each, or glob patterns ('runs/*.zarr')")
     p.add_argument("--model", required=True, help="ONNX tile model")
     p.add_argument("--scheduler", help="dask scheduler address (default: in-process LocalCluster)")
     p.add_argument("--processes", action="store_true", help="LocalCluster with worker processes")
@@ -158,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="constant-boundary models: extend a field that is not a multiple of the "
                    "focus at its far end with the boundary value")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument("--table", help="batch mode: append one row per field to this CSV results "
+                   "table, skipping fields it holds for this model already (resumable)")
+    p.add_argument("--overwrite", action="store_true", help="start a new --table")
     p.add_argument("--json", action="store_true", help="print one JSON object per field")
     p.set_defaults(func=cmd_score)
 

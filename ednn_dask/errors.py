@@ -34,3 +34,7 @@ class OutputExistsError(EDNNError, FileExistsError):
 
 class StructureError(EDNNError, ValueError):
     """Atoms that cannot be turned into a field: outside the cell, overlapping, unknown."""
+
+
+class ResultsTableError(EDNNError, ValueError):
+    """A results table that cannot be read or resumed."""
