@@ -81,6 +81,10 @@ def _energy_one(obj: Any, model: TileModel, client: Any, chunks: int | None, che
                               raster["gamma"], raster["cutoff"], lut,
                               n_channels=spec.channels)
         predicted = float(contributions(field, model).sum(dtype=np.float64))
+    elif all(source.pbc[:2]):
+        from .sheet import score_atoms  # streams: the field is never held
+
+        return score_atoms(source, model, client=client, chunks=chunks).energy
     else:
         field = rasterize(source, spec.spacing, gamma=raster["gamma"], cutoff=raster["cutoff"],
                           species=raster["species"], chunks=chunks)

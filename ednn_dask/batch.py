@@ -14,7 +14,7 @@ import glob
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -167,5 +167,5 @@ def _row(path: str, model: TileModel, scored) -> dict:
         "n_pixels": scored.n_pixels,
         "method": scored.method,
         "seconds": round(scored.seconds["total"], 6),
-        "scored_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "scored_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

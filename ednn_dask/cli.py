@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from ednn_dask.errors import EDNNError
+from ednn_dask.errors import EDNNError, OutputExistsError
 
 REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -77,6 +77,54 @@ def _score_table(args, model, client, options) -> int:
           f"{summary['table']}: {summary['scored']} scored, {summary['skipped']} already there, "
           f"{summary['failed']} failed", file=sys.stderr)
     return 2 if result.failed else 0
+
+
+LENGTH_UNITS = {"um": 1e4, "µm": 1e4, "nm": 10.0, "A": 1.0, "Å": 1.0}
+
+
+def parse_length(text: str) -> float:
+    """'1um', '250nm', '500A' -> Å."""
+    for unit, scale in LENGTH_UNITS.items():
+        if text.endswith(unit):
+            try:
+                value = float(text[: -len(unit)])
+            except ValueError:
+                break
+            if value > 0:
+                return value * scale
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a length; write a positive number with a unit: 1um, 250nm or 500A."
+    )
+
+
+def cmd_sheet(args) -> int:
+    from ednn_dask.cluster import dask_client
+    from ednn_dask.sheet import score_atoms, write_sheet_outputs
+    from ednn_dask.structures import PorousSheet
+
+    out = Path(args.out or f"sheet-{args.size / 10:g}nm-p{args.porosity:g}-s{args.seed}")
+    if out.exists() and not args.overwrite:
+        raise OutputExistsError(f"{str(out)!r} exists already; pass --overwrite to replace it.")
+    sheet = PorousSheet.square(args.size, porosity=args.porosity, seed=args.seed)
+    with dask_client(args.scheduler, processes=args.processes) as client:
+        result = score_atoms(sheet, args.model, client=client, chunks=args.chunks,
+                             progress=not args.json)
+        if args.field:
+            from ednn_dask.field import save_field
+            from ednn_dask.model import TileModel
+            from ednn_dask.rasterize import rasterize
+
+            spec = TileModel.load(args.model).spec
+            field = rasterize(sheet, spec.spacing, gamma=spec.raster["gamma"],
+                              cutoff=spec.raster["cutoff"], species=spec.raster["species"],
+                              chunks=args.chunks)
+            save_field(field, args.field, overwrite=args.overwrite)
+    summary = {"sheet": {"cells": list(sheet.cells), "size_A": sheet.size.tolist(),
+                         "porosity": args.porosity, "seed": args.seed},
+               **result.to_dict(), "outputs": str(out)}
+    write_sheet_outputs(result, out, summary, overwrite=args.overwrite)
+    _print(summary, args.json)
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -186,6 +234,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start a new --table")
     p.add_argument("--json", action="store_true", help="print one JSON object per field")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("sheet", help="atoms -> energy of a porous graphene sheet, streamed")
+    p.add_argument("--size", required=True, type=parse_length,
+                   help="side of the square sheet: 1um, 250nm, 500A (rounded up to whole "
+                   "training cells)")
+    p.add_argument("--porosity", type=float, default=0.1, help="removed fraction of atoms")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", required=True, help="atomistic ONNX model (porous graphene)")
+    p.add_argument("--out", help="folder for result.json, density.zarr and density.png "
+                   "(default sheet-SIZEnm-pPOROSITY-sSEED)")
+    p.add_argument("--field", help="also write the rasterized field to this Zarr store")
+    p.add_argument("--chunks", type=int, help="window side in pixels (default 2048)")
+    p.add_argument("--scheduler", help="dask scheduler address (default: in-process LocalCluster)")
+    p.add_argument("--processes", action="store_true", help="LocalCluster with worker processes")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sheet)
 
     p = sub.add_parser("info", help="show a model's metadata")
     p.add_argument("model")

@@ -290,10 +290,38 @@ def raster_window(
     dtype: Any = np.float32,
 ) -> np.ndarray:
     """Rasterize pixel rows ``[r0, r1)`` × cols ``[c0, c1)`` (may run past the cell: images)."""
+    xy, numbers = window_atoms(source, rows, cols, spacing, cutoff)
+    return stamp_window(xy, numbers, rows, cols, spacing, gamma, cutoff, lut,
+                        n_channels=n_channels, dtype=dtype)
+
+
+def window_atoms(
+    source: Any, rows: tuple[int, int], cols: tuple[int, int], spacing: tuple[float, float],
+    cutoff: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) and numbers of the atoms (periodic images too) that reach a pixel window."""
     sy, sx = spacing
     (r0, r1), (c0, c1) = rows, cols
-    box = (c0 * sx - cutoff, c1 * sx + cutoff, r0 * sy - cutoff, r1 * sy + cutoff)
-    xy, numbers = source.atoms_in_box(*box)
+    return source.atoms_in_box(c0 * sx - cutoff, c1 * sx + cutoff, r0 * sy - cutoff,
+                               r1 * sy + cutoff)
+
+
+def stamp_window(
+    xy: np.ndarray,
+    numbers: np.ndarray,
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    spacing: tuple[float, float],
+    gamma: float,
+    cutoff: float,
+    lut: np.ndarray | None = None,
+    *,
+    n_channels: int = 1,
+    dtype: Any = np.float32,
+) -> np.ndarray:
+    """The field ``(n_channels, r1 - r0, c1 - c0)`` of given atoms on a pixel window."""
+    sy, sx = spacing
+    (r0, r1), (c0, c1) = rows, cols
     if lut is None:
         channel = np.zeros(len(numbers), np.int64)
     else:

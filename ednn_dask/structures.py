@@ -351,6 +351,19 @@ class PorousSheet:
         if min(self.cells) < 1:
             raise StructureError(f"cells must be positive, got {self.cells}.")
 
+    @classmethod
+    def square(cls, side: float, **kwargs: Any) -> PorousSheet:
+        """The smallest sheet of whole training cells that is at least ``side`` Å each way.
+
+        Whole training cells keep the sheet a whole number of pixels of any
+        model trained on them.
+        """
+        a = kwargs.get("a", LATTICE_CONSTANT)
+        tx, ty = TRAINING_CELLS
+        nx = tx * max(1, math.ceil(side / (tx * a)))
+        ny = ty * max(1, math.ceil(side / (ty * math.sqrt(3) * a)))
+        return cls((nx, ny), **kwargs)
+
     @property
     def size(self) -> np.ndarray:
         """Sheet size (x, y) in Å."""

@@ -4,6 +4,11 @@ import pytest
 
 from tests import helpers
 
+# the atomistic test model: reference energies and rasterization in its metadata
+MU = {"B": -41.5, "C": -57.25, "N": -85.5}
+SPECIES = [5, 6, 7]
+RASTER = {"gamma": 0.2, "cutoff": 1.0, "species": SPECIES}
+
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
@@ -63,3 +68,21 @@ def local_cluster():
         Client(cluster) as client,
     ):
         yield client
+
+
+@pytest.fixture(scope="session")
+def atomistic(tmp_path_factory):
+    """A random (untrained) hexagonal EDNN exported with its atomistic metadata."""
+    import torch
+
+    from training.atomistic import SPACING, build_net
+    from training.export import export_onnx
+
+    torch.manual_seed(0)
+    ednn = build_net(3)
+    ednn.output_scale.fill_(0.5)
+    path = tmp_path_factory.mktemp("atomistic") / "hex.onnx"
+    model = export_onnx(ednn, path, channels=3, target="energy", target_unit="eV",
+                        spacing=SPACING, spacing_unit="angstrom", dims=("y", "x"),
+                        raster=RASTER, reference_energies=MU)
+    return ednn, model

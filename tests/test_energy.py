@@ -12,26 +12,8 @@ from ednn_dask.errors import ModelFormatError, StructureError
 from ednn_dask.model import ModelSpec
 from ednn_dask.rasterize import rasterize
 from ednn_dask.structures import Structure, hexagonal_sheet, hexagonal_structures
-from training.atomistic import SPACING, build_net
-
-MU = {"B": -41.5, "C": -57.25, "N": -85.5}
-SPECIES = [5, 6, 7]
-RASTER = {"gamma": 0.2, "cutoff": 1.0, "species": SPECIES}
-
-
-@pytest.fixture(scope="module")
-def atomistic(tmp_path_factory):
-    """A random (untrained) hexagonal EDNN exported with its atomistic metadata."""
-    from training.export import export_onnx
-
-    torch.manual_seed(0)
-    ednn = build_net(3)
-    ednn.output_scale.fill_(0.5)
-    path = tmp_path_factory.mktemp("atomistic") / "hex.onnx"
-    model = export_onnx(ednn, path, channels=3, target="energy", target_unit="eV",
-                        spacing=SPACING, spacing_unit="angstrom", dims=("y", "x"),
-                        raster=RASTER, reference_energies=MU)
-    return ednn, model
+from tests.conftest import MU, RASTER, SPECIES
+from training.atomistic import SPACING
 
 
 def _supercell(s: Structure, nx: int, ny: int) -> Structure:

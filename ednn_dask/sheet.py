@@ -1,0 +1,271 @@
+"""Atoms to energy in one streaming pass: no step ever holds the whole field.
+
+Each dask task owns a focus-aligned window of the sheet. It looks up the atoms
+that reach the window plus its context halo (periodic images included),
+rasterizes them, runs the tile model on the padded window and returns, per focus
+block, the EDNN contribution and the number of atoms of each element whose
+positions fall in that block. A tree reduction sums the planes; the per-element
+counts give the reference energies, so the result is a total energy. Compared
+with ``rasterize`` + ``score`` (``map_overlap``) nothing moves between tasks: the
+halo is rasterized twice instead of copied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from ednn_dask.errors import GeometryError, ModelFormatError, OutputExistsError, StructureError
+from ednn_dask.inference import Method, block_contributions, resolve_method
+from ednn_dask.model import TileModel
+from ednn_dask.rasterize import channel_table, grid_shape, stamp_window, window_atoms
+from ednn_dask.score import _compute, load_model
+from ednn_dask.structures import SYMBOLS
+
+DEFAULT_CHUNK_PIXELS = 2048  # per axis: dask's per-task overhead stays below a few %
+MAP_PIXELS = 1024  # the downsampled energy-density map is at most this wide
+
+
+@dataclass
+class AtomsScore:
+    """The outcome of :func:`score_atoms`."""
+
+    energy: float  # eV: EDNN part + reference energies
+    ednn_energy: float  # the sum of the contributions
+    species_counts: dict[int, int]
+    shape: tuple[int, int]  # pixels (y, x)
+    n_chunks: int
+    model_sha256: str
+    density: xr.Dataset  # downsampled maps: "contribution" (eV) and "atoms" per map pixel
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_atoms(self) -> int:
+        return sum(self.species_counts.values())
+
+    @property
+    def atoms_per_second(self) -> float:
+        return self.n_atoms / self.seconds["compute"] if self.seconds.get("compute") else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "energy": self.energy,
+            "unit": "eV",
+            "energy_per_atom": self.energy / self.n_atoms if self.n_atoms else math.nan,
+            "ednn_energy": self.ednn_energy,
+            "n_atoms": self.n_atoms,
+            "species_counts": {str(z): n for z, n in self.species_counts.items()},
+            "pixels": list(self.shape),
+            "n_chunks": self.n_chunks,
+            "model_sha256": self.model_sha256,
+            "seconds": self.seconds,
+            "atoms_per_second": self.atoms_per_second,
+        }
+
+
+def score_atoms(
+    atoms: Any,
+    model: TileModel | str | os.PathLike,
+    *,
+    client: Any = None,
+    chunks: int | None = None,
+    method: Method = "auto",
+    threads: int = 1,
+    map_pixels: int = MAP_PIXELS,
+    progress: bool = False,
+) -> AtomsScore:
+    """Total energy (eV) of a large periodic structure, atoms to energy, chunk by chunk.
+
+    Parameters
+    ----------
+    atoms : PorousSheet, Structure, AtomsTable or ase.Atoms
+        A rectangular, periodic cell that is a whole number of the model's focus
+        blocks (any multiple of the model's training cell is).
+    model : TileModel or path
+        An atomistic model (``ednn.raster`` and ``ednn.reference_energies``).
+    client : distributed.Client, optional
+        Where to compute; default the active client, else dask's threads.
+    chunks : int, optional
+        Window side in pixels, rounded down to whole focus blocks (default 2048).
+    map_pixels : int
+        The energy-density map is summed into at most this many pixels per axis.
+    """
+    from ednn_dask.atomistic import _require_atomistic, reference_sum
+    from ednn_dask.rasterize import as_source
+
+    t0 = time.perf_counter()
+    model = load_model(model)
+    _require_atomistic(model)
+    source = as_source(atoms)
+    spec = model.spec
+    shape = grid_shape(source.cell, spec.spacing)
+    _check_geometry(source, shape, spec.focus)
+    elements = _elements(spec)
+    blocks = tuple(n // f for n, f in zip(shape, spec.focus, strict=True))
+    step = _chunk_blocks(chunks, spec.focus, blocks)
+    template = da.empty((1 + len(elements), *blocks),
+                        chunks=(1 + len(elements), *step), dtype=np.float64)
+    planes = da.map_blocks(
+        _window_planes, template, dtype=np.float64, meta=np.empty((0, 0, 0), np.float64),
+        source=dask.delayed(source, pure=True), model=dask.delayed(model, pure=True),
+        elements=elements, method=resolve_method(method, model), threads=threads,
+        name="ednn-sheet-" + dask.base.tokenize(source, model.sha256, step, method),
+    )
+    totals = planes.sum(axis=(1, 2), split_every=8)
+    factor = max(1, math.ceil(max(blocks) / map_pixels))
+    coarse = da.coarsen(np.sum, _pad_to(planes, factor), {1: factor, 2: factor})
+    t1 = time.perf_counter()
+    totals, coarse = _compute((totals, coarse), client, progress)
+    t2 = time.perf_counter()
+    counts = {z: int(round(n)) for z, n in zip(elements, totals[1:], strict=True) if n}
+    ednn = float(totals[0])
+    return AtomsScore(
+        energy=ednn + reference_sum(counts, spec.reference_energies),
+        ednn_energy=ednn,
+        species_counts=counts,
+        shape=shape,
+        n_chunks=math.prod(len(c) for c in planes.chunks[1:]),
+        model_sha256=model.sha256,
+        density=_density_map(coarse, factor, spec, shape),
+        seconds={"graph": t1 - t0, "compute": t2 - t1, "total": t2 - t0},
+    )
+
+
+def _check_geometry(source: Any, shape: tuple[int, int], focus: tuple[int, ...]) -> None:
+    if not all(source.pbc[:2]):
+        raise StructureError("score_atoms needs a cell periodic in x and y; use "
+                             "ednn_dask.energy for other boundaries.")
+    if any(n % f for n, f in zip(shape, focus, strict=True)):
+        raise GeometryError(
+            f"the cell is {shape[1]} × {shape[0]} px (x × y), not a whole number of the "
+            f"model's focus blocks {focus[::-1]}; build it from whole training cells."
+        )
+
+
+def _elements(spec: Any) -> list[int]:
+    if spec.raster["species"]:
+        return [int(z) for z in spec.raster["species"]]
+    if spec.reference_energies:
+        return [SYMBOLS[s] for s in spec.reference_energies]
+    raise ModelFormatError("score_atoms counts atoms per element: the model must name its "
+                           "elements in ednn.raster.species or ednn.reference_energies.")
+
+
+def _chunk_blocks(chunks: int | None, focus: tuple[int, ...], blocks: tuple[int, ...]):
+    target = chunks or DEFAULT_CHUNK_PIXELS
+    return tuple(min(n, max(1, target // f)) for f, n in zip(focus, blocks, strict=True))
+
+
+def _pad_to(planes: da.Array, factor: int) -> da.Array:
+    """Zero-pad the block axes to a multiple of the map factor (zeros add nothing)."""
+    extra = [(0, 0)] + [(0, -n % factor) for n in planes.shape[1:]]
+    return da.pad(planes, extra) if any(e for _, e in extra) else planes
+
+
+def _window_planes(block, source, model, elements, method, threads, block_info=None):
+    """Contribution and per-element atom counts of every focus block of one window."""
+    (_, _), (b0, b1), (c0, c1) = block_info[None]["array-location"]
+    spec = model.spec
+    (fy, fx), (cy, cx) = spec.focus, spec.context
+    sy, sx = spec.spacing
+    rows, cols = (b0 * fy - cy, b1 * fy + cy), (c0 * fx - cx, c1 * fx + cx)
+    raster = spec.raster
+    xy, numbers = window_atoms(source, rows, cols, spec.spacing, raster["cutoff"])
+    window = stamp_window(xy, numbers, rows, cols, spec.spacing, raster["gamma"],
+                          raster["cutoff"], channel_table(raster["species"]),
+                          n_channels=spec.channels)
+    out = np.zeros(block.shape, np.float64)
+    out[0] = block_contributions(window if spec.channels > 1 else window[0], model,
+                                 method=method, threads=threads)
+    # atoms whose positions fall in this window's focus blocks (not its halo)
+    iy = np.floor(xy[:, 1] / (fy * sy)).astype(np.int64) - b0
+    ix = np.floor(xy[:, 0] / (fx * sx)).astype(np.int64) - c0
+    mine = (iy >= 0) & (iy < b1 - b0) & (ix >= 0) & (ix < c1 - c0)
+    lut = channel_table(elements)
+    kind = lut[numbers[mine]]
+    if (kind < 0).any():
+        unknown = sorted(set(numbers[mine][kind < 0].tolist()))
+        raise StructureError(f"elements {unknown} are unknown to the model (it knows "
+                             f"{elements}); use a model trained on them.")
+    flat = (kind * (b1 - b0) + iy[mine]) * (c1 - c0) + ix[mine]
+    out[1:] = np.bincount(flat, minlength=out[1:].size).reshape(out[1:].shape)
+    return out
+
+
+def _density_map(coarse: np.ndarray, factor: int, spec: Any, shape: tuple[int, int]):
+    """The downsampled maps as a labelled Dataset (coordinates in Å at map-pixel centres)."""
+    sy, sx = (f * s * factor for f, s in zip(spec.focus, spec.spacing, strict=True))
+    ny, nx = coarse.shape[1:]
+    coords = {"y": (np.arange(ny) + 0.5) * sy, "x": (np.arange(nx) + 0.5) * sx}
+    return xr.Dataset(
+        {
+            "contribution": (("y", "x"), coarse[0].astype(np.float32),
+                             {"units": "eV", "long_name": "EDNN contribution per map pixel"}),
+            "atoms": (("y", "x"), coarse[1:].sum(axis=0).astype(np.int64),
+                      {"long_name": "atoms per map pixel"}),
+        },
+        coords=coords,
+        attrs={"pixel_area_A2": sy * sx, "blocks_per_pixel": factor,
+               "field_pixels": list(shape), "model_spacing": list(spec.spacing)},
+    )
+
+
+def write_sheet_outputs(
+    result: AtomsScore, out: str | os.PathLike, summary: dict[str, Any], *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``result.json``, ``density.zarr`` and ``density.png`` into the folder ``out``.
+
+    The folder is assembled under a temporary name and renamed when complete.
+    The PNG needs matplotlib (the ``notebooks`` or ``train`` extra); without it
+    the folder holds the other two.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{str(out)!r} exists already; pass --overwrite to replace it.")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        (tmp / "result.json").write_text(json.dumps(summary, indent=2, default=str))
+        result.density.to_zarr(tmp / "density.zarr", zarr_format=3, consolidated=False)
+        with contextlib.suppress(ImportError):
+            plot_density(result.density, tmp / "density.png",
+                         title=f"{result.n_atoms:,} atoms, E = {result.energy:.6g} eV")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def plot_density(density: xr.Dataset, path: str | os.PathLike, title: str = "") -> None:
+    """The EDNN energy density (meV/Å², contributions per area) as an image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_area = density["contribution"] / density.attrs["pixel_area_A2"] * 1e3
+    nm = {"x": density["x"] / 10, "y": density["y"] / 10}
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=120)
+    image = ax.pcolormesh(nm["x"], nm["y"], per_area, cmap="magma", shading="auto",
+                          rasterized=True)
+    fig.colorbar(image, ax=ax, label="EDNN energy density (meV/Å²)")
+    ax.set(xlabel="x (nm)", ylabel="y (nm)", aspect="equal", title=title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
