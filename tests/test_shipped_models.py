@@ -94,7 +94,7 @@ def test_hexagonal_model_reproduces_its_recorded_test_error():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="preliminary model: 33.6 meV/atom; target 1 meV/atom")
+@pytest.mark.xfail(strict=True, reason="shipped model: 25.0 meV/atom; target 1 meV/atom")
 def test_hexagonal_accuracy_target():
     _, error, n_atoms = _hexagonal_test_errors()
     assert np.mean(np.abs(error) / n_atoms) * 1e3 <= 1.0

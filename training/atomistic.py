@@ -25,7 +25,6 @@ from training.recipes import _refuse_existing, _workdir
 from training.train import TrainConfig, parity_plot, split_indices
 
 
-
 def cell_spacing(pixels: int) -> tuple[float, float]:
     """(y, x) spacing that puts the 60-atom training cell on ``pixels`` × ``pixels`` px.
 
@@ -126,6 +125,10 @@ def train_atomistic(
     spacing = cell_spacing(pixels)
     x = rasterize_structures(ds, species, spacing=spacing)
     ednn = build_net(len(species), net, focus, context)
+    # Standardized inputs: at the raw scale the net sits on a constant-output plateau
+    # for tens of epochs before it starts to see vacancies and bonds.
+    ednn.input_offset.fill_(float(x[train].mean()))
+    ednn.input_scale.fill_(1 / float(x[train].std()))
     metrics = fit(ednn, x, target, config, work, progress=progress)
     raster = {"gamma": DEFAULT_GAMMA, "cutoff": CUTOFF_GAMMAS * DEFAULT_GAMMA, "species": species}
     n_atoms = ds["n_atoms"].values

@@ -1,0 +1,208 @@
+"""Micron scale: atoms -> energy of porous graphene sheets, 1e5 to 3.5e7 atoms, one machine.
+
+    python bench/bench_sheet.py [--model M] [--sides 500A 1000A 2000A 4000A 1um]
+
+Each sheet side runs in a fresh subprocess (``--one``) so its peak memory
+(``ru_maxrss`` of the process: the in-process LocalCluster's workers are
+threads) is its own. The job is exactly ``ednn-dask sheet``: generate the
+sheet's atoms window by window, rasterize each 2048² window with its halo,
+score it with onnxruntime, tree-reduce, on a LocalCluster with one thread per
+core. In the same run, for reference:
+
+- raw onnxruntime: the model alone on pre-rasterized 2048² windows, one
+  session thread per core, px/s; the sheet job's px/s is reported as a fraction;
+- the in-process atoms -> energy time of one 60-atom training cell
+  (``ednn_dask.energy``, median of 200 after warm-up; paper: 57 ms);
+- where a window's time goes: atom generation, rasterization, onnxruntime.
+
+Prints a table and one JSON line; writes docs/sheet-scaling.png (log-log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_CORE_MS_PER_ATOM = 18.9  # 35.2 M atoms, 24.7 min on 448 cores
+TARGET_CORE_MS_PER_ATOM = 0.034
+
+
+def default_model() -> Path:
+    porous = sorted(ROOT.glob("models/porous-*.onnx"))
+    return porous[0] if porous else ROOT / "models" / "hexagonal-f32c16.onnx"
+
+
+def one(side: float, model: str, chunks: int | None) -> dict:
+    """One sheet in this process: the measured job and its peak memory."""
+    from ednn_dask.cluster import dask_client
+    from ednn_dask.sheet import score_atoms
+    from ednn_dask.structures import PorousSheet
+
+    sheet = PorousSheet.square(side, porosity=0.1, seed=0)
+    with dask_client() as client:
+        start = time.perf_counter()
+        result = score_atoms(sheet, model, client=client, chunks=chunks)
+        seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"side_A": side, "n_atoms": result.n_atoms, "pixels": int(np.prod(result.shape)),
+            "seconds": seconds, "energy": result.energy, "peak_bytes": peak,
+            "chunks": result.n_chunks}
+
+
+def raw_onnxruntime(model, windows, cores: int) -> float:
+    """px/s of the model alone on the given padded windows, one thread per core."""
+    from ednn_dask.inference import block_contributions
+
+    def run(w):
+        return block_contributions(w, model, threads=1)
+
+    with ThreadPoolExecutor(cores) as pool:
+        list(pool.map(run, windows[:cores]))  # warm-up: sessions, allocations
+        start = time.perf_counter()
+        list(pool.map(run, windows))
+        seconds = time.perf_counter() - start
+    core_px = [w.shape[-1] - 2 * model.spec.context[1] for w in windows]
+    return sum(n * n for n in core_px) / seconds
+
+
+def window_breakdown(model, n: int = 6):
+    """Windows of a 1 µm-class sheet, timed stage by stage on one core."""
+    from ednn_dask.inference import block_contributions
+    from ednn_dask.rasterize import channel_table, stamp_window, window_atoms
+    from ednn_dask.structures import PorousSheet
+
+    spec, raster = model.spec, model.spec.raster
+    sheet = PorousSheet.square(4000.0, porosity=0.1, seed=1)
+    lut = channel_table(raster["species"])
+    times = {"atoms": 0.0, "rasterize": 0.0, "onnxruntime": 0.0}
+    windows, atoms = [], 0
+    for k in range(n + 1):  # the first one compiles numba and warms onnxruntime
+        c = spec.context[0]
+        rows, cols = (k * 2048 - c, (k + 1) * 2048 + c), (-c, 2048 + c)
+        t0 = time.perf_counter()
+        xy, numbers = window_atoms(sheet, rows, cols, spec.spacing, raster["cutoff"])
+        t1 = time.perf_counter()
+        w = stamp_window(xy, numbers, rows, cols, spec.spacing, raster["gamma"],
+                         raster["cutoff"], lut, n_channels=spec.channels)
+        w = w if spec.channels > 1 else w[0]
+        t2 = time.perf_counter()
+        block_contributions(w, model, threads=1)
+        t3 = time.perf_counter()
+        if k:
+            times["atoms"] += t1 - t0
+            times["rasterize"] += t2 - t1
+            times["onnxruntime"] += t3 - t2
+            windows.append(w)
+            atoms += len(numbers)
+    return {k: v / atoms * 1e6 for k, v in times.items()}, windows
+
+
+def single_structure_ms(model) -> float:
+    from ednn_dask import energy
+    from ednn_dask.structures import hexagonal_structures
+
+    s = next(hexagonal_structures(1, seed=0))
+    for _ in range(10):
+        energy(s, model)
+    times = []
+    for _ in range(200):
+        t = time.perf_counter()
+        energy(s, model)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def plot(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    atoms = np.array([r["n_atoms"] for r in rows])
+    seconds = np.array([r["seconds"] for r in rows])
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
+    ax.loglog(atoms, seconds, "o-", label="ednn-dask, 2 cores")
+    ax.loglog(atoms, atoms * seconds[-1] / atoms[-1], "k:", lw=1, label="linear in atoms")
+    ax.set(xlabel="atoms", ylabel="wall time (s), atoms → energy",
+           title="Porous graphene sheets on one 2-core machine")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    from ednn_dask.cli import parse_length
+    from ednn_dask.model import TileModel
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(default_model()))
+    parser.add_argument("--sides", nargs="+", default=["500A", "1000A", "2000A", "4000A", "1um"])
+    parser.add_argument("--chunks", type=int)
+    parser.add_argument("--one", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--plot", default=str(ROOT / "docs" / "sheet-scaling.png"))
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, args.model, args.chunks)))
+        return
+
+    cores = os.cpu_count() or 1
+    rows = []
+    for side in map(parse_length, args.sides):
+        cmd = [sys.executable, __file__, "--one", str(side), "--model", args.model]
+        cmd += ["--chunks", str(args.chunks)] if args.chunks else []
+        rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True,
+                                              text=True).stdout.splitlines()[-1]))
+        r = rows[-1]
+        print(f"{r['side_A'] / 1e4:8.3f} µm  {r['n_atoms']:>11,} atoms  {r['seconds']:8.1f} s  "
+              f"{r['seconds'] / r['n_atoms'] * 1e6:6.2f} µs/atom  "
+              f"{r['seconds'] * cores / r['n_atoms'] * 1e3:7.4f} core-ms/atom  "
+              f"peak {r['peak_bytes'] / 2**30:5.2f} GiB", flush=True)
+
+    model = TileModel.load(args.model)
+    per_atom_us, windows = window_breakdown(model)
+    raw = raw_onnxruntime(model, windows, cores)
+    largest = rows[-1]
+    pipeline = largest["pixels"] / largest["seconds"]
+    per_atom = [r["seconds"] / r["n_atoms"] for r in rows]
+    figures = {
+        "model": Path(args.model).name,
+        "cores": cores,
+        "sizes": rows,
+        "largest_core_ms_per_atom": largest["seconds"] * cores / largest["n_atoms"] * 1e3,
+        "paper_core_ms_per_atom": PAPER_CORE_MS_PER_ATOM,
+        "time_per_atom_spread": max(per_atom) / min(per_atom),
+        "peak_gib_max": max(r["peak_bytes"] for r in rows) / 2**30,
+        "raw_onnxruntime_px_per_s": raw,
+        "sheet_px_per_s": pipeline,
+        "sheet_of_raw_onnxruntime": pipeline / raw,
+        "one_core_us_per_atom": per_atom_us,
+        "single_60_atom_structure_ms": single_structure_ms(model),
+    }
+    print(f"largest: {figures['largest_core_ms_per_atom']:.4f} core-ms/atom "
+          f"(paper {PAPER_CORE_MS_PER_ATOM}, target ≤ {TARGET_CORE_MS_PER_ATOM}); "
+          f"time/atom max/min {figures['time_per_atom_spread']:.2f}; "
+          f"peak {figures['peak_gib_max']:.2f} GiB")
+    print(f"sheet job {pipeline:.3g} px/s = {figures['sheet_of_raw_onnxruntime']:.2f} of raw "
+          f"onnxruntime ({raw:.3g} px/s, {cores} threads, same windows)")
+    print("one core, µs per atom: " + ", ".join(f"{k} {v:.2f}" for k, v in per_atom_us.items()))
+    print(f"one 60-atom structure, atoms -> energy: "
+          f"{figures['single_60_atom_structure_ms']:.2f} ms (paper 57 ms, target ≤ 5)")
+    if args.plot:
+        plot(rows, Path(args.plot))
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
