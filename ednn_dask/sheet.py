@@ -31,7 +31,7 @@ from ednn_dask.errors import GeometryError, ModelFormatError, OutputExistsError,
 from ednn_dask.inference import Method, block_contributions, resolve_method
 from ednn_dask.model import TileModel
 from ednn_dask.rasterize import channel_table, grid_shape, stamp_window, window_atoms
-from ednn_dask.score import _compute, load_model
+from ednn_dask.score import _active_client, _compute, load_model
 from ednn_dask.structures import SYMBOLS
 
 DEFAULT_CHUNK_PIXELS = 2048  # per axis: dask's per-task overhead stays below a few %
@@ -98,7 +98,8 @@ def score_atoms(
     client : distributed.Client, optional
         Where to compute; default the active client, else dask's threads.
     chunks : int, optional
-        Window side in pixels, rounded down to whole focus blocks (default 2048).
+        Window side in pixels, rounded down to whole focus blocks; default
+        :func:`default_window` for the model and the cluster's cores and memory.
     map_pixels : int
         The energy-density map is summed into at most this many pixels per axis.
     """
@@ -114,6 +115,9 @@ def score_atoms(
     _check_geometry(source, shape, spec.focus)
     elements = _elements(spec)
     blocks = tuple(n // f for n, f in zip(shape, spec.focus, strict=True))
+    if chunks is None:
+        cores, memory_per_core = _machine(client or _active_client())
+        chunks = default_window(model, shape, cores=cores, memory_per_core=memory_per_core)
     step = _chunk_blocks(chunks, spec.focus, blocks)
     template = da.empty((1 + len(elements), *blocks),
                         chunks=(1 + len(elements), *step), dtype=np.float64)
@@ -166,6 +170,48 @@ def _elements(spec: Any) -> list[int]:
 def _chunk_blocks(chunks: int | None, focus: tuple[int, ...], blocks: tuple[int, ...]):
     target = chunks or DEFAULT_CHUNK_PIXELS
     return tuple(min(n, max(1, target // f)) for f, n in zip(focus, blocks, strict=True))
+
+
+def default_window(
+    model: TileModel, shape: tuple[int, int], *, cores: int, memory_per_core: float,
+) -> int:
+    """Window side (px) for a sheet of ``shape`` px, from the model and the machine.
+
+    At least :data:`DEFAULT_CHUNK_PIXELS` where memory allows (the measured point
+    where dask's per-task overhead is a few %), 4096 where a core has memory to
+    spare (less halo recomputed); halved while a window's buffers (float64 stamp,
+    float32 input and its scaled copy: 16 B per pixel and channel) would take more
+    than 1/16 of a core's memory, or while the sheet would not give every core two
+    windows.
+    """
+    spec = model.spec
+    smallest = 4 * max(spec.focus)
+
+    def fits(side: int) -> bool:
+        padded = (side + 2 * max(spec.context)) ** 2
+        return 16 * spec.channels * padded <= memory_per_core / 16
+
+    side = DEFAULT_CHUNK_PIXELS
+    if fits(2 * side):
+        side *= 2
+    windows = math.prod(math.ceil(n / side) for n in shape)
+    while side > smallest and (not fits(side) or windows < 2 * cores):
+        side //= 2
+        windows = math.prod(math.ceil(n / side) for n in shape)
+    return max(side, smallest)
+
+
+def _machine(client: Any) -> tuple[int, float]:
+    """(cores, memory per core in bytes) of the cluster the job will run on."""
+    from distributed.system import MEMORY_LIMIT  # this machine's RAM or cgroup limit
+
+    local = os.cpu_count() or 1
+    if client is None:
+        return local, MEMORY_LIMIT / local
+    workers = list(client.scheduler_info()["workers"].values())
+    cores = sum(w["nthreads"] for w in workers) or 1
+    limits = [w["memory_limit"] / w["nthreads"] for w in workers if w.get("memory_limit")]
+    return cores, min(limits) if limits else MEMORY_LIMIT / local
 
 
 def _pad_to(planes: da.Array, factor: int) -> da.Array:

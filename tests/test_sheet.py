@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from ednn_dask import energy
 from ednn_dask.cli import main
 from ednn_dask.errors import GeometryError, ModelFormatError, StructureError
-from ednn_dask.sheet import score_atoms
+from ednn_dask.sheet import default_window, score_atoms
 from ednn_dask.structures import PorousSheet, Structure, hexagonal_structures
 from tests.conftest import MU
 
@@ -107,3 +107,19 @@ def test_sheet_command_refuses_a_size_without_unit(capsys):
         main(["sheet", "--size", "60", "--model", "m.onnx"])
     assert exit_.value.code == 2
     assert "1um, 250nm or 500A" in capsys.readouterr().err
+
+
+@settings(max_examples=50, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ny=st.integers(1, 4000), nx=st.integers(1, 4000), cores=st.integers(1, 512),
+       memory=st.floats(1e7, 1e11))
+def test_default_window_fits_the_machine(atomistic, ny, nx, cores, memory):
+    _, model = atomistic
+    shape = (32 * ny, 32 * nx)
+    side = default_window(model, shape, cores=cores, memory_per_core=memory)
+    smallest = 4 * 32
+    assert side % 32 == 0 and smallest <= side <= 4096
+    if side > smallest:
+        assert 16 * 3 * (side + 32) ** 2 <= memory / 16  # buffers within 1/16 of a core's RAM
+        windows = np.prod([-(-n // side) for n in shape])
+        assert windows >= 2 * cores  # every core gets work
