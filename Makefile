@@ -19,17 +19,19 @@ test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ednn_dask training tests bench
+	$(VENV)/bin/ruff check ednn_dask training tests bench notebooks
 
 bench: $(STAMP)
 	$(PY) bench/bench_pipeline.py
 	$(PY) bench/bench_rasterize.py
+	$(PY) bench/bench_sheet.py
 
 models: $(STAMP)
 	$(VENV)/bin/ednn-dask train ising --out models/ising-2d-f1c1.onnx --overwrite
 	$(VENV)/bin/ednn-dask train ising --dim 3 --out models/ising-3d-f1c1.onnx --overwrite
 	$(VENV)/bin/ednn-dask train laplacian --out models/laplacian-f10c2.onnx --overwrite
 	$(VENV)/bin/ednn-dask train hexagonal --out models/hexagonal-f32c16.onnx --overwrite
+	$(VENV)/bin/ednn-dask train porous --out models/porous-f32c16.onnx --overwrite
 
 # GFN1-xTB reference data (resumable: re-running continues where it stopped)
 data: $(STAMP)

@@ -19,12 +19,14 @@ from ednn_dask.inference import contributions
 from ednn_dask.model import ModelSpec, TileModel
 from ednn_dask.rasterize import rasterize
 from ednn_dask.score import ScoreResult, score
+from ednn_dask.sheet import AtomsScore, score_atoms
 from ednn_dask.structures import PorousSheet, Structure
 from ednn_dask.tiling import Tiling
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AtomsScore",
     "EDNNError",
     "FieldError",
     "GeometryError",
@@ -45,4 +47,5 @@ __all__ = [
     "rasterize",
     "save_field",
     "score",
+    "score_atoms",
 ]

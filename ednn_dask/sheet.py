@@ -98,7 +98,8 @@ def score_atoms(
     client : distributed.Client, optional
         Where to compute; default the active client, else dask's threads.
     chunks : int, optional
-        Window side in pixels, rounded down to whole focus blocks; default
+        Largest window side in pixels (windows are whole focus blocks, of even size
+        along each axis); default
         :func:`default_window` for the model and the cluster's cores and memory.
     map_pixels : int
         The energy-density map is summed into at most this many pixels per axis.
@@ -168,8 +169,17 @@ def _elements(spec: Any) -> list[int]:
 
 
 def _chunk_blocks(chunks: int | None, focus: tuple[int, ...], blocks: tuple[int, ...]):
+    """Focus blocks per window and axis: at most ``chunks`` px, the windows of an axis even.
+
+    Even windows keep the cores equally busy: 5120 px cut at 4096 would leave one
+    core on a 4096-px window while the other finishes a 1024-px one.
+    """
     target = chunks or DEFAULT_CHUNK_PIXELS
-    return tuple(min(n, max(1, target // f)) for f, n in zip(focus, blocks, strict=True))
+    steps = []
+    for f, n in zip(focus, blocks, strict=True):
+        pieces = math.ceil(n / max(1, target // f))
+        steps.append(math.ceil(n / pieces))
+    return tuple(steps)
 
 
 def default_window(

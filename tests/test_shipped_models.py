@@ -19,7 +19,11 @@ from training.train import error_metrics
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 SHIPPED = ["ising-2d-f1c1.onnx", "ising-3d-f1c1.onnx", "laplacian-f10c2.onnx",
-           "hexagonal-f32c16.onnx"]
+           "hexagonal-f32c16.onnx", "porous-f32c16.onnx"]
+ATOMISTIC = {  # model -> (data set, elements, structures in the store)
+    "hexagonal-f32c16.onnx": ("hexagonal.zarr", {"B", "C", "N"}, 5000),
+    "porous-f32c16.onnx": ("porous.zarr", {"C"}, 1000),
+}
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -71,30 +75,49 @@ def test_laplacian_on_a_fresh_image():
     np.testing.assert_allclose(predicted, datasets.laplacian_target(images), rtol=0.1)
 
 
-def _hexagonal_test_errors() -> tuple[TileModel, np.ndarray, np.ndarray]:
-    """Energy errors (eV) and atom counts of the shipped model on its held-out test split."""
+def _atomistic_test_errors(name: str) -> tuple[TileModel, np.ndarray, np.ndarray]:
+    """Energy errors (eV) and atom counts of a shipped model on its held-out test split."""
     from ednn_dask import energy
     from training import reference
     from training.train import split_indices
 
-    model = TileModel.load(MODELS / "hexagonal-f32c16.onnx")
-    ds = reference.load_reference(Path(__file__).resolve().parents[1] / "data/hexagonal.zarr")
+    model = TileModel.load(MODELS / name)
+    ds = reference.load_reference(MODELS.parent / "data" / ATOMISTIC[name][0])
     _, _, test = split_indices(ds.sizes["structure"], 0.1, 0.1, model.spec.provenance["seed"])
     predicted = energy(reference.dataset_structures(ds, test), model)
     return model, predicted - ds["energy"].values[test], ds["n_atoms"].values[test]
 
 
-def test_hexagonal_model_reproduces_its_recorded_test_error():
+@pytest.mark.parametrize("name", sorted(ATOMISTIC))
+def test_atomistic_model_reproduces_its_recorded_test_error(name):
     """energy() on the shipped data set's test split gives the error the model records."""
-    model, error, _ = _hexagonal_test_errors()
-    spec = model.spec
-    assert spec.raster["species"] == [5, 6, 7] and set(spec.reference_energies) == {"B", "C", "N"}
-    assert spec.provenance["n_structures"] == 5000
-    assert np.abs(error).mean() == pytest.approx(spec.provenance["metrics"]["mae"], rel=1e-4)
+    model, error, _ = _atomistic_test_errors(name)
+    _, elements, n = ATOMISTIC[name]
+    assert set(model.spec.reference_energies) == elements
+    assert model.spec.provenance["n_structures"] == n
+    assert np.abs(error).mean() == pytest.approx(model.spec.provenance["metrics"]["mae"],
+                                                 rel=1e-4)
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="shipped model: 25.0 meV/atom; target 1 meV/atom")
 def test_hexagonal_accuracy_target():
-    _, error, n_atoms = _hexagonal_test_errors()
+    _, error, n_atoms = _atomistic_test_errors("hexagonal-f32c16.onnx")
     assert np.mean(np.abs(error) / n_atoms) * 1e3 <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="shipped model: median 30.5 meV/atom; target 4 meV/atom")
+def test_porous_accuracy_target():
+    _, error, n_atoms = _atomistic_test_errors("porous-f32c16.onnx")
+    assert np.median(np.abs(error) / n_atoms) * 1e3 <= 4.0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="shipped model: 13.1 meV/atom on 2x2; target 2 meV/atom")
+def test_hexagonal_transfer_to_supercells_target():
+    from training.atomistic import evaluate_atomistic
+
+    result = evaluate_atomistic(str(MODELS / "hexagonal-f32c16.onnx"),
+                                str(MODELS.parent / "data" / "hexagonal-2x2.zarr"))
+    assert result["mae_meV_per_atom"] <= 2.0

@@ -1,0 +1,277 @@
+"""Write the notebooks from the cells below: `python notebooks/build.py`.
+
+The notebooks are committed without outputs; `tests/test_notebooks.py` runs them
+on a real Jupyter kernel. Edit the cells here, not the .ipynb files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+
+QUICKSTART = [
+    ("md", """# 01 · Ising quickstart: train an EDNN, export it, score a large lattice on Dask
+
+The EDNN of Mills et al. (Chem. Sci. 2019) cuts a grid into *focus* blocks, pads each with a
+*context* halo, scores every tile with one shared network and sums the scores. For the Ising
+model, focus 1 and context 1 is exact: the energy is a sum over nearest-neighbour bonds.
+
+We sample small periodic lattices, train the paper's tile net in PyTorch, export it to ONNX,
+and score a lattice far larger than anything it was trained on, on a Dask cluster."""),
+    ("code", """# Parameters: the defaults run in about a minute on a laptop.
+N_TRAIN = 1000      # 8x8 training lattices
+EPOCHS = 300        # full-batch epochs on the distinct tiles
+BIG = 1024          # side of the lattice we score at the end"""),
+    ("code", """import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from distributed import Client, LocalCluster
+
+from ednn_dask import make_field, save_field, score
+from training import datasets
+from training.ednn import EDNN
+from training.export import export_onnx
+from training.nets import IsingMLP
+from training.train import TrainConfig, fit
+
+work = Path(tempfile.mkdtemp(prefix="ednn-quickstart-"))
+cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0")
+client = Client(cluster)
+print("dashboard:", client.dashboard_link)"""),
+    ("md", """## Data: Metropolis + Wolff samples with exact energies"""),
+    ("code", """ds = datasets.sample_ising(N_TRAIN, 8, temperatures=(0.5, 6.0), seed=0,
+                          progress=False)
+spins, energy = ds["spins"].values.astype(np.float32)[:, None], ds["energy"].values
+print(ds)
+fig, axes = plt.subplots(1, 4, figsize=(8, 2))
+for ax, k in zip(axes, np.linspace(0, N_TRAIN - 1, 4).astype(int)):
+    ax.imshow(spins[k, 0], cmap="gray")
+    ax.set_axis_off()
+    ax.set_title(f"T={float(ds['temperature'][k]):.1f}, E={energy[k]:.0f}")"""),
+    ("md", """## Train: one shared tile net, the loss on the summed energy
+
+`IsingMLP` is the paper's fully connected tile net (tile 3×3 → 64 → 64 → 1). With
+`unique_tiles` the loop trains full-batch on the distinct tiles of the data set, which gives
+exactly the EDNN sums."""),
+    ("code", """ednn = EDNN(IsingMLP((3, 3)), focus=1, context=1, boundary="periodic", ndim=2,
+            dense=True)
+config = TrainConfig(epochs=EPOCHS, lr=3e-3, lr_final=1e-5, unique_tiles=True, patience=EPOCHS,
+                     checkpoint_every=100)
+metrics = fit(ednn, spins, energy, config, work / "run", progress=False)
+print({k: round(v, 6) for k, v in metrics["test"].items() if isinstance(v, float)})"""),
+    ("code", """from IPython.display import Image
+
+Image(str(work / "run" / "parity.png"), width=360)"""),
+    ("md", """## Export to ONNX, with its metadata
+
+The file carries focus, context, boundary, units and provenance in `metadata_props`; one
+graph scores a single tile or a whole chunk (dense, dynamic spatial axes). The exporter checks
+onnxruntime against torch before it renames the file into place."""),
+    ("code", """model = export_onnx(ednn, work / "ising.onnx", target="energy", target_unit="J",
+                    dims=("y", "x"), provenance={"notebook": "01"})
+model.spec"""),
+    ("md", """## Score a large lattice on the cluster
+
+The field is stored as Zarr; each dask task reads one focus-aligned chunk plus its context
+halo (`map_overlap`), runs onnxruntime, and a tree reduction sums the energies."""),
+    ("code", """rng = np.random.default_rng(1)
+big = np.where(rng.random((BIG, BIG)) < 0.8, 1, -1).astype(np.int8)   # a magnetised lattice
+store = save_field(make_field(big, name="spins"), work / "big.zarr",
+                   chunks={"y": BIG // 4, "x": BIG // 4})
+result = score(store, model, client=client, chunks=BIG // 4, progress=True)
+exact = -np.sum(big * np.roll(big, 1, 0)) - np.sum(big * np.roll(big, 1, 1))
+error = abs(result.energy - exact) / big.size
+print(f"EDNN {result.energy:.1f} J, exact {exact:.1f} J, "
+      f"error {error:.2e} J per spin, {result.n_tiles:,} tiles")"""),
+    ("code", """result.contributions[:128, :128].plot(cmap="RdBu_r", figsize=(5, 4))
+plt.title("contribution of each spin (J), top-left corner");"""),
+    ("code", """client.close()
+cluster.close()"""),
+]
+
+GRAPHENE = [
+    ("md", """# 02 · Porous graphene from 100 atoms to a micron
+
+The shipped porous-graphene model was trained on periodic cells of about 100 atoms with
+GFN1-xTB reference energies. Atoms become a field by eq. (2) of the paper (Gaussians of width
+γ = 0.2 Å, one channel per element), the EDNN scores the field, and the per-element reference
+energies recorded in the model are added back: a total energy in eV.
+
+The sheet size is one number: `SIDE_A = 1e4` is 1 µm² (~35 M atoms; minutes on two cores)."""),
+    ("code", """# Parameters: the sheet side is the one number to change.
+SIDE_A = 200.0          # sheet side in Å; 1e4 for 1 µm^2
+POROSITY = 0.1
+SCALING_SIDES = [100.0, 200.0, 400.0]   # sheets timed for the scaling plot"""),
+    ("code", """import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from distributed import Client, LocalCluster
+
+from ednn_dask import PorousSheet, TileModel, open_field, rasterize, save_field, score
+from ednn_dask.sheet import plot_density, score_atoms
+
+ROOT = Path.cwd() if (Path.cwd() / "models").exists() else Path.cwd().parent
+model = TileModel.load(ROOT / "models" / "porous-f32c16.onnx")
+spec = model.spec
+print(spec.spacing, spec.raster, spec.reference_energies)
+work = Path(tempfile.mkdtemp(prefix="ednn-graphene-"))
+cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0")
+client = Client(cluster)
+print("dashboard:", client.dashboard_link)"""),
+    ("md", """## A sheet, generated region by region
+
+`PorousSheet` draws pores and thermal displacements per block of the lattice from
+`(seed, block)`, so any window of the sheet is generated without the rest of it."""),
+    ("code", """sheet = PorousSheet.square(SIDE_A, porosity=POROSITY, seed=0)
+print(sheet.cells, "rectangular cells,", sheet.size.round(1), "Å")"""),
+    ("md", """## Rasterize into a Zarr-backed xarray field and look at it"""),
+    ("code", """raster = spec.raster
+field = rasterize(sheet, spec.spacing, gamma=raster["gamma"], cutoff=raster["cutoff"],
+                  species=raster["species"], chunks=1024)
+store = save_field(field, work / "sheet.zarr")            # chunk by chunk, renamed when complete
+field = open_field(store)
+field"""),
+    ("code", """zoom = field.isel(channel=0, y=slice(0, 400), x=slice(0, 400))
+zoom.plot(cmap="viridis", figsize=(5, 4))
+plt.title("carbon channel, a 40 Å corner");"""),
+    ("md", """## Score it on the cluster, two ways
+
+`score` reads the stored field chunk by chunk with its halo (`map_overlap`). `score_atoms`
+never builds the field at all: each task generates the atoms of its window plus the halo,
+rasterizes and scores them. Same numbers."""),
+    ("code", """from ednn_dask.atomistic import reference_sum
+
+from_field = score(field, model, client=client, progress=True)
+total_from_field = from_field.energy + reference_sum(sheet.structure().species_counts(),
+                                                     spec.reference_energies)
+streamed = score_atoms(sheet, model, client=client, progress=True)
+print(f"from the stored field: {total_from_field:.6f} eV")
+print(f"streamed from atoms:   {streamed.energy:.6f} eV  ({streamed.n_atoms:,} atoms, "
+      f"{streamed.energy / streamed.n_atoms:.4f} eV/atom)")"""),
+    ("code", """from IPython.display import Image
+
+plot_density(streamed.density, work / "density.png", title=f"{streamed.n_atoms:,} atoms")
+Image(str(work / "density.png"), width=420)"""),
+    ("md", """## Scaling: time grows with the number of atoms"""),
+    ("code", """atoms, seconds = [], []
+for side in SCALING_SIDES:
+    s = PorousSheet.square(side, porosity=POROSITY, seed=1)
+    t = time.perf_counter()
+    r = score_atoms(s, model, client=client)
+    seconds.append(time.perf_counter() - t)
+    atoms.append(r.n_atoms)
+plt.figure(figsize=(4.5, 3.5))
+plt.loglog(atoms, seconds, "o-")
+plt.xlabel("atoms")
+plt.ylabel("seconds, atoms → energy")
+plt.title("2 workers");"""),
+    ("code", """client.close()
+cluster.close()"""),
+]
+
+EXCHANGE = [
+    ("md", """# 03 · Model exchange: what is inside our ONNX files, and bringing your own
+
+An ednn tile model is a plain ONNX graph plus JSON metadata under the `ednn.` namespace in
+`metadata_props`. Anything that runs ONNX can use it; ednn-dask needs only the metadata to
+tile, scale and check fields for it."""),
+    ("code", """import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+ROOT = Path.cwd() if (Path.cwd() / "models").exists() else Path.cwd().parent
+path = ROOT / "models" / "ising-2d-f1c1.onnx"
+session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+meta = session.get_modelmeta().custom_metadata_map
+for key, value in sorted(meta.items()):
+    print(f"{key:28s} {value[:90]}")"""),
+    ("md", """## Plain onnxruntime, tile by tile, without ednn-dask
+
+Pad periodically by the context, cut one tile per focus block, apply the input and output
+scaling the metadata states, sum."""),
+    ("code", """from ednn_dask import score
+
+focus = json.loads(meta["ednn.focus"])
+context = json.loads(meta["ednn.context"])
+scale = {k: json.loads(meta[f"ednn.{k}"]) for k in
+         ("input_offset", "input_scale", "output_offset", "output_scale")}
+rng = np.random.default_rng(0)
+spins = rng.choice(np.array([-1.0, 1.0], np.float32), size=(16, 16))
+c, f = context[0], focus[0]
+padded = np.pad(spins, c, mode="wrap")
+tiles = np.stack([padded[i:i + f + 2 * c, j:j + f + 2 * c]
+                  for i in range(0, 16, f) for j in range(0, 16, f)])[:, None]
+tiles = ((tiles - scale["input_offset"]) * scale["input_scale"]).astype(np.float32)
+name = session.get_inputs()[0].name
+raw = session.run(None, {name: tiles})[0].reshape(-1)
+by_hand = float(np.sum(raw * scale["output_scale"] + scale["output_offset"], dtype=np.float64))
+exact = -np.sum(spins * np.roll(spins, 1, 0)) - np.sum(spins * np.roll(spins, 1, 1))
+print(f"by hand {by_hand:.4f}   ednn-dask {score(spins, path).energy:.4f}   exact {exact}")"""),
+    ("md", """## Bringing a tile model made elsewhere
+
+Here a hand-written PyTorch tile net (exact Ising bonds from 3×3 tiles) is exported with plain
+`torch.onnx.export`, without any ednn metadata. `write_metadata` adds it; from then on it is
+an ordinary ednn model: a tile-only one, so the pipeline scores it tile by tile."""),
+    ("code", """import torch
+
+from ednn_dask import ModelSpec, TileModel
+from ednn_dask.model import write_metadata
+
+
+class IsingBonds(torch.nn.Module):
+    \"\"\"-s(centre) * (s(right) + s(down)) for a batch of 3x3 tiles.\"\"\"
+    def forward(self, x):
+        centre = x[:, :, 1, 1]
+        return (-centre * (x[:, :, 1, 2] + x[:, :, 2, 1])).reshape(-1, 1)
+
+work = Path(tempfile.mkdtemp(prefix="ednn-exchange-"))
+foreign = work / "foreign.onnx"
+torch.onnx.export(IsingBonds(), (torch.zeros(2, 1, 3, 3),), str(foreign),
+                  input_names=["tile"], output_names=["energy"],
+                  dynamic_shapes=({0: torch.export.Dim("n")},))   # any number of tiles
+spec = ModelSpec(kind="tile", focus=(1, 1), context=(1, 1), boundary="periodic", channels=1,
+                 target="energy", target_unit="J", dims=("y", "x"),
+                 provenance={"source": "hand-written torch module"})
+write_metadata(foreign, spec)
+imported = TileModel.load(foreign)
+print(imported, "->", score(spins, imported).energy, "J; exact", exact)"""),
+    ("md", """## What a mismatch looks like
+
+Atomistic models record their pixel spacing. A field rasterized at another spacing would give a
+silently wrong energy, so it is refused, with both values and the fix."""),
+    ("code", """from ednn_dask import make_field
+from ednn_dask.errors import EDNNError
+
+porous = TileModel.load(ROOT / "models" / "porous-f32c16.onnx")
+coarse = make_field(np.zeros((1, 256, 256), np.float32), spacing=(0.2, 0.2))
+try:
+    score(coarse, porous)
+except EDNNError as err:
+    print(type(err).__name__ + ":", err)"""),
+]
+
+
+def build(cells, path: Path) -> None:
+    nb = new_notebook()
+    nb.cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src)
+                for kind, src in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+
+
+if __name__ == "__main__":
+    build(QUICKSTART, HERE / "01-ising-quickstart.ipynb")
+    build(GRAPHENE, HERE / "02-graphene-micron.ipynb")
+    build(EXCHANGE, HERE / "03-model-exchange.ipynb")
