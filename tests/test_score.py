@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ednn_dask import contributions, make_field, open_field, save_field, score
@@ -258,3 +258,57 @@ def test_pad_is_an_explicit_opt_in_with_the_boundary_value(cnn2d, cnn3d):
     np.testing.assert_allclose(result.contributions.x.values, [0.1, 0.3, 0.5, 0.7])
     with pytest.raises(GeometryError, match="periodic field .* cannot be padded"):
         score(np.ones((5, 4, 4), np.float32), cnn3d[1], pad=True)
+
+
+# --- field validation, property-based ------------------------------------------------------
+
+
+FAULTS = {  # what is wrong with a field -> the error that must name it
+    "ndim": FieldError, "channels": FieldError, "dtype": FieldError, "spacing": FieldError,
+    "no spacing": FieldError, "bad value": FieldError, "shape": GeometryError,
+}
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_field_is_scored_or_refused_with_the_right_error(cnn2d, data):
+    """A field that fits the model gives a finite energy; one with any mix of faults (dims,
+    channels, shape, dtype, spacing, NaN/Inf) raises an EDNNError, of the fault's kind when
+    there is one fault, and never another exception."""
+    from ednn_dask.errors import EDNNError
+
+    _, model = cnn2d  # 2 channels, focus (4, 2), spacing 0.1 x 0.1, constant boundary
+    faults = data.draw(st.sets(st.sampled_from(sorted(FAULTS)), max_size=2), label="faults")
+    event(f"{len(faults)} fault(s)")
+    ndim = data.draw(st.sampled_from([1, 3])) if "ndim" in faults else 2
+    channels = data.draw(st.sampled_from([0, 1, 3])) if "channels" in faults else 2
+    if "shape" in faults:
+        shape = data.draw(st.tuples(*[st.integers(1, 11)] * ndim).filter(
+            lambda s: s[0] % 4 or s[-1] % 2), label="shape")
+    else:
+        shape = ((4 * data.draw(st.integers(1, 3)),) * (ndim - 1)
+                 + (2 * data.draw(st.integers(1, 6)),))
+    dtype = (data.draw(st.sampled_from(["complex64", "str"])) if "dtype" in faults
+             else data.draw(st.sampled_from(["float32", "float64", "int8", "bool"])))
+    if "no spacing" in faults:
+        spacing = None
+    else:
+        scale = data.draw(st.sampled_from([1.01, 0.5, 2.0])) if "spacing" in faults \
+            else data.draw(st.sampled_from([1.0, 1 + 5e-5]))
+        spacing = (0.1 * scale,) * ndim
+    values = np.random.default_rng(0).normal(size=((channels,) if channels else ()) + shape)
+    array = values.astype(dtype)
+    if "bad value" in faults:
+        array = values.astype("float32")
+        array.flat[data.draw(st.integers(0, array.size - 1))] = data.draw(
+            st.sampled_from([np.nan, np.inf, -np.inf]))
+    field = make_field(array, spacing=spacing, dims=("z", "y", "x")[3 - ndim:])
+
+    if not faults:
+        assert np.isfinite(score(field, model).energy)
+        return
+    with pytest.raises(EDNNError) as refused:
+        score(field, model)
+    if len(faults) == 1:
+        assert isinstance(refused.value, FAULTS[next(iter(faults))])
