@@ -17,7 +17,7 @@ import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ednn_dask import energy
+from ednn_dask import energy, open_field, rasterize
 from ednn_dask.cli import main
 from ednn_dask.errors import GeometryError, ModelFormatError, StructureError
 from ednn_dask.sheet import default_window, score_atoms
@@ -99,7 +99,13 @@ def test_sheet_command_writes_its_outputs_once(atomistic, tmp_path, capsys):
 
     assert main(argv) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert main([*argv, "--overwrite"]) == 0
+    field_store = tmp_path / "field.zarr"
+    assert main([*argv, "--overwrite", "--field", str(field_store)]) == 0
+    stored = open_field(field_store)
+    spec = model.spec
+    expected = rasterize(SHEET, spec.spacing, species=spec.raster["species"]).values
+    np.testing.assert_array_equal(stored.values, expected)
+    assert stored.attrs["spacing"] == pytest.approx(list(spec.spacing))
 
 
 def test_sheet_command_refuses_a_size_without_unit(capsys):
