@@ -1,6 +1,6 @@
 """Dask pipeline vs raw onnxruntime vs a torch-eager EDNN, on the same field and weights.
 
-    python bench/bench_pipeline.py [--system ising|laplacian] [--size 4096] [--repeats 3]
+    python bench/bench_pipeline.py [--system ising|laplacian|atomistic] [--size 4096] [--repeats 3]
 
 One randomly initialised tile net of the shipped architecture is exported to
 ONNX; then, in this one process and on the same field:
@@ -34,34 +34,50 @@ def build(system: str, tmp: Path):
     from training.nets import IsingMLP, ValidCNN
 
     torch.manual_seed(0)
+    channels = 1
     if system == "ising":
         ednn = EDNN(IsingMLP((3, 3)), 1, 1, "periodic", ndim=2)
-    else:
+    elif system == "laplacian":
         ednn = EDNN(ValidCNN(2, 1, (10, 10), (2, 2)), 10, 2, "periodic", ndim=2)
-    return ednn.eval(), export_onnx(ednn, tmp / f"{system}.onnx")
+    else:  # the shipped hexagonal / porous architecture, 3 species channels
+        from training.atomistic import build_net
+
+        ednn, channels = build_net(3), 3
+    return ednn.eval(), export_onnx(ednn, tmp / f"{system}.onnx", channels=channels)
 
 
 def make_field(system: str, size: int) -> np.ndarray:
     rng = np.random.default_rng(0)
     if system == "ising":
         return rng.choice(np.array([-1.0, 1.0], np.float32), size=(size, size))
-    return rng.normal(size=(size, size)).astype(np.float32)
+    shape = (3, size, size) if system == "atomistic" else (size, size)
+    return rng.normal(size=shape).astype(np.float32)
 
 
-def raw_onnxruntime(field, model_path, focus, context, slab_pixels=2**17):
-    """The baseline: numpy padding and InferenceSession.run over row slabs, nothing else."""
+def pad_spatial(field, context):
+    """Periodic padding of the last two axes; a leading channel axis is kept."""
+    return np.pad(field, [(0, 0)] * (field.ndim - 2) + [(context, context)] * 2, mode="wrap")
+
+
+def raw_onnxruntime(field, model, focus, context, slab_pixels=2**17):
+    """The baseline: numpy padding and InferenceSession.run over row slabs, nothing else
+    (the input and output scaling of the metadata applied by hand)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    padded = np.pad(field, context, mode="wrap")
-    rows = max(1, slab_pixels // (focus * padded.shape[1]))
+    session = ort.InferenceSession(str(model.path), options, providers=["CPUExecutionProvider"])
+    spec = model.spec
+    padded = (pad_spatial(field, context) - np.float32(spec.input_offset)) * np.float32(
+        spec.input_scale)
+    padded = padded.reshape(-1, *padded.shape[-2:])
+    rows = max(1, slab_pixels // (focus * padded.shape[-1]))
     total = 0.0
-    for start in range(0, field.shape[0] // focus, rows):
-        stop = min(field.shape[0] // focus, start + rows)
-        slab = np.ascontiguousarray(padded[None, None, start * focus : stop * focus + 2 * context])
-        total += float(session.run(None, {"field": slab})[0].sum(dtype=np.float64))
+    for start in range(0, field.shape[-2] // focus, rows):
+        stop = min(field.shape[-2] // focus, start + rows)
+        slab = np.ascontiguousarray(padded[None, :, start * focus : stop * focus + 2 * context])
+        raw = session.run(None, {"field": slab})[0].astype(np.float64)
+        total += float((raw * spec.output_scale + spec.output_offset).sum())
     return total
 
 
@@ -70,13 +86,14 @@ def torch_eager(ednn, field, slab_pixels=2**17):
 
     torch.set_num_threads(2)
     f, c = ednn.tiling.focus[0], ednn.tiling.context[0]
-    padded = torch.as_tensor(np.pad(field, c, mode="wrap"))
-    rows = max(1, slab_pixels // (f * padded.shape[1]))
+    padded = (torch.as_tensor(pad_spatial(field, c)) - ednn.input_offset) * ednn.input_scale
+    padded = padded.reshape(-1, *padded.shape[-2:])
+    rows = max(1, slab_pixels // (f * padded.shape[-1]))
     total = 0.0
     with torch.no_grad():
-        for start in range(0, field.shape[0] // f, rows):
-            stop = min(field.shape[0] // f, start + rows)
-            slab = padded[start * f : stop * f + 2 * c][None, None]
+        for start in range(0, field.shape[-2] // f, rows):
+            stop = min(field.shape[-2] // f, start + rows)
+            slab = padded[:, start * f : stop * f + 2 * c][None]
             tiles = ednn._cut(slab)
             raw = ednn.tile_net(tiles.reshape(-1, *tiles.shape[3:]))
             total += float((raw * ednn.output_scale + ednn.output_offset).double().sum())
@@ -94,7 +111,7 @@ def timed(fn, repeats):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--system", choices=["ising", "laplacian"], default="ising")
+    parser.add_argument("--system", choices=["ising", "laplacian", "atomistic"], default="ising")
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
@@ -109,7 +126,7 @@ def main(argv=None):
         field = make_field(args.system, args.size)
         f, c = model.spec.focus[0], model.spec.context[0]
         rows = {}
-        rows["raw onnxruntime"] = timed(lambda: raw_onnxruntime(field, model.path, f, c),
+        rows["raw onnxruntime"] = timed(lambda: raw_onnxruntime(field, model, f, c),
                                         args.repeats)
         with dask.config.set(scheduler="threads", num_workers=2):
             rows["ednn-dask, threaded"] = timed(
@@ -117,13 +134,13 @@ def main(argv=None):
         with (LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                            dashboard_address=":0") as cluster, Client(cluster) as client):
             warm = 64 * f  # a small field first: the worker builds its session
-            score(field[:warm, :warm], model, client=client)
+            score(field[..., :warm, :warm], model, client=client)
             rows["ednn-dask, LocalCluster"] = timed(
                 lambda: score(field, model, client=client, keep_contributions=False).energy,
                 args.repeats)
         rows["torch eager EDNN"] = timed(lambda: torch_eager(ednn, field), args.repeats)
 
-    pixels = field.size
+    pixels = field.shape[-1] * field.shape[-2]
     base_t, base_e = rows["raw onnxruntime"]
     print(f"{args.system}: {args.size}x{args.size} field, focus {f}, context {c}, "
           f"{model.spec.kind} model, median of {args.repeats}")
