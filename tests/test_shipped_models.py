@@ -100,7 +100,7 @@ def test_atomistic_model_reproduces_its_recorded_test_error(name):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="shipped model: 25.0 meV/atom; target 1 meV/atom")
+@pytest.mark.xfail(strict=True, reason="shipped model: 12.9 meV/atom; target 1 meV/atom")
 def test_hexagonal_accuracy_target():
     _, error, n_atoms = _atomistic_test_errors("hexagonal-f32c16.onnx")
     assert np.mean(np.abs(error) / n_atoms) * 1e3 <= 1.0
@@ -114,7 +114,7 @@ def test_porous_accuracy_target():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="shipped model: 13.1 meV/atom on 2x2; target 2 meV/atom")
+@pytest.mark.xfail(strict=True, reason="shipped model: 6.4 meV/atom on 2x2; target 2 meV/atom")
 def test_hexagonal_transfer_to_supercells_target():
     from training.atomistic import evaluate_atomistic
 
