@@ -8,7 +8,7 @@ threads) is its own; the once-per-worker warm-up (numba's cached kernel,
 the onnxruntime session) is timed apart, on a 60 Å sheet. The job is exactly
 ``ednn-dask sheet``: generate the sheet's atoms window by window, rasterize each
 window (default_window: 4096² here) with its halo, score it with onnxruntime,
-tree-reduce, on a LocalCluster with one thread per core. In the same run, for reference:
+sum, on a LocalCluster with one thread per core. In the same run, for reference:
 
 - raw onnxruntime: the model alone on pre-rasterized 2048² windows, one
   session thread per core, px/s; the sheet job's px/s is reported as a fraction;

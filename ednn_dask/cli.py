@@ -99,6 +99,7 @@ def parse_length(text: str) -> float:
 
 def cmd_sheet(args) -> int:
     from ednn_dask.cluster import dask_client
+    from ednn_dask.model import TileModel
     from ednn_dask.sheet import score_atoms, write_sheet_outputs
     from ednn_dask.structures import PorousSheet
 
@@ -106,15 +107,15 @@ def cmd_sheet(args) -> int:
     if out.exists() and not args.overwrite:
         raise OutputExistsError(f"{str(out)!r} exists already; pass --overwrite to replace it.")
     sheet = PorousSheet.square(args.size, porosity=args.porosity, seed=args.seed)
+    model = TileModel.load(args.model)
     with dask_client(args.scheduler, processes=args.processes) as client:
-        result = score_atoms(sheet, args.model, client=client, chunks=args.chunks,
+        result = score_atoms(sheet, model, client=client, chunks=args.chunks,
                              progress=not args.json)
         if args.field:
             from ednn_dask.field import save_field
-            from ednn_dask.model import TileModel
             from ednn_dask.rasterize import rasterize
 
-            spec = TileModel.load(args.model).spec
+            spec = model.spec
             field = rasterize(sheet, spec.spacing, gamma=spec.raster["gamma"],
                               cutoff=spec.raster["cutoff"], species=spec.raster["species"],
                               chunks=args.chunks)
@@ -245,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for result.json, density.zarr and density.png "
                    "(default sheet-SIZEnm-pPOROSITY-sSEED)")
     p.add_argument("--field", help="also write the rasterized field to this Zarr store")
-    p.add_argument("--chunks", type=int, help="window side in pixels (default 2048)")
+    p.add_argument("--chunks", type=int, help="largest window side in pixels (default: from "
+                   "the model and the workers' cores and memory)")
     p.add_argument("--scheduler", help="dask scheduler address (default: in-process LocalCluster)")
     p.add_argument("--processes", action="store_true", help="LocalCluster with worker processes")
     p.add_argument("--overwrite", action="store_true")

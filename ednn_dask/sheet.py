@@ -4,7 +4,8 @@ Each dask task owns a focus-aligned window of the sheet. It looks up the atoms
 that reach the window plus its context halo (periodic images included),
 rasterizes them, runs the tile model on the padded window and returns, per focus
 block, the EDNN contribution and the number of atoms of each element whose
-positions fall in that block. A tree reduction sums the planes; the per-element
+positions fall in that block. The planes are summed into a downsampled map,
+whose sums are the totals; the per-element
 counts give the reference energies, so the result is a total energy. Compared
 with ``rasterize`` + ``score`` (``map_overlap``) nothing moves between tasks: the
 halo is rasterized twice instead of copied.
@@ -128,11 +129,12 @@ def score_atoms(
         elements=elements, method=resolve_method(method, model), threads=threads,
         name="ednn-sheet-" + dask.base.tokenize(source, model.sha256, step, method),
     )
-    totals = planes.sum(axis=(1, 2), split_every=8)
+    # the downsampled map is the only reduction: the totals are its sums
     factor = max(1, math.ceil(max(blocks) / map_pixels))
     coarse = da.coarsen(np.sum, _pad_to(planes, factor), {1: factor, 2: factor})
     t1 = time.perf_counter()
-    totals, coarse = _compute((totals, coarse), client, progress)
+    (coarse,) = _compute((coarse,), client, progress)
+    totals = coarse.sum(axis=(1, 2))
     t2 = time.perf_counter()
     counts = {z: int(round(n)) for z, n in zip(elements, totals[1:], strict=True) if n}
     ednn = float(totals[0])
