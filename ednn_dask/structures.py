@@ -188,11 +188,15 @@ class Structure:
         return np.concatenate(parts_xy), np.concatenate(parts_z)
 
     def wrapped(self) -> Structure:
-        """The same structure with every atom moved into the cell along periodic axes."""
+        """The same structure with every atom moved into the cell along periodic axes.
+
+        Atoms are moved by whole cell vectors, so those already inside keep their
+        positions bit for bit.
+        """
         frac = self.positions @ np.linalg.inv(self.cell)
-        pbc = np.array(self.pbc)
-        frac[:, pbc] %= 1.0
-        return Structure(frac @ self.cell, self.numbers, self.cell, self.pbc, dict(self.info))
+        shift = np.floor(frac) * np.array(self.pbc)
+        positions = self.positions - shift @ self.cell
+        return Structure(positions, self.numbers, self.cell, self.pbc, dict(self.info))
 
     def _closest_pair(self, block: int = 1024) -> tuple[int, int, float]:
         """Closest pair of atoms under the minimum-image convention (blockwise O(n²))."""

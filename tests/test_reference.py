@@ -57,6 +57,18 @@ def test_positions_are_stored_as_the_energies_were_computed(tmp_path):
     assert zarr.__version__ >= "3"
 
 
+def test_atoms_rounded_out_of_the_cell_by_float32_storage_come_back_inside():
+    s = next(hexagonal_structures(1, seed=3))
+    positions = s.positions.copy()
+    positions[0, 1] = s.cell[1, 1] - 1e-9  # inside in float64, outside once stored as float32
+    assert np.float32(positions[0, 1]) > s.cell[1, 1]
+    ds = reference.structures_dataset([Structure(positions, s.numbers, s.cell, s.pbc, s.info)])
+    back = reference.dataset_structures(ds)[0]
+    back.check()
+    assert 0 <= back.positions[0, 1] < 1e-5
+    np.testing.assert_array_equal(back.positions[1:], s.positions[1:].astype(np.float32))
+
+
 def test_reference_energies_are_recovered_exactly():
     structures = list(hexagonal_structures(30, seed=1))
     ds = reference.structures_dataset(structures)

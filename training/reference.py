@@ -98,7 +98,11 @@ def _jsonable(value: object) -> object:
 
 
 def dataset_structures(ds: xr.Dataset, index: Sequence[int] | None = None) -> list[Structure]:
-    """Unpack structures (positions as float64 of the stored float32) from a data set."""
+    """Unpack structures (positions as float64 of the stored float32) from a data set.
+
+    Positions are wrapped into the cell: float32 storage can put an atom that sat
+    on the cell's far edge a rounding step outside it.
+    """
     index = range(ds.sizes["structure"]) if index is None else index
     positions, numbers = ds["positions"].values, ds["numbers"].values
     cells, pbc, n_atoms = ds["cell"].values, ds["pbc"].values, ds["n_atoms"].values
@@ -114,7 +118,7 @@ def dataset_structures(ds: xr.Dataset, index: Sequence[int] | None = None) -> li
                 cells[k],
                 tuple(pbc[k]),
                 info,
-            )
+            ).wrapped()
         )
     return out
 
