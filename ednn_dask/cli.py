@@ -170,11 +170,12 @@ def cmd_train(args) -> int:
         metrics = train_atomistic(args.system, args.out, data=args.data, epochs=args.epochs,
                                   net=args.net, focus=args.focus, context=args.context,
                                   pixels=args.pixels, seed=args.seed, limit=args.n,
-                                  workdir=args.workdir, overwrite=args.overwrite)
+                                  workdir=args.workdir, overwrite=args.overwrite,
+                                  device=args.device)
         _print({"model": args.out, **metrics["test"], **metrics["test_per_atom"]}, args.json)
         return 0
     common = dict(L=args.L, n=args.n, epochs=args.epochs, seed=args.seed, data=args.data,
-                  workdir=args.workdir, overwrite=args.overwrite)
+                  workdir=args.workdir, overwrite=args.overwrite, device=args.device)
     if args.system == "ising":
         metrics = recipes.train_ising(args.out, dim=args.dim, **common)
     else:
@@ -305,7 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixels", type=int, default=128,
                    help="atomistic resolution: pixels per side of the 60-atom training cell")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", help="checkpoints, metrics.json, parity.png (default runs/NAME)")
+    p.add_argument("--workdir", help="checkpoints, metrics.json, parity.png (default runs/NAME); "
+                   "an existing checkpoint there is resumed")
+    p.add_argument("--device", default="cpu",
+                   help="torch device to train on, e.g. cuda (export always runs on the CPU)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)

@@ -100,10 +100,11 @@ def train_atomistic(
     system: str, out: str, *, data: str | None = None, epochs: int | None = None,
     net: str = "compact", focus: int = FOCUS, context: int = CONTEXT, pixels: int = PIXELS,
     seed: int = 0, limit: int | None = None, workdir: str | None = None,
-    overwrite: bool = False, progress: bool = True,
+    overwrite: bool = False, progress: bool = True, device: str = "cpu",
 ) -> dict[str, Any]:
     """Train the hexagonal or porous-graphene EDNN on its GFN1-xTB store; export to ONNX."""
     from training.export import export_onnx
+    from training.precondition import whiten_first_layer
     from training.train import fit
 
     if system not in SYSTEMS:
@@ -117,7 +118,8 @@ def train_atomistic(
     work = _workdir(out_path, workdir)
     config = TrainConfig(epochs=epochs or DEFAULTS["epochs"], batch_size=DEFAULTS["batch_size"],
                          lr=DEFAULTS["lr"], lr_final=DEFAULTS["lr_final"], seed=seed,
-                         patience=epochs or DEFAULTS["epochs"], augment=True)
+                         patience=epochs or DEFAULTS["epochs"], augment=True,
+                         device=device)
     train, _, test = split_indices(ds.sizes["structure"], config.val_fraction,
                                    config.test_fraction, seed)
     mu = reference.fit_reference_energies(ds.isel(structure=train), species)
@@ -129,6 +131,8 @@ def train_atomistic(
     # for tens of epochs before it starts to see vacancies and bonds.
     ednn.input_offset.fill_(float(x[train].mean()))
     ednn.input_scale.fill_(1 / float(x[train].std()))
+    if net != "paper":
+        whiten_first_layer(ednn, x[train[:256]])  # bond lengths are sub-pixel shifts of Gaussians
     metrics = fit(ednn, x, target, config, work, progress=progress)
     raster = {"gamma": DEFAULT_GAMMA, "cutoff": CUTOFF_GAMMAS * DEFAULT_GAMMA, "species": species}
     n_atoms = ds["n_atoms"].values

@@ -25,6 +25,7 @@ import ednn_dask
 from ednn_dask.errors import OutputExistsError
 from ednn_dask.model import ModelSpec, TileModel
 from training.ednn import EDNN
+from training.precondition import baked
 
 OPSET = 18
 
@@ -91,6 +92,7 @@ def export_onnx(
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{str(path)!r} exists already; pass overwrite=True to replace it.")
+    ednn = baked(ednn)  # a whitened first layer becomes an ordinary convolution
     spec = spec_for(
         ednn, kind, channels, target=target, target_unit=target_unit, spacing=spacing,
         spacing_unit=spacing_unit, dims=dims, raster=raster,

@@ -27,7 +27,9 @@ ISING_DEFAULTS = {
     2: {"L": 8, "n": 10000, "epochs": 4000, "lbfgs_steps": 6000, "unique_tiles": True},
     3: {"L": 4, "n": 4000, "epochs": 40, "lbfgs_steps": 100, "unique_tiles": False},
 }
-LAPLACIAN_DEFAULTS = {"L": 50, "n": 2000, "epochs": 150, "lbfgs_steps": 300}
+# 10,000 images as in the preprint: with 2,000 the net fits the training sums twice as
+# well as held-out ones (0.65 % vs 1.28 %) instead of learning |Laplacian| per pixel
+LAPLACIAN_DEFAULTS = {"L": 50, "n": 10000, "epochs": 60, "lbfgs_steps": 0}
 # laplacian_images draws correlation lengths in [2, L/8] px: (2, 6.25) for the L=50 training set
 TRAIN_CORRELATION = (2.0, 50 / 8)
 
@@ -63,6 +65,7 @@ def train_ising(
     workdir: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train the paper's Ising EDNN (f = c = 1, fully connected tile net) and export it."""
     import torch  # noqa: F401  (fail early without the train extra)
@@ -90,7 +93,8 @@ def train_ising(
     unique = defaults["unique_tiles"]
     config = TrainConfig(epochs=epochs, batch_size=64, lr=lr if unique else 1e-3,
                          lr_final=1e-5, seed=seed, patience=epochs, unique_tiles=unique,
-                         lbfgs_steps=lbfgs_steps, checkpoint_every=100 if unique else 1)
+                         lbfgs_steps=lbfgs_steps, checkpoint_every=100 if unique else 1,
+                         device=device)
     metrics = fit(ednn, x, ds["energy"].values, config, work, progress=progress)
     export_onnx(
         ednn, out_path, target="energy", target_unit="J", dims=tuple(ds["spins"].dims[1:]),
@@ -115,11 +119,13 @@ def train_laplacian(
     workdir: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train the preprint's Laplacian EDNN (f = 10, c = 2, valid-convolution net)."""
     from training.ednn import EDNN
     from training.export import export_onnx
     from training.nets import ValidCNN
+    from training.precondition import whiten_first_layer
     from training.train import fit
 
     out_path = Path(out)
@@ -134,8 +140,9 @@ def train_laplacian(
     x = ds["image"].values.astype(np.float32)[:, None]
     net = ValidCNN(2, 1, (10, 10), (2, 2), trunk=((16, 3, 1), (16, 3, 1)), hidden=32)
     ednn = EDNN(net, 10, 2, "periodic", ndim=2, dense=True)
-    config = TrainConfig(epochs=epochs, batch_size=32, lr=1e-3, lr_final=1e-5, seed=seed,
-                         patience=epochs, lbfgs_steps=lbfgs_steps)
+    whiten_first_layer(ednn, x)  # the Laplacian lies along the smooth images' faint directions
+    config = TrainConfig(epochs=epochs, batch_size=64, lr=2e-3, lr_final=1e-5, seed=seed,
+                         patience=epochs, lbfgs_steps=lbfgs_steps, device=device)
     metrics = fit(ednn, x, ds["target"].values, config, work, progress=progress)
     export_onnx(
         ednn, out_path, target="sum_abs_laplacian", target_unit="1", dims=("y", "x"),

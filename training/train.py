@@ -27,7 +27,10 @@ class TrainConfig:
 
     ``unique_tiles`` trains full-batch in float64 on the distinct tiles of the data
     (:class:`TileCounts`, exact for discrete inputs such as spins); ``lbfgs_steps``
-    then polishes the Adam result with L-BFGS on the same full batch. ``augment``
+    then polishes the Adam result with L-BFGS on the same full batch. ``device``
+    (e.g. ``"cuda"``) is where the data and the net live while training; the
+    trained net is handed back on the CPU, so export and checkpoints do not
+    depend on it. ``augment``
     (periodic samples only) rolls each mini-batch by a random whole number of
     pixels and mirrors it at random: exact symmetries of a periodic field that
     leave its total unchanged but move it against the focus grid.
@@ -47,6 +50,7 @@ class TrainConfig:
     lbfgs_samples: int = 256
     checkpoint_every: int = 1
     augment: bool = False
+    device: str = "cpu"
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int):
@@ -80,17 +84,22 @@ def fit(
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    x = torch.as_tensor(np.asarray(inputs, dtype=np.float32))
-    y = torch.as_tensor(np.asarray(targets, dtype=np.float64))
+    device = torch.device(config.device)
+    if device.type == "cuda":
+        # TF32 convolutions round inputs to 10 mantissa bits: too coarse for meV/atom
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    x = torch.as_tensor(np.asarray(inputs, dtype=np.float32)).to(device)
+    y = torch.as_tensor(np.asarray(targets, dtype=np.float64)).to(device)
     if config.augment and ednn.tiling.boundary != "periodic":
         raise ValueError("augment rolls samples periodically; it needs a periodic boundary.")
     train, val, test = split_indices(len(x), config.val_fraction, config.test_fraction, config.seed)
     n_tiles = math.prod(ednn.tiling.grid(x.shape[2:]))
     _set_output_scaling(ednn, y[train], n_tiles)
     scale = float(y[train].std()) or 1.0
-    counts = TileCounts(ednn, inputs, (train, val)) if config.unique_tiles else None
+    counts = TileCounts(ednn, inputs, (train, val), device) if config.unique_tiles else None
     if counts is not None:
         ednn.double()
+    ednn.to(device)
     optimizer = torch.optim.Adam(ednn.parameters(), lr=config.lr)
     gamma = (config.lr_final / config.lr) ** (1 / max(1, config.epochs))
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
@@ -98,7 +107,7 @@ def fit(
     best = {k: v.clone() for k, v in ednn.state_dict().items()}
     ckpt = out_dir / "checkpoint.pt"
     if ckpt.exists():
-        saved = torch.load(ckpt, weights_only=True)
+        saved = torch.load(ckpt, weights_only=True, map_location=device)
         ednn.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -156,7 +165,8 @@ def fit(
             state["best_val"] = val_mae()
             best = {k: v.clone() for k, v in ednn.state_dict().items()}
     ednn.load_state_dict(best)
-    ednn.float()
+    ednn.float().cpu()
+    x, y = x.cpu(), y.cpu()
     sites = sites or math.prod(x.shape[2:])
     metrics = {
         "config": asdict(config),
@@ -191,16 +201,16 @@ class TileCounts:
     step costs 512 tile evaluations instead of one per tile of every sample.
     """
 
-    def __init__(self, ednn: EDNN, inputs: np.ndarray, splits):
+    def __init__(self, ednn: EDNN, inputs: np.ndarray, splits, device: torch.device | None = None):
         nd = ednn.tiling.ndim
         tiles = np.moveaxis(ednn.tiling.tiles(np.asarray(inputs)), 1, 1 + nd)
         n, n_tiles = tiles.shape[0], math.prod(tiles.shape[1 : 1 + nd])
         flat = tiles.reshape(n * n_tiles, -1)
         unique, inverse = np.unique(flat, axis=0, return_inverse=True)
         unique = unique.reshape(-1, *tiles.shape[1 + nd :])
-        self.tiles = torch.as_tensor(unique, dtype=torch.float64)
+        self.tiles = torch.as_tensor(unique, dtype=torch.float64, device=device)
         inverse = inverse.reshape(n, n_tiles)
-        self.counts = [self._counts(inverse[idx], len(unique)) for idx in splits]
+        self.counts = [self._counts(inverse[idx], len(unique)).to(device) for idx in splits]
 
     @staticmethod
     def _counts(inverse: np.ndarray, k: int) -> torch.Tensor:
@@ -255,13 +265,13 @@ def _save_checkpoint(path, ednn, optimizer, scheduler, best, state) -> None:
 def predict(ednn: EDNN, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
     """Extensive predictions in float64 for a batch of inputs."""
     ednn.eval()
-    x = x.to(ednn.output_scale.dtype)
+    x = x.to(ednn.output_scale.device, ednn.output_scale.dtype)
     out = [ednn(x[i : i + batch_size]).double() for i in range(0, len(x), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros(0)
+    return torch.cat(out).cpu().numpy() if out else np.zeros(0)
 
 
 def _mae(ednn: EDNN, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float(np.abs(predict(ednn, x) - y.numpy()).mean())
+    return float(np.abs(predict(ednn, x) - y.cpu().numpy()).mean())
 
 
 def _errors(ednn: EDNN, x: torch.Tensor, y: torch.Tensor, sites: int) -> dict[str, float]:
