@@ -60,7 +60,7 @@ def test_ising_2d_accuracy_targets():
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    strict=True, reason="shipped model: 0.77 % relative MAE on 100x100; target 0.1 % not met yet"
+    strict=True, reason="shipped model: 0.45 % relative MAE on 100x100; target 0.1 % not met yet"
 )
 def test_laplacian_accuracy_target():
     metrics = evaluate_laplacian(str(MODELS / "laplacian-f10c2.onnx"), L=100, n=200,
