@@ -1,11 +1,13 @@
 """Micron scale: atoms -> energy of porous graphene sheets, 1e5 to 3.5e7 atoms, one machine.
 
-    python bench/bench_sheet.py [--model M] [--sides 500A 1000A 2000A 4000A 1um]
+    python bench/bench_sheet.py [--model M] [--sides 550A 1000A 2000A 4000A 1um]
 
 Each sheet side runs in a fresh subprocess (``--one``) so its peak memory
 (``ru_maxrss`` of the process: the in-process LocalCluster's workers are
 threads) is its own; the once-per-worker warm-up (numba's cached kernel,
-the onnxruntime session) is timed apart, on a 60 Å sheet. The job is exactly
+the onnxruntime session) is timed apart, on a 60 Å sheet. Below 10⁷ atoms two
+sheets of each size are scored, *cold* (the first: its window buffers are
+first touched) and *warm* (another sheet of the same size). The job is exactly
 ``ednn-dask sheet``: generate the sheet's atoms window by window, rasterize each
 window (default_window: 4096² here) with its halo, score it with onnxruntime,
 sum, on a LocalCluster with one thread per core. In the same run, for reference:

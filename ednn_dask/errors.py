@@ -38,3 +38,7 @@ class StructureError(EDNNError, ValueError):
 
 class ResultsTableError(EDNNError, ValueError):
     """A results table that cannot be read or resumed."""
+
+
+class ConfigError(EDNNError, ValueError):
+    """A setting that cannot work here (e.g. a training device this machine lacks)."""

@@ -3,8 +3,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
+from ednn_dask.errors import ConfigError
 from tests.helpers import random_mlp_ednn
 from training.datasets import sample_ising
 from training.export import export_onnx
@@ -74,3 +76,36 @@ def test_augmentation_is_an_exact_symmetry():
         assert sum(not torch.equal(m, x) for m in moved) >= 4  # (0, 0) unflipped is allowed
         for m in moved:
             assert torch.equal(ednn(m), expected)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this torch has a CUDA GPU")
+def test_a_missing_gpu_is_refused_before_any_training(tmp_path, capsys):
+    from ednn_dask.cli import main
+
+    ednn = random_mlp_ednn(2)
+    x = np.ones((4, 1, 4, 4), np.float32)
+    with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+        fit(ednn, x, np.zeros(4), TrainConfig(epochs=1, device="cuda"), tmp_path, progress=False)
+    assert not (tmp_path / "checkpoint.pt").exists()
+    out = tmp_path / "lap.onnx"
+    assert main(["train", "laplacian", "--out", str(out), "--n", "8", "--L", "20",
+                 "--workdir", str(tmp_path / "w"), "--device", "cuda"]) == 2
+    assert "--device cpu" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_unknown_device_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="not a torch device"):
+        fit(random_mlp_ednn(2), np.ones((4, 1, 4, 4), np.float32), np.zeros(4),
+            TrainConfig(epochs=1, device="gpu7"), tmp_path, progress=False)
+
+
+def test_training_on_an_explicit_device_hands_the_net_back_on_the_cpu(tmp_path):
+    ds = sample_ising(40, 4, temperatures=(1.0, 4.0), seed=1, sweeps=5)
+    x = ds["spins"].values.astype(np.float32)[:, None]
+    ednn = random_mlp_ednn(2)
+    fit(ednn, x, ds["energy"].values, TrainConfig(epochs=2, batch_size=8, device="cpu:0"),
+        tmp_path, progress=False)
+    assert {p.device.type for p in ednn.parameters()} == {"cpu"}
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True, map_location="cpu")
+    assert saved["model"].keys() == ednn.state_dict().keys()

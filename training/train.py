@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ednn_dask.errors import ConfigError
 from training.ednn import EDNN
 
 
@@ -84,7 +85,7 @@ def fit(
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    device = torch.device(config.device)
+    device = _device(config.device)
     if device.type == "cuda":
         # TF32 convolutions round inputs to 10 mantissa bits: too coarse for meV/atom
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
@@ -181,6 +182,19 @@ def fit(
     if len(test):
         parity_plot(y[test].numpy(), predict(ednn, x[test]), out_dir / "parity.png", sites=sites)
     return metrics
+
+
+def _device(name: str) -> torch.device:
+    """``name`` as a torch device, refused with the fix when this torch cannot use it."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"{name!r} is not a torch device ({err}); use cpu or cuda.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: torch {torch.__version__} sees no CUDA GPU here; "
+                          "train with --device cpu, or on a machine with a GPU and a CUDA "
+                          "build of torch.")
+    return device
 
 
 def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
