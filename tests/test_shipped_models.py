@@ -107,7 +107,7 @@ def test_hexagonal_accuracy_target():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="shipped model: median 30.5 meV/atom; target 4 meV/atom")
+@pytest.mark.xfail(strict=True, reason="shipped model: median 9.0 meV/atom; target 4 meV/atom")
 def test_porous_accuracy_target():
     _, error, n_atoms = _atomistic_test_errors("porous-f32c16.onnx")
     assert np.median(np.abs(error) / n_atoms) * 1e3 <= 4.0
