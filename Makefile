@@ -30,7 +30,7 @@ models: $(STAMP)
 	$(VENV)/bin/ednn-dask train ising --out models/ising-2d-f1c1.onnx --overwrite
 	$(VENV)/bin/ednn-dask train ising --dim 3 --out models/ising-3d-f1c1.onnx --overwrite
 	$(VENV)/bin/ednn-dask train laplacian --out models/laplacian-f10c2.onnx --overwrite
-	$(VENV)/bin/ednn-dask train hexagonal --epochs 150 --out models/hexagonal-f32c16.onnx --overwrite
+	$(VENV)/bin/ednn-dask train hexagonal --no-whiten --epochs 150 --out models/hexagonal-f32c16.onnx --overwrite
 	$(VENV)/bin/ednn-dask train porous --epochs 150 --out models/porous-f32c16.onnx --overwrite
 
 # GFN1-xTB reference data (resumable: re-running continues where it stopped)

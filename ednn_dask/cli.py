@@ -171,7 +171,7 @@ def cmd_train(args) -> int:
                                   net=args.net, focus=args.focus, context=args.context,
                                   pixels=args.pixels, seed=args.seed, limit=args.n,
                                   workdir=args.workdir, overwrite=args.overwrite,
-                                  device=args.device)
+                                  device=args.device, whiten=args.whiten)
         _print({"model": args.out, **metrics["test"], **metrics["test_per_atom"]}, args.json)
         return 0
     common = dict(L=args.L, n=args.n, epochs=args.epochs, seed=args.seed, data=args.data,
@@ -179,7 +179,7 @@ def cmd_train(args) -> int:
     if args.system == "ising":
         metrics = recipes.train_ising(args.out, dim=args.dim, **common)
     else:
-        metrics = recipes.train_laplacian(args.out, **common)
+        metrics = recipes.train_laplacian(args.out, whiten=args.whiten, **common)
     _print({"model": args.out, **metrics["test"]}, args.json)
     return 0
 
@@ -310,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "an existing checkpoint there is resumed")
     p.add_argument("--device", default="cpu",
                    help="torch device to train on, e.g. cuda (export always runs on the CPU)")
+    p.add_argument("--no-whiten", dest="whiten", action="store_false",
+                   help="convolutional nets: train the first layer on raw, not whitened, patches")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)

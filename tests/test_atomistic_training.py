@@ -41,6 +41,7 @@ def test_train_export_and_score(store, tmp_path):
     # linear in the counts except for the vacancy term, so they stay close to MU
     assert set(spec.reference_energies) == {"B", "C", "N"}
     assert spec.provenance["system"] == "hexagonal" and spec.provenance["n_structures"] == 60
+    assert spec.provenance["whiten"] is True
     assert out.with_suffix(".parity.png").stat().st_size > 10_000
     # the per-atom test error the recipe reports is what energy() gives on the test split
     ds = reference.load_reference(store)
@@ -62,7 +63,8 @@ def test_blur_study_without_blur_reproduces_energy(store, tmp_path):
 
     out = tmp_path / "m.onnx"
     train_atomistic("hexagonal", str(out), data=str(store), epochs=1,
-                    workdir=str(tmp_path / "w"), progress=False)
+                    workdir=str(tmp_path / "w"), progress=False, whiten=False)
+    assert TileModel.load(out).spec.provenance["whiten"] is False
     result = blur_study(str(out), str(store), n=5, steps=2, plot=str(tmp_path / "fig6.png"))
     ds = reference.load_reference(store).isel(structure=slice(55, 60))
     predicted = energy(reference.dataset_structures(ds), str(out))

@@ -100,7 +100,7 @@ def train_atomistic(
     system: str, out: str, *, data: str | None = None, epochs: int | None = None,
     net: str = "compact", focus: int = FOCUS, context: int = CONTEXT, pixels: int = PIXELS,
     seed: int = 0, limit: int | None = None, workdir: str | None = None,
-    overwrite: bool = False, progress: bool = True, device: str = "cpu",
+    overwrite: bool = False, progress: bool = True, device: str = "cpu", whiten: bool = True,
 ) -> dict[str, Any]:
     """Train the hexagonal or porous-graphene EDNN on its GFN1-xTB store; export to ONNX."""
     from training.export import export_onnx
@@ -131,7 +131,7 @@ def train_atomistic(
     # for tens of epochs before it starts to see vacancies and bonds.
     ednn.input_offset.fill_(float(x[train].mean()))
     ednn.input_scale.fill_(1 / float(x[train].std()))
-    if net != "paper":
+    if whiten and net != "paper":
         whiten_first_layer(ednn, x[train[:256]])  # bond lengths are sub-pixel shifts of Gaussians
     metrics = fit(ednn, x, target, config, work, progress=progress)
     raster = {"gamma": DEFAULT_GAMMA, "cutoff": CUTOFF_GAMMAS * DEFAULT_GAMMA, "species": species}
@@ -143,7 +143,8 @@ def train_atomistic(
         reference_energies=mu, overwrite=True,
         provenance={"system": system, "net": net, "reference": reference.METHOD,
                     "data_hash": _hash(ds), "n_structures": int(ds.sizes["structure"]),
-                    "seed": seed, "metrics": metrics["test"], "command": " ".join(sys.argv)},
+                    "seed": seed, "whiten": whiten and net != "paper", "metrics": metrics["test"],
+                    "command": " ".join(sys.argv)},
     )
     test_structures = reference.dataset_structures(ds, test)
     predicted = energy(test_structures, model)

@@ -120,6 +120,7 @@ def train_laplacian(
     overwrite: bool = False,
     progress: bool = True,
     device: str = "cpu",
+    whiten: bool = True,
 ) -> dict[str, Any]:
     """Train the preprint's Laplacian EDNN (f = 10, c = 2, valid-convolution net)."""
     from training.ednn import EDNN
@@ -140,7 +141,8 @@ def train_laplacian(
     x = ds["image"].values.astype(np.float32)[:, None]
     net = ValidCNN(2, 1, (10, 10), (2, 2), trunk=((16, 3, 1), (16, 3, 1)), hidden=32)
     ednn = EDNN(net, 10, 2, "periodic", ndim=2, dense=True)
-    whiten_first_layer(ednn, x)  # the Laplacian lies along the smooth images' faint directions
+    if whiten:  # the Laplacian lies along the smooth images' faint directions
+        whiten_first_layer(ednn, x)
     config = TrainConfig(epochs=epochs, batch_size=64, lr=2e-3, lr_final=1e-5, seed=seed,
                          patience=epochs, lbfgs_steps=lbfgs_steps, device=device)
     metrics = fit(ednn, x, ds["target"].values, config, work, progress=progress)
@@ -148,7 +150,7 @@ def train_laplacian(
         ednn, out_path, target="sum_abs_laplacian", target_unit="1", dims=("y", "x"),
         overwrite=True,
         provenance={"system": "laplacian", "data_hash": datasets.dataset_hash(ds),
-                    "data": {"L": L, "n": int(len(x))}, "seed": seed,
+                    "data": {"L": L, "n": int(len(x))}, "seed": seed, "whiten": whiten,
                     "metrics": metrics["test"], "command": " ".join(sys.argv)},
     )
     shutil.copy(work / "parity.png", out_path.with_suffix(".parity.png"))
