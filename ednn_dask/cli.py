@@ -146,7 +146,7 @@ def cmd_data(args) -> int:
         counts = build_reference_set(
             args.system, args.out, n=args.n, seed=args.seed, cells=args.cells,
             client=args.scheduler, limit=args.limit, retry_failed=args.retry_failed,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, max_vacancies=args.max_vacancies,
         )
         _print({"store": args.out, **counts}, args.json)
         return 0
@@ -280,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--near-critical", action="store_true", help="Ising: T within 0.1 of Tc")
     p.add_argument("--cells", type=int, nargs=2, metavar=("NX", "NY"),
                    help="atomistic cell in 4-atom rectangular cells (hexagonal 5 3, porous 5 6)")
+    p.add_argument("--max-vacancies", type=int,
+                   help="hexagonal: at most this many vacancies per 60 atoms (default 4)")
     p.add_argument("--scheduler", help="atomistic: dask scheduler for the GFN1-xTB runs")
     p.add_argument("--limit", type=int, help="atomistic: compute at most this many now")
     p.add_argument("--retry-failed", action="store_true", help="atomistic: retry failed SCFs")

@@ -83,27 +83,44 @@ def block_contributions(
     )
     if math.prod(grid) == 0:
         return np.zeros(grid, np.float32)
+    if resolve_method(method, model) == "dense":
+        return _dense(block, model, grid, threads, batch_pixels)
     x = model.scale_input(block)
+    _check_finite(x)
+    return _tiles(x, model, grid, threads, batch_pixels)
+
+
+def _check_finite(x: np.ndarray, offset: int = 0) -> None:
+    """Refuse NaN/Inf; ``offset`` is where ``x`` starts along the block's first spatial axis."""
     if not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0]
+        bad[1] += offset
         raise FieldError(
             f"the field holds NaN or Inf (first at block index {tuple(int(i) for i in bad)}); "
             f"clean or mask the field before scoring."
         )
-    if resolve_method(method, model) == "dense":
-        return _dense(x, model, grid, threads, batch_pixels)
-    return _tiles(x, model, grid, threads, batch_pixels)
 
 
-def _dense(x, model, grid, threads, batch_pixels):
-    """Run the model over slabs of ``rows`` focus rows (plus halo) along the first axis."""
+def _dense(block, model, grid, threads, batch_pixels):
+    """Run the model over slabs of ``rows`` focus rows (plus halo) along the first axis.
+
+    Each slab is scaled straight into one small reused buffer: a scaled copy of
+    the whole block would be fresh memory every chunk, and on these VMs page
+    faults serialize the worker threads (2 threads ran 2 chunks in 1.9x the time
+    of one; with the buffer, in 1.0x).
+    """
     f0, c0 = model.spec.focus[0], model.spec.context[0]
-    row_pixels = x.shape[0] * f0 * math.prod(x.shape[2:])
+    row_pixels = block.shape[0] * f0 * math.prod(block.shape[2:])
     rows = max(1, min(grid[0], batch_pixels // row_pixels))
     out = np.empty(grid, np.float32)
+    buffer = np.empty((1, block.shape[0], rows * f0 + 2 * c0, *block.shape[2:]), np.float32)
     for start in range(0, grid[0], rows):
         stop = min(grid[0], start + rows)
-        slab = np.ascontiguousarray(x[np.newaxis, :, start * f0 : stop * f0 + 2 * c0])
+        height = (stop - start) * f0 + 2 * c0
+        slab = buffer if height == buffer.shape[2] else np.empty(
+            (1, block.shape[0], height, *block.shape[2:]), np.float32)
+        model.scale_input(block[:, start * f0 : start * f0 + height], out=slab[0])
+        _check_finite(slab[0], start * f0)
         out[start:stop] = model.run(slab, threads)[0]
     return out
 

@@ -329,9 +329,12 @@ class TileModel:
             out = out * np.float32(self.spec.output_scale) + np.float32(self.spec.output_offset)
         return out
 
-    def scale_input(self, block: np.ndarray) -> np.ndarray:
-        """float32 copy of ``block`` with the model's input scaling applied."""
-        out = np.array(block, dtype=np.float32, copy=True)
+    def scale_input(self, block: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """float32 copy of ``block`` with the model's input scaling applied (into ``out``)."""
+        if out is None:
+            out = np.array(block, dtype=np.float32, copy=True)
+        else:
+            np.copyto(out, block, casting="same_kind")
         if self.spec.input_offset != 0.0:
             out -= np.float32(self.spec.input_offset)
         if self.spec.input_scale != 1.0:

@@ -83,6 +83,23 @@ def test_data_hexagonal_creates_resumes_and_refuses_other_parameters(tmp_path, c
     assert "made with" in err and "--overwrite" in err and "Traceback" not in err
 
 
+def test_data_hexagonal_max_vacancies(tmp_path, capsys):
+    from training.reference import load_reference
+
+    out = str(tmp_path / "pristine.zarr")
+    assert main(["data", "hexagonal", out, "--n", "12", "--cells", "10", "6",
+                 "--max-vacancies", "0", "--limit", "0"]) == 0
+    ds = load_reference(out, done_only=False)
+    assert ds.attrs["max_vacancies"] == 0
+    assert set(ds["n_atoms"].values.tolist()) == {240}  # 2x2 training cells, no vacancy
+    capsys.readouterr()
+    # resuming needs the same cap; the default cap is another data set
+    assert main(["data", "hexagonal", out, "--n", "12", "--cells", "10", "6", "--limit", "0"]) == 2
+    assert "made with" in capsys.readouterr().err
+    assert main(["data", "porous", str(tmp_path / "p.zarr"), "--max-vacancies", "0"]) == 2
+    assert "hexagonal sheets" in capsys.readouterr().err
+
+
 def test_a_truncated_store_is_refused_not_read_as_fill_values(exact_ising2d, tmp_path, capsys):
     """int8 spins read a missing chunk as 0: a silently wrong energy unless refused."""
     import os
