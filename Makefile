@@ -37,6 +37,7 @@ models: $(STAMP)
 data: $(STAMP)
 	$(VENV)/bin/ednn-dask data hexagonal data/hexagonal.zarr
 	$(VENV)/bin/ednn-dask data hexagonal data/hexagonal-2x2.zarr --cells 10 6 --n 24 --seed 1
+	$(VENV)/bin/ednn-dask data hexagonal data/hexagonal-3x3.zarr --cells 15 9 --n 12 --seed 2 --max-vacancies 0
 	$(VENV)/bin/ednn-dask data porous data/porous.zarr
 
 clean:

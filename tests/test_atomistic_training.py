@@ -53,6 +53,17 @@ def test_train_export_and_score(store, tmp_path):
     assert metrics["test_per_atom"]["mae_meV"] == pytest.approx(error.mean() * 1e3, rel=1e-9)
     saved = json.loads((tmp_path / "work" / "metrics.json").read_text())
     assert saved["test_per_atom"] == metrics["test_per_atom"]
+    # evaluate atoms on the whole store: the same errors, signed mean included
+    from training.atomistic import evaluate_atomistic
+
+    everything = evaluate_atomistic(str(out), str(store))
+    signed = (energy(reference.dataset_structures(ds), model) - ds["energy"].values) / ds[
+        "n_atoms"].values
+    assert everything["n"] == 60
+    assert everything["mean_signed_meV_per_atom"] == pytest.approx(signed.mean() * 1e3,
+                                                                   rel=1e-9)
+    assert everything["mae_meV_per_atom"] == pytest.approx(np.abs(signed).mean() * 1e3,
+                                                           rel=1e-9)
     with pytest.raises(OutputExistsError):
         train_atomistic("hexagonal", str(out), data=str(store), epochs=1, progress=False)
 

@@ -175,6 +175,8 @@ def evaluate_atomistic(model: str, data: str, *, plot: str | None = None) -> dic
     result = {"n": len(structures), "mae_meV_per_atom": float(np.abs(error).mean() * 1e3),
               "median_meV_per_atom": float(np.median(np.abs(error)) * 1e3),
               "max_meV_per_atom": float(np.abs(error).max() * 1e3),
+              # a shared offset, not scatter: e.g. the reference's finite-size term
+              "mean_signed_meV_per_atom": float(error.mean() * 1e3),
               "atoms": sorted(set(n_atoms.tolist()))}
     if plot:
         parity_plot(ds["energy"].values / n_atoms, predicted / n_atoms, plot,
