@@ -114,10 +114,16 @@ def test_porous_accuracy_target():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="shipped model: 6.4 meV/atom on 2x2; target 2 meV/atom")
-def test_hexagonal_transfer_to_supercells_target():
+@pytest.mark.parametrize("store", [
+    pytest.param("hexagonal-2x2.zarr", marks=pytest.mark.xfail(
+        strict=True, reason="shipped model: 6.4 meV/atom on 2x2; target 2 meV/atom")),
+    pytest.param("hexagonal-3x3.zarr", marks=pytest.mark.xfail(
+        strict=True, reason="shipped model: 8.1 meV/atom on the 4 vacancy-free 3x3 cells "
+        "computed so far; target 2 meV/atom")),
+])
+def test_hexagonal_transfer_to_supercells_target(store):
     from training.atomistic import evaluate_atomistic
 
     result = evaluate_atomistic(str(MODELS / "hexagonal-f32c16.onnx"),
-                                str(MODELS.parent / "data" / "hexagonal-2x2.zarr"))
+                                str(MODELS.parent / "data" / store))
     assert result["mae_meV_per_atom"] <= 2.0
