@@ -107,7 +107,7 @@ def _dense(block, model, grid, threads, batch_pixels):
     Each slab is scaled straight into one small reused buffer: a scaled copy of
     the whole block would be fresh memory every chunk, and on these VMs page
     faults serialize the worker threads (2 threads ran 2 chunks in 1.9x the time
-    of one; with the buffer, in 1.0x).
+    of one; with the buffer, in 1.1x).
     """
     f0, c0 = model.spec.focus[0], model.spec.context[0]
     row_pixels = block.shape[0] * f0 * math.prod(block.shape[2:])
