@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from training.ednn import EDNN
+from training.nets import CONV_FN
 
 # Regularize M by this fraction of its mean eigenvalue: directions with less variance
 # (numerical noise) are amplified by at most 1/sqrt(EPS).
@@ -58,6 +59,8 @@ def _parent(root: nn.Module, target: nn.Module) -> tuple[nn.Module, str]:
             if child is target:
                 return module, name
     raise ValueError("module not found")
+
+
 @torch.no_grad()
 def patch_moments(ednn: EDNN, inputs: np.ndarray, max_samples: int = 256) -> torch.Tensor:
     """Second-moment matrix (float64) of the first convolution's input patches.
@@ -72,8 +75,7 @@ def patch_moments(ednn: EDNN, inputs: np.ndarray, max_samples: int = 256) -> tor
     eye = torch.eye(d, dtype=torch.float64).reshape(d, c, *kernel)
     x = torch.as_tensor(np.asarray(inputs[:max_samples]), dtype=torch.float64)
     padded = (ednn.pad(x) - ednn.input_offset.double()) * ednn.input_scale.double()
-    conv_fn = {1: nn.functional.conv1d, 2: nn.functional.conv2d, 3: nn.functional.conv3d}
-    patches = conv_fn[len(kernel)](padded, eye, stride=conv.stride)  # (N, d, *out)
+    patches = CONV_FN[len(kernel)](padded, eye, stride=conv.stride)  # (N, d, *out)
     flat = patches.transpose(0, 1).reshape(d, -1)
     return flat @ flat.T / flat.shape[1]
 
