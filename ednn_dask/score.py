@@ -3,7 +3,7 @@
 Read top to bottom, :func:`score` is::
 
     prepare_field     check the field against the model (dims, channels, dtype, spacing)
-    align             rechunk to multiples of the focus, never smaller than the context
+    align             chunk to multiples of the focus, never smaller than the context
     contribution_map  map_overlap(depth=context, boundary) -> one value per focus block
     reduce            tree sum in float64 (split_every)
     compute           on the given client, the active one, or dask's threaded scheduler
@@ -11,9 +11,12 @@ Read top to bottom, :func:`score` is::
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,8 +117,11 @@ def _check_spacing(f: xr.DataArray, model: TileModel, spacing) -> None:
         )
 
 
-def align(data: da.Array, tiling: Tiling, chunks=None, *, channels_first: bool) -> da.Array:
-    """Rechunk so every chunk holds whole focus blocks and at least the context."""
+def align(data: Any, tiling: Tiling, chunks=None, *, channels_first: bool) -> da.Array:
+    """Chunk so every chunk holds whole focus blocks and at least the context.
+
+    A dask array is rechunked (only if needed); a numpy array is cut into views.
+    """
     spatial = data.shape[1:] if channels_first else data.shape
     explicit = isinstance(chunks, (list, tuple)) and any(
         isinstance(c, (list, tuple)) for c in chunks
@@ -130,7 +136,29 @@ def align(data: da.Array, tiling: Tiling, chunks=None, *, channels_first: bool) 
     else:
         spatial_chunks = aligned_chunks(spatial, tiling, chunks)
     target = ((data.shape[0],), *spatial_chunks) if channels_first else spatial_chunks
+    if not isinstance(data, da.Array):
+        return _numpy_blocks(np.asarray(data), target)
     return data if data.chunks == target else data.rechunk(target)
+
+
+def _numpy_blocks(x: np.ndarray, chunks: tuple[tuple[int, ...], ...]) -> da.Array:
+    """A dask array whose blocks are views of ``x``, cut by tasks.
+
+    ``da.from_array`` copies a numpy array first (against later mutation; but
+    :func:`score` computes before it returns): fresh memory the size of the
+    field, 0.2-0.5 s for 200 MB on these VMs. ``x`` enters the graph once (on a
+    cluster it pickles without a copy, where views would each be copied) and
+    every block is a view of it. Keys are random, not a hash of the data (0.1 s
+    for 200 MB); they stay unique per call, all the graph needs.
+    """
+    token = uuid.uuid4().hex
+    whole, name = f"field-whole-{token}", f"field-{token}"
+    starts = [np.cumsum((0, *c[:-1])) for c in chunks]
+    dsk: dict = {whole: x}
+    for index in itertools.product(*(range(len(c)) for c in chunks)):
+        where = tuple(slice(s[i], s[i] + c[i]) for s, c, i in zip(starts, chunks, index))
+        dsk[(name, *index)] = (operator.getitem, whole, where)
+    return da.Array(dsk, name, chunks, meta=x[(slice(0, 0),) * x.ndim])
 
 
 def contribution_map(
@@ -255,11 +283,7 @@ def score(
         f = pad_to_focus(f, tiling)
     spatial_shape = f.shape[1:] if channels_first else f.shape
     tiling.check(spatial_shape)
-    # name=False: a random key instead of hashing the whole in-memory array (0.1 s for
-    # 200 MB here); keys stay unique per call, which is all the graph needs
-    data = f.data if isinstance(f.data, da.Array) else da.from_array(f.data, chunks=-1,
-                                                                     name=False)
-    data = align(data, tiling, chunks, channels_first=channels_first)
+    data = align(f.data, tiling, chunks, channels_first=channels_first)
     contrib = contribution_map(
         data, model, tiling, method=method_, threads=threads, channels_first=channels_first
     )

@@ -45,6 +45,13 @@ def cnn2d(model_dir):
 
 
 @pytest.fixture(scope="session")
+def cnn2d_mean(model_dir):
+    """As ``cnn2d`` with the averaged per-pixel readout (its windows overlap on axis 0)."""
+    ednn = helpers.random_cnn_ednn(2, 2, (4, 2), (2, 1), "periodic", seed=2, readout="mean")
+    return ednn, _export(ednn, model_dir / "cnn2d-mean.onnx", channels=2)
+
+
+@pytest.fixture(scope="session")
 def cnn3d(model_dir):
     ednn = helpers.random_cnn_ednn(3, 1, (2, 2, 2), (1, 1, 1), "periodic", seed=1)
     return ednn, _export(ednn, model_dir / "cnn3d.onnx")

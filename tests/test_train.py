@@ -9,7 +9,9 @@ import torch
 from ednn_dask.errors import ConfigError
 from tests.helpers import random_mlp_ednn
 from training.datasets import sample_ising
+from training.ednn import EDNN
 from training.export import export_onnx
+from training.nets import ValidCNN
 from training.train import TileCounts, TrainConfig, fit, split_indices
 
 
@@ -109,3 +111,32 @@ def test_training_on_an_explicit_device_hands_the_net_back_on_the_cpu(tmp_path):
     assert {p.device.type for p in ednn.parameters()} == {"cpu"}
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True, map_location="cpu")
     assert saved["model"].keys() == ednn.state_dict().keys()
+
+
+def test_mean_readout_represents_the_laplacian_target_exactly():
+    """Weights set by hand: +-Laplacian stencil, ReLU, identity, 100 x mean = sum |Laplacian|."""
+    from training.datasets import laplacian_images, laplacian_target
+
+    net = ValidCNN(2, 1, (10, 10), (2, 2), trunk=((2, 3, 1), (2, 3, 1)), hidden=2,
+                   readout="mean")
+    stencil = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]])
+    centre = torch.zeros(3, 3)
+    centre[1, 1] = 1.0
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.trunk[0].weight[:, 0] = torch.stack([stencil, -stencil])
+        net.trunk[2].weight[0, 0], net.trunk[2].weight[1, 1] = centre, centre
+        net.head.weight[:, :, 0, 0] = torch.eye(2)
+        net.out.weight.fill_(100.0)  # mean over the 10x10 window, times 100
+    ednn = EDNN(net, 10, 2, "periodic", ndim=2, dense=True).double()
+    images = laplacian_images(3, 40, seed=5)
+    x = torch.as_tensor(images, dtype=torch.float64)[:, None]
+    predicted = ednn(x).detach().numpy().ravel()
+    # rtol: the averaging kernel 1/100 is stored as float32 (relative error 2e-8)
+    np.testing.assert_allclose(predicted, laplacian_target(images), rtol=1e-7)
+
+
+def test_unknown_readout_is_refused():
+    with pytest.raises(ValueError, match="readout must be"):
+        ValidCNN(2, 1, (10, 10), (2, 2), readout="sum")

@@ -9,7 +9,8 @@ parameters of the tile form exactly (no copies, so gradients flow through both):
   convolutions. Exact, but the overlap is recomputed for every tile.
 - :class:`ValidCNN`, unpadded ("valid") convolutions whose strides divide the
   focus, then a head convolution with kernel = the trunk's output window and
-  stride = focus / trunk stride. Exact, and the trunk is shared between tiles.
+  stride = focus / trunk stride (or, with ``readout="mean"``, a per-pixel head
+  averaged over that window). Exact, and the trunk is shared between tiles.
 """
 
 from __future__ import annotations
@@ -80,6 +81,13 @@ class ValidCNN(nn.Module):
         divide the focus so tile and dense forms see the same pixels.
     hidden : int
         Width of the head convolution (kernel = trunk output window of a tile).
+    readout : {"window", "mean"}
+        ``"window"``: the head convolution weighs every pixel of the window on
+        its own. ``"mean"``: the head is 1x1 (a per-pixel density) and the tile's
+        contribution is its mean over the window, so translation invariance
+        inside the focus is built in rather than learned; right for targets that
+        are sums of a local quantity (the Laplacian). A mean, not a sum, keeps
+        the output's sensitivity to each weight that of the window head.
     """
 
     def __init__(
@@ -90,9 +98,12 @@ class ValidCNN(nn.Module):
         context: Sequence[int],
         trunk: Sequence[tuple[int, int, int]] = ((16, 3, 1), (16, 3, 1)),
         hidden: int = 32,
+        readout: str = "window",
     ):
         super().__init__()
-        self.focus = tuple(focus)
+        if readout not in ("window", "mean"):
+            raise ValueError(f"readout must be 'window' or 'mean', not {readout!r}.")
+        self.focus, self.readout = tuple(focus), readout
         tile = [f + 2 * c for f, c in zip(focus, context, strict=True)]
         layers: list[nn.Module] = []
         size, stride, c_in = list(tile), 1, channels
@@ -107,11 +118,22 @@ class ValidCNN(nn.Module):
             c_in = c_out
         self.trunk = nn.Sequential(*layers)
         self.window = tuple(size)
-        self.head = CONV[ndim](c_in, hidden, self.window, tuple(f // stride for f in focus))
+        step = tuple(f // stride for f in focus)
+        if readout == "window":
+            self.head = CONV[ndim](c_in, hidden, self.window, step)
+        else:
+            self.head = CONV[ndim](c_in, hidden, 1)
+            # a fixed averaging kernel: a plain conv in the ONNX graph, nothing to learn
+            mean = torch.full((1, 1, *self.window), 1.0 / math.prod(self.window))
+            self.register_buffer("window_mean", mean, persistent=False)
+            self.mean_stride = step
         self.out = CONV[ndim](hidden, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(F.relu(self.head(self.trunk(x))))
+        y = self.out(F.relu(self.head(self.trunk(x))))
+        if self.readout == "mean":
+            y = CONV_FN[y.dim() - 2](y, self.window_mean, stride=self.mean_stride)
+        return y
 
     def dense_forward(self, padded: torch.Tensor, focus: Sequence[int]) -> torch.Tensor:
         if tuple(focus) != self.focus:
