@@ -50,9 +50,9 @@ def default_model() -> Path:
 def one(side: float, model: str, chunks: int | None, repeat: bool) -> dict:
     """One sheet size in this process: a cold and a warm job, and the peak memory.
 
-    *cold* is the first sheet of this size the workers see: its windows' buffers
-    (stamp, input, onnxruntime's activations; a few hundred MB per thread) are
-    first touched there, which costs ~0.3 s on this VM whatever the sheet's size.
+    *cold* is the first sheet of this size the workers see: each of its tasks runs
+    ~20 % slower than on a warm worker (first-touched memory: stamp, input,
+    onnxruntime's activations), 0.1-0.2 s on this VM whatever the sheet's size.
     *warm* is then another sheet of the same size (other pores, other atoms), as a
     long-lived cluster scoring a stream of sheets sees it. Without ``repeat`` the
     cold job is the only one (at 1 µm the first touch is < 0.2 % of it).

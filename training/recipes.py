@@ -122,7 +122,7 @@ def train_laplacian(
     progress: bool = True,
     device: str = "cpu",
     whiten: bool = True,
-    readout: str = "mean",
+    readout: str = "window",
 ) -> dict[str, Any]:
     """Train the preprint's Laplacian EDNN (f = 10, c = 2, valid-convolution net)."""
     from training.ednn import EDNN
