@@ -38,7 +38,9 @@ def build(system: str, tmp: Path):
     if system == "ising":
         ednn = EDNN(IsingMLP((3, 3)), 1, 1, "periodic", ndim=2)
     elif system == "laplacian":
-        ednn = EDNN(ValidCNN(2, 1, (10, 10), (2, 2)), 10, 2, "periodic", ndim=2)
+        net = ValidCNN(2, 1, (10, 10), (2, 2), trunk=((8, 3, 1), (8, 3, 1)), hidden=16,
+                       readout="mean")  # the shipped Laplacian net (training/recipes.py)
+        ednn = EDNN(net, 10, 2, "periodic", ndim=2)
     else:  # the shipped hexagonal / porous architecture, 3 species channels
         from training.atomistic import build_net
 
