@@ -31,16 +31,16 @@ def build(system: str, tmp: Path):
 
     from training.ednn import EDNN
     from training.export import export_onnx
-    from training.nets import IsingMLP, ValidCNN
+    from training.nets import IsingMLP
 
     torch.manual_seed(0)
     channels = 1
     if system == "ising":
         ednn = EDNN(IsingMLP((3, 3)), 1, 1, "periodic", ndim=2)
     elif system == "laplacian":
-        net = ValidCNN(2, 1, (10, 10), (2, 2), trunk=((8, 3, 1), (8, 3, 1)), hidden=16,
-                       readout="mean")  # the shipped Laplacian net (training/recipes.py)
-        ednn = EDNN(net, 10, 2, "periodic", ndim=2)
+        from training.recipes import laplacian_ednn
+
+        ednn = laplacian_ednn()
     else:  # the shipped hexagonal / porous architecture, 3 species channels
         from training.atomistic import build_net
 

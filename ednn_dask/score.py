@@ -24,6 +24,7 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.array.core import slices_from_chunks
 
 from ednn_dask.errors import FieldError, GeometryError
 from ednn_dask.field import CHANNEL_DIM, as_field, field_spacing
@@ -153,10 +154,9 @@ def _numpy_blocks(x: np.ndarray, chunks: tuple[tuple[int, ...], ...]) -> da.Arra
     """
     token = uuid.uuid4().hex
     whole, name = f"field-whole-{token}", f"field-{token}"
-    starts = [np.cumsum((0, *c[:-1])) for c in chunks]
+    blocks = itertools.product(*(range(len(c)) for c in chunks))  # C order, as the slices
     dsk: dict = {whole: x}
-    for index in itertools.product(*(range(len(c)) for c in chunks)):
-        where = tuple(slice(s[i], s[i] + c[i]) for s, c, i in zip(starts, chunks, index))
+    for index, where in zip(blocks, slices_from_chunks(chunks), strict=True):
         dsk[(name, *index)] = (operator.getitem, whole, where)
     return da.Array(dsk, name, chunks, meta=x[(slice(0, 0),) * x.ndim])
 

@@ -111,6 +111,17 @@ def train_ising(
     return metrics
 
 
+def laplacian_ednn(readout: str = "mean"):
+    """The shipped Laplacian EDNN, untrained (f = 10, c = 2, dense valid CNN)."""
+    from training.ednn import EDNN
+    from training.nets import ValidCNN
+
+    # 8 channels are plenty: 2 represent the target exactly (tests/test_train.py)
+    net = ValidCNN(2, 1, (10, 10), (2, 2), trunk=((8, 3, 1), (8, 3, 1)), hidden=16,
+                   readout=readout)
+    return EDNN(net, 10, 2, "periodic", ndim=2, dense=True)
+
+
 def train_laplacian(
     out: str,
     *,
@@ -129,9 +140,7 @@ def train_laplacian(
     readout: str = "mean",
 ) -> dict[str, Any]:
     """Train the preprint's Laplacian EDNN (f = 10, c = 2, valid-convolution net)."""
-    from training.ednn import EDNN
     from training.export import export_onnx
-    from training.nets import ValidCNN
     from training.precondition import whiten_first_layer
     from training.train import fit
 
@@ -146,10 +155,7 @@ def train_laplacian(
     ds = _dataset(data, lambda: datasets.laplacian_dataset(n, L, seed=seed, progress=progress),
                   work / "data.zarr")
     x = ds["image"].values.astype(np.float32)[:, None]
-    # 8 channels are plenty: 2 represent the target exactly (tests/test_train.py)
-    net = ValidCNN(2, 1, (10, 10), (2, 2), trunk=((8, 3, 1), (8, 3, 1)), hidden=16,
-                   readout=readout)
-    ednn = EDNN(net, 10, 2, "periodic", ndim=2, dense=True)
+    ednn = laplacian_ednn(readout)
     if whiten:  # the Laplacian lies along the smooth images' faint directions
         whiten_first_layer(ednn, x)
     config = TrainConfig(epochs=epochs, batch_size=64, lr=2e-3, lr_final=1e-5, seed=seed,
