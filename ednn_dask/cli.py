@@ -298,15 +298,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--L", type=int)
     p.add_argument("--n", type=int)
     p.add_argument("--epochs", type=int)
-    p.add_argument("--net", default="compact", choices=["compact", "fine", "paper"],
-                   help="atomistic tile net: valid CNN (compact or fine; dense path) or the "
-                   "paper's 13 layers (tile path)")
-    p.add_argument("--focus", type=int, default=32,
-                   help="atomistic focus in px (= --pixels: the whole training cell as one "
-                   "tile, the non-EDNN baseline)")
-    p.add_argument("--context", type=int, default=16, help="atomistic context in px")
-    p.add_argument("--pixels", type=int, default=128,
-                   help="atomistic resolution: pixels per side of the 60-atom training cell")
+    p.add_argument("--net", default="compact", choices=["compact", "fine", "smooth", "paper"],
+                   help="atomistic tile net: valid CNN (compact, fine: ReLU at 128 px per "
+                   "cell; smooth: SiLU at 64 px; dense path) or the paper's 13 layers (tile path)")
+    p.add_argument("--focus", type=int,
+                   help="atomistic focus in px, default the net's (= --pixels: the whole "
+                   "training cell as one tile, the non-EDNN baseline)")
+    p.add_argument("--context", type=int, help="atomistic context in px, default the net's")
+    p.add_argument("--pixels", type=int,
+                   help="atomistic resolution: pixels per side of the 60-atom training cell, "
+                   "default the net's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", help="checkpoints, metrics.json, parity.png (default runs/NAME); "
                    "an existing checkpoint there is resumed")

@@ -46,8 +46,9 @@ def cnn2d(model_dir):
 
 @pytest.fixture(scope="session")
 def cnn2d_mean(model_dir):
-    """As ``cnn2d`` with the averaged per-pixel readout (its windows overlap on axis 0)."""
-    ednn = helpers.random_cnn_ednn(2, 2, (4, 2), (2, 1), "periodic", seed=2, readout="mean")
+    """As ``cnn2d`` with SiLU and the averaged per-pixel readout (windows overlap on axis 0)."""
+    ednn = helpers.random_cnn_ednn(2, 2, (4, 2), (2, 1), "periodic", seed=2, readout="mean",
+                                   activation="silu")
     return ednn, _export(ednn, model_dir / "cnn2d-mean.onnx", channels=2)
 
 

@@ -12,7 +12,7 @@ from ednn_dask import TileModel, energy
 from ednn_dask.errors import OutputExistsError
 from ednn_dask.structures import hexagonal_structures
 from training import reference
-from training.atomistic import SPACING, train_atomistic
+from training.atomistic import NETS, cell_spacing, train_atomistic
 
 MU = np.array([-41.5, -57.25, -85.5])
 
@@ -30,13 +30,19 @@ def store(tmp_path_factory):
     return path
 
 
-def test_train_export_and_score(store, tmp_path):
+@pytest.mark.parametrize("net", ["compact", "smooth"])
+def test_train_export_and_score(store, tmp_path, net):
     out = tmp_path / "hex.onnx"
-    metrics = train_atomistic("hexagonal", str(out), data=str(store), epochs=2,
+    metrics = train_atomistic("hexagonal", str(out), data=str(store), epochs=2, net=net,
                               workdir=str(tmp_path / "work"), progress=False)
     model = TileModel.load(out)
     spec = model.spec
-    assert spec.raster["species"] == [5, 6, 7] and spec.spacing == pytest.approx(SPACING)
+    # each net brings its own grid: pixels per training cell, focus and context
+    preset = NETS[net]
+    assert spec.raster["species"] == [5, 6, 7]
+    assert spec.spacing == pytest.approx(cell_spacing(preset["pixels"]))
+    assert spec.focus == (preset["focus"],) * 2 and spec.context == (preset["context"],) * 2
+    assert spec.provenance["net"] == net
     # the reference energies are fitted on the training split only; the data are exactly
     # linear in the counts except for the vacancy term, so they stay close to MU
     assert set(spec.reference_energies) == {"B", "C", "N"}
@@ -66,6 +72,12 @@ def test_train_export_and_score(store, tmp_path):
                                                            rel=1e-9)
     with pytest.raises(OutputExistsError):
         train_atomistic("hexagonal", str(out), data=str(store), epochs=1, progress=False)
+
+
+def test_unknown_net_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="net must be one of"):
+        train_atomistic("hexagonal", str(tmp_path / "m.onnx"), data=str(tmp_path / "missing"),
+                        net="resnet", progress=False)
 
 
 def test_blur_study_without_blur_reproduces_energy(store, tmp_path):

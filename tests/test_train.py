@@ -140,3 +140,46 @@ def test_mean_readout_represents_the_laplacian_target_exactly():
 def test_unknown_readout_is_refused():
     with pytest.raises(ValueError, match="readout must be"):
         ValidCNN(2, 1, (10, 10), (2, 2), readout="sum")
+    with pytest.raises(ValueError, match="activation must be one of"):
+        ValidCNN(2, 1, (10, 10), (2, 2), activation="tanh")
+
+
+def test_lbfgs_in_blocks_follows_one_long_run():
+    """The polish runs in blocks (for its progress bar) yet takes the path of one long run,
+    and a chunked loss (gradients accumulated chunk by chunk) is the full-batch loss."""
+    from training.train import _lbfgs
+
+    torch.manual_seed(3)
+    x, y = torch.randn(64, 5, dtype=torch.float64), torch.randn(64, 1, dtype=torch.float64)
+
+    def make():
+        torch.manual_seed(4)
+        return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.SiLU(),
+                                   torch.nn.Linear(8, 1)).double()
+
+    one = make()
+    optimizer = torch.optim.LBFGS(one.parameters(), lr=1, max_iter=60, history_size=100,
+                                  line_search_fn="strong_wolfe", tolerance_grad=1e-14,
+                                  tolerance_change=1e-16)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.mean((one(x) - y) ** 2)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    blocks = make()
+
+    def chunked():
+        total = torch.zeros((), dtype=torch.float64)
+        for i in range(0, 64, 16):
+            loss = torch.sum((blocks(x[i:i + 16]) - y[i:i + 16]) ** 2) / 64
+            loss.backward()
+            total += loss.detach()
+        return total
+
+    _lbfgs(blocks, chunked, 60, progress=False)
+    for a, b in zip(one.parameters(), blocks.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+    assert not torch.equal(one[0].weight, make()[0].weight)  # it did move

@@ -66,39 +66,51 @@ def rasterize_structures(
     return out
 
 
-NETS = ("compact", "fine", "paper")
-# Valid-convolution trunks, (out_channels, kernel, stride) per layer, and head widths.
-TRUNKS = {
-    "compact": (((16, 4, 2), (32, 3, 2), (32, 3, 2)), 64),
+# Tile nets: valid-convolution trunks ((out_channels, kernel, stride) per layer), head
+# width, non-linearity, and the grid each was designed for (pixels per training cell,
+# focus and context in px; all three give a 3.1 x 3.2 A focus and a 1.6 A context).
+NETS = {
+    "compact": {"trunk": ((16, 4, 2), (32, 3, 2), (32, 3, 2)), "hidden": 64,
+                "activation": "relu", "pixels": PIXELS, "focus": FOCUS, "context": CONTEXT},
     # stride-1 first layer and twice the width: sub-pixel bond lengths reach the trunk
-    "fine": (((32, 3, 1), (32, 3, 2), (64, 3, 2), (64, 3, 2)), 128),
+    "fine": {"trunk": ((32, 3, 1), (32, 3, 2), (64, 3, 2), (64, 3, 2)), "hidden": 128,
+             "activation": "relu", "pixels": PIXELS, "focus": FOCUS, "context": CONTEXT},
+    # SiLU squares small filter responses, so strain energy (quadratic in sub-pixel
+    # shifts) is cheap to represent; 0.2 A pixels still resolve gamma = 0.2 A Gaussians
+    "smooth": {"trunk": ((32, 5, 1), (32, 3, 2), (64, 3, 2)), "hidden": 64,
+               "activation": "silu", "pixels": 64, "focus": 16, "context": 8},
+    "paper": {"pixels": PIXELS, "focus": FOCUS, "context": CONTEXT},
 }
 
 
-def build_net(channels: int, net: str = "compact", focus: int = FOCUS, context: int = CONTEXT):
-    """An EDNN with the ``compact`` valid CNN (dense path, exact) or the ``paper``'s 13-layer CNN.
+def build_net(channels: int, net: str = "compact", focus: int | None = None,
+              context: int | None = None):
+    """An EDNN with one of the valid CNNs of :data:`NETS` (dense path, exact) or the paper's.
 
-    With ``focus`` = the whole training cell (128) the same net sees each training
-    cell as one tile: the non-EDNN baseline.
+    ``focus`` and ``context`` default to the net's own. With ``focus`` = the whole
+    training cell (its ``pixels``) the same net sees each training cell as one tile:
+    the non-EDNN baseline.
     """
     from training.ednn import EDNN
     from training.nets import PaperCNN, ValidCNN
 
+    if net not in NETS:
+        raise ValueError(f"net must be one of {sorted(NETS)}, got {net!r}.")
+    preset = NETS[net]
+    focus, context = focus or preset["focus"], context or preset["context"]
     tile = (focus + 2 * context,) * 2
     if net == "paper":
         return EDNN(PaperCNN(channels, tile), focus, context, "periodic", ndim=2,
                     input_scale=0.2)
-    if net not in TRUNKS:
-        raise ValueError(f"net must be one of {NETS}, got {net!r}.")
-    trunk, hidden = TRUNKS[net]
-    tile_net = ValidCNN(2, channels, (focus, focus), (context, context), trunk=trunk,
-                        hidden=hidden)
+    tile_net = ValidCNN(2, channels, (focus, focus), (context, context), trunk=preset["trunk"],
+                        hidden=preset["hidden"], activation=preset["activation"])
     return EDNN(tile_net, focus, context, "periodic", ndim=2, dense=True, input_scale=0.2)
 
 
 def train_atomistic(
     system: str, out: str, *, data: str | None = None, epochs: int | None = None,
-    net: str = "compact", focus: int = FOCUS, context: int = CONTEXT, pixels: int = PIXELS,
+    net: str = "compact", focus: int | None = None, context: int | None = None,
+    pixels: int | None = None,
     seed: int = 0, limit: int | None = None, workdir: str | None = None,
     overwrite: bool = False, progress: bool = True, device: str = "cpu", whiten: bool = True,
 ) -> dict[str, Any]:
@@ -109,6 +121,8 @@ def train_atomistic(
 
     if system not in SYSTEMS:
         raise ValueError(f"system must be one of {sorted(SYSTEMS)}, got {system!r}.")
+    if net not in NETS:
+        raise ValueError(f"net must be one of {sorted(NETS)}, got {net!r}.")
     species = SYSTEMS[system]["species"]
     out_path = Path(out)
     _refuse_existing(out_path, overwrite)
@@ -124,6 +138,7 @@ def train_atomistic(
                                    config.test_fraction, seed)
     mu = reference.fit_reference_energies(ds.isel(structure=train), species)
     target = reference.residual_energy(ds, mu)
+    pixels = pixels or NETS[net]["pixels"]
     spacing = cell_spacing(pixels)
     x = rasterize_structures(ds, species, spacing=spacing)
     ednn = build_net(len(species), net, focus, context)

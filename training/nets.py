@@ -24,6 +24,7 @@ from torch import nn
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
 
 
 class DenseView(nn.Module):
@@ -81,6 +82,10 @@ class ValidCNN(nn.Module):
         divide the focus so tile and dense forms see the same pixels.
     hidden : int
         Width of the head convolution (kernel = trunk output window of a tile).
+    activation : {"relu", "silu"}
+        Non-linearity after every trunk layer and the head. SiLU is smooth, so a
+        few units represent an energy that is quadratic in sub-pixel atom shifts
+        (harmonic strain), which ReLU can only approximate piece by piece.
     readout : {"window", "mean"}
         ``"window"``: the head convolution weighs every pixel of the window on
         its own. ``"mean"``: the head is 1x1 (a per-pixel density) and the tile's
@@ -99,10 +104,16 @@ class ValidCNN(nn.Module):
         trunk: Sequence[tuple[int, int, int]] = ((16, 3, 1), (16, 3, 1)),
         hidden: int = 32,
         readout: str = "window",
+        activation: str = "relu",
     ):
         super().__init__()
         if readout not in ("window", "mean"):
             raise ValueError(f"readout must be 'window' or 'mean', not {readout!r}.")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, "
+                             f"not {activation!r}.")
+        act = ACTIVATIONS[activation]
+        self.head_activation = act()
         self.focus, self.readout = tuple(focus), readout
         tile = [f + 2 * c for f, c in zip(focus, context, strict=True)]
         layers: list[nn.Module] = []
@@ -114,7 +125,7 @@ class ValidCNN(nn.Module):
             size = [(n - kernel) // step + 1 for n in size]
             if min(size) < 1:
                 raise ValueError(f"trunk {trunk!r} is deeper than the tile {tile} allows.")
-            layers += [CONV[ndim](c_in, c_out, kernel, step), nn.ReLU()]
+            layers += [CONV[ndim](c_in, c_out, kernel, step), act()]
             c_in = c_out
         self.trunk = nn.Sequential(*layers)
         self.window = tuple(size)
@@ -130,7 +141,7 @@ class ValidCNN(nn.Module):
         self.out = CONV[ndim](hidden, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.out(F.relu(self.head(self.trunk(x))))
+        y = self.out(self.head_activation(self.head(self.trunk(x))))
         if self.readout == "mean":
             y = CONV_FN[y.dim() - 2](y, self.window_mean, stride=self.mean_stride)
         return y

@@ -6,6 +6,7 @@ Checkpoints hold only tensors and plain numbers and are read back with
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -58,6 +59,27 @@ class TrainConfig:
     device: str = "cpu"
 
 
+LBFGS_CHUNK = 256  # samples per forward/backward of the full-batch L-BFGS loss
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory in the process instead of handing it back to the OS.
+
+    By default every large tensor is its own mmap, unmapped when freed, so each
+    mini-batch faults its activations in afresh: 42 % of the CPU time of training
+    the porous net was kernel time, and training ran 2.1x faster without it
+    (5.35 -> 2.58 s per epoch, `train porous --net smooth`). The heap then stays
+    at its peak size, which for training is the working set anyway. Returns False
+    where the C library is not glibc (nothing changed).
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+
+
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int):
     """Shuffled train/validation/test index arrays (deterministic for a seed)."""
     order = np.random.default_rng(seed).permutation(n)
@@ -86,6 +108,7 @@ def fit(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    keep_freed_memory()
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -162,11 +185,20 @@ def fit(
         x_train = None if counts is not None else x[train[: config.lbfgs_samples]].to(dtype)
         y_train = y[train] if counts is not None else y[train[: config.lbfgs_samples]].to(dtype)
 
-        def full_batch_loss() -> torch.Tensor:
-            pred = counts.predict(ednn, 0) if counts is not None else ednn(x_train)
-            return torch.mean(((pred - y_train) / scale) ** 2)
+        def loss_and_gradient() -> torch.Tensor:
+            if counts is not None:
+                parts = [(counts.predict(ednn, 0), y_train)]
+            else:  # chunks, each freed after its backward: memory of one chunk, not all
+                parts = ((ednn(x_train[i : i + LBFGS_CHUNK]), y_train[i : i + LBFGS_CHUNK])
+                         for i in range(0, len(x_train), LBFGS_CHUNK))
+            total = torch.zeros((), dtype=dtype, device=device)
+            for pred, target in parts:
+                loss = torch.sum(((pred - target) / scale) ** 2) / len(y_train)
+                loss.backward()
+                total += loss.detach()
+            return total
 
-        _lbfgs(ednn, full_batch_loss, config.lbfgs_steps)
+        _lbfgs(ednn, loss_and_gradient, config.lbfgs_steps, progress)
         if val_mae() < state["best_val"]:
             state["best_val"] = val_mae()
             best = {k: v.clone() for k, v in ednn.state_dict().items()}
@@ -245,19 +277,35 @@ class TileCounts:
         return torch.sparse.mm(self.counts[split], contribution[:, None])[:, 0]
 
 
-def _lbfgs(ednn: EDNN, loss_fn, steps: int) -> None:
-    """Full-batch L-BFGS polish (float64): reaches the precision Adam's noise cannot."""
-    optimizer = torch.optim.LBFGS(ednn.parameters(), lr=1, max_iter=steps, history_size=100,
+def _lbfgs(ednn: EDNN, loss_and_gradient, steps: int, progress: bool = True) -> None:
+    """Full-batch L-BFGS polish: reaches the precision Adam's noise cannot.
+
+    ``loss_and_gradient()`` returns the loss and has accumulated its gradient.
+    Runs in blocks of iterations so a bar shows the loss; the optimizer keeps its
+    curvature history between blocks, so the path is that of one long run.
+    """
+    block = min(25, steps)
+    optimizer = torch.optim.LBFGS(ednn.parameters(), lr=1, max_iter=block, history_size=100,
                                   line_search_fn="strong_wolfe", tolerance_grad=1e-14,
                                   tolerance_change=1e-16)
 
     def closure():
         optimizer.zero_grad()
-        loss = loss_fn()
-        loss.backward()
-        return loss
+        return loss_and_gradient()
 
-    optimizer.step(closure)
+    done = 0
+    with tqdm(total=steps, desc="L-BFGS", disable=not progress) as bar:
+        while done < steps:
+            group = optimizer.param_groups[0]
+            group["max_iter"] = min(block, steps - done)
+            group["max_eval"] = group["max_iter"] * 5 // 4
+            loss = optimizer.step(closure)
+            n_iter = optimizer.state[optimizer._params[0]].get("n_iter", 0)
+            if n_iter == done:
+                break  # converged: no iteration was taken
+            bar.update(n_iter - done)
+            bar.set_postfix(loss=f"{float(loss):.3g}")
+            done = n_iter
 
 
 def _set_output_scaling(ednn: EDNN, y: torch.Tensor, n_tiles: int) -> None:
