@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import platform
 
 import numpy as np
 import pytest
@@ -183,3 +184,30 @@ def test_lbfgs_in_blocks_follows_one_long_run():
     for a, b in zip(one.parameters(), blocks.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
     assert not torch.equal(one[0].weight, make()[0].weight)  # it did move
+
+
+TRAIN_STEPS = """
+import hashlib, sys, torch
+import training.train as T
+assert sys.argv[1] == "off" or T.keep_freed_memory()
+torch.set_num_threads(1)
+torch.manual_seed(0)
+from training.atomistic import build_net
+ednn, x, y = build_net(3), torch.rand(8, 3, 128, 128), torch.randn(8)
+optimizer = torch.optim.Adam(ednn.parameters(), 1e-3)
+for i in range(4):
+    loss = torch.mean((ednn(x[i % 2 * 4:][:4]) - y[:4]) ** 2)
+    optimizer.zero_grad(); loss.backward(); optimizer.step()
+print(hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in ednn.parameters())).hexdigest())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_keeping_freed_memory_changes_no_number():
+    """Reused (not zeroed) heap memory gives bit for bit the same training steps."""
+    import subprocess
+    import sys
+
+    digests = [subprocess.run([sys.executable, "-c", TRAIN_STEPS, mode], check=True,
+                              capture_output=True, text=True).stdout for mode in ("off", "on")]
+    assert len(digests[0]) == 41 and digests[0] == digests[1]
