@@ -40,12 +40,12 @@ def descriptors(positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray) ->
     r = np.linalg.norm(d, axis=-1)
     np.fill_diagonal(r, np.inf)
     upper = np.triu(np.ones_like(r, bool), 1)
+    pairs = [((numbers[:, None] == a) & (numbers[None] == b))
+             | ((numbers[:, None] == b) & (numbers[None] == a)) for a, b in PAIRS]
     out = []
     for shell, (lo, hi, ideal) in enumerate(SHELLS):
         in_shell = (r > lo) & (r < hi) & upper
-        for a, b in PAIRS:
-            pair = ((numbers[:, None] == a) & (numbers[None] == b)) | (
-                (numbers[:, None] == b) & (numbers[None] == a))
+        for pair in pairs:
             dev = r[in_shell & pair] - ideal
             powers = (0, 1, 2, 3, 4) if shell == 0 else (0, 1, 2)
             out += [np.sum(dev**p) for p in powers]

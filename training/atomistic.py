@@ -83,6 +83,13 @@ NETS = {
 }
 
 
+def net_preset(net: str) -> dict[str, Any]:
+    """The :data:`NETS` entry of ``net``, refused with the choices if there is none."""
+    if net not in NETS:
+        raise ValueError(f"net must be one of {sorted(NETS)}, got {net!r}.")
+    return NETS[net]
+
+
 def build_net(channels: int, net: str = "compact", focus: int | None = None,
               context: int | None = None):
     """An EDNN with one of the valid CNNs of :data:`NETS` (dense path, exact) or the paper's.
@@ -94,9 +101,7 @@ def build_net(channels: int, net: str = "compact", focus: int | None = None,
     from training.ednn import EDNN
     from training.nets import PaperCNN, ValidCNN
 
-    if net not in NETS:
-        raise ValueError(f"net must be one of {sorted(NETS)}, got {net!r}.")
-    preset = NETS[net]
+    preset = net_preset(net)
     focus, context = focus or preset["focus"], context or preset["context"]
     tile = (focus + 2 * context,) * 2
     if net == "paper":
@@ -121,8 +126,7 @@ def train_atomistic(
 
     if system not in SYSTEMS:
         raise ValueError(f"system must be one of {sorted(SYSTEMS)}, got {system!r}.")
-    if net not in NETS:
-        raise ValueError(f"net must be one of {sorted(NETS)}, got {net!r}.")
+    preset = net_preset(net)  # before any data is read
     species = SYSTEMS[system]["species"]
     out_path = Path(out)
     _refuse_existing(out_path, overwrite)
@@ -138,7 +142,7 @@ def train_atomistic(
                                    config.test_fraction, seed)
     mu = reference.fit_reference_energies(ds.isel(structure=train), species)
     target = reference.residual_energy(ds, mu)
-    pixels = pixels or NETS[net]["pixels"]
+    pixels = pixels or preset["pixels"]
     spacing = cell_spacing(pixels)
     x = rasterize_structures(ds, species, spacing=spacing)
     ednn = build_net(len(species), net, focus, context)

@@ -296,11 +296,11 @@ def _lbfgs(ednn: EDNN, loss_and_gradient, steps: int, progress: bool = True) -> 
     done = 0
     with tqdm(total=steps, desc="L-BFGS", disable=not progress) as bar:
         while done < steps:
-            group = optimizer.param_groups[0]
+            group = optimizer.param_groups[0]  # L-BFGS has one group; its state sits on param 0
             group["max_iter"] = min(block, steps - done)
             group["max_eval"] = group["max_iter"] * 5 // 4
             loss = optimizer.step(closure)
-            n_iter = optimizer.state[optimizer._params[0]].get("n_iter", 0)
+            n_iter = optimizer.state[group["params"][0]].get("n_iter", 0)
             if n_iter == done:
                 break  # converged: no iteration was taken
             bar.update(n_iter - done)
