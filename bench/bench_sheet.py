@@ -44,7 +44,7 @@ TARGET_CORE_MS_PER_ATOM = 0.034
 
 def default_model() -> Path:
     porous = sorted(ROOT.glob("models/porous-*.onnx"))
-    return porous[0] if porous else ROOT / "models" / "hexagonal-f32c16.onnx"
+    return porous[0] if porous else ROOT / "models" / "hexagonal-f16c24.onnx"
 
 
 def one(side: float, model: str, chunks: int | None, repeat: bool) -> dict:

@@ -192,7 +192,8 @@ def cmd_evaluate(args) -> int:
 
         if not args.data:
             raise EDNNError("evaluate atoms needs --data STORE (a GFN1-xTB reference store).")
-        _print(evaluate_atomistic(args.model, args.data, plot=args.plot), args.json)
+        _print(evaluate_atomistic(args.model, args.data, plot=args.plot, split=args.split),
+               args.json)
         return 0
     if args.system == "ising":
         result = recipes.evaluate_ising(args.model, L=args.L or 128, n=args.n or 100,
@@ -323,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("system", choices=["ising", "laplacian", "atoms"])
     p.add_argument("--model", required=True)
     p.add_argument("--data", help="atoms: the reference store to evaluate on")
+    p.add_argument("--split", default="all", choices=["all", "train", "val", "test"],
+                   help="atoms: one split of the model's training recipe (its own store only)")
     p.add_argument("--L", type=int, help="sample side (ising 128, laplacian 100)")
     p.add_argument("--n", type=int, help="number of samples")
     p.add_argument("--any-temperature", action="store_true", help="Ising: T in 1..5, not near Tc")

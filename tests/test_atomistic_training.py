@@ -47,7 +47,7 @@ def test_train_export_and_score(store, tmp_path, net):
     # linear in the counts except for the vacancy term, so they stay close to MU
     assert set(spec.reference_energies) == {"B", "C", "N"}
     assert spec.provenance["system"] == "hexagonal" and spec.provenance["n_structures"] == 60
-    assert spec.provenance["whiten"] is True
+    assert spec.provenance["whiten"] is True and spec.provenance["device"] == "cpu"
     assert out.with_suffix(".parity.png").stat().st_size > 10_000
     # the per-atom test error the recipe reports is what energy() gives on the test split
     ds = reference.load_reference(store)
@@ -59,9 +59,14 @@ def test_train_export_and_score(store, tmp_path, net):
     assert metrics["test_per_atom"]["mae_meV"] == pytest.approx(error.mean() * 1e3, rel=1e-9)
     saved = json.loads((tmp_path / "work" / "metrics.json").read_text())
     assert saved["test_per_atom"] == metrics["test_per_atom"]
-    # evaluate atoms on the whole store: the same errors, signed mean included
+    # evaluate atoms --split test: the same split, found from the model's provenance
     from training.atomistic import evaluate_atomistic
 
+    held_out = evaluate_atomistic(str(out), str(store), split="test")
+    assert held_out["n"] == len(test)
+    assert held_out["mae_meV_per_atom"] == pytest.approx(metrics["test_per_atom"]["mae_meV"],
+                                                         rel=1e-9)
+    # evaluate atoms on the whole store: the same errors, signed mean included
     everything = evaluate_atomistic(str(out), str(store))
     signed = (energy(reference.dataset_structures(ds), model) - ds["energy"].values) / ds[
         "n_atoms"].values

@@ -163,6 +163,7 @@ def train_atomistic(
         provenance={"system": system, "net": net, "reference": reference.METHOD,
                     "data_hash": _hash(ds), "n_structures": int(ds.sizes["structure"]),
                     "seed": seed, "whiten": whiten and net != "paper", "metrics": metrics["test"],
+                    "device": _device_name(device), "train_seconds": round(metrics["seconds"]),
                     "command": " ".join(sys.argv)},
     )
     test_structures = reference.dataset_structures(ds, test)
@@ -178,15 +179,35 @@ def train_atomistic(
     return metrics
 
 
+def _device_name(device: str) -> str:
+    """``device`` with the GPU's name (training times mean little without it)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device
+
+
 def _hash(ds: xr.Dataset) -> str:
     from training.datasets import dataset_hash
 
     return dataset_hash(ds[["positions", "numbers", "cell", "energy"]])
 
 
-def evaluate_atomistic(model: str, data: str, *, plot: str | None = None) -> dict[str, Any]:
-    """Per-atom errors of a model on every structure of a reference store (e.g. supercells)."""
+SPLITS = ("all", "train", "val", "test")
+
+
+def evaluate_atomistic(model: str, data: str, *, plot: str | None = None,
+                       split: str = "all") -> dict[str, Any]:
+    """Per-atom errors of a model on a reference store.
+
+    ``split="all"`` takes every structure (e.g. supercells); ``"train"``, ``"val"``
+    or ``"test"`` take that split of the model's training recipe, for the store the
+    model was trained on (checked against the data hash in its provenance).
+    """
     ds = reference.load_reference(data)
+    if split != "all":
+        ds = ds.isel(structure=recipe_split(ds, model, split))
     structures = reference.dataset_structures(ds)
     predicted = energy(structures, model)
     n_atoms = ds["n_atoms"].values
@@ -199,5 +220,25 @@ def evaluate_atomistic(model: str, data: str, *, plot: str | None = None) -> dic
               "atoms": sorted(set(n_atoms.tolist()))}
     if plot:
         parity_plot(ds["energy"].values / n_atoms, predicted / n_atoms, plot,
-                    unit="eV/atom", title=f"{Path(model).name} on {Path(data).name}")
+                    unit="eV/atom", title=f"{Path(model).name} on {Path(data).name}"
+                    + ("" if split == "all" else f", {split} split"))
     return result
+
+
+def recipe_split(ds: xr.Dataset, model: str, split: str) -> np.ndarray:
+    """Indices of one split (train/val/test) of the recipe that trained ``model`` on ``ds``."""
+    from ednn_dask.errors import ConfigError
+    from ednn_dask.model import TileModel
+
+    if split not in SPLITS[1:]:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+    provenance = TileModel.load(model).spec.provenance
+    if provenance.get("data_hash") != _hash(ds):
+        raise ConfigError(
+            f"the {split} split is only defined on the data set {model!r} was trained on "
+            f"(data hash {provenance.get('data_hash')}), not on this one ({_hash(ds)}); "
+            "evaluate the whole store with split 'all' (--split all).")
+    config = TrainConfig()
+    splits = split_indices(ds.sizes["structure"], config.val_fraction, config.test_fraction,
+                           provenance["seed"])
+    return splits[SPLITS.index(split) - 1]
