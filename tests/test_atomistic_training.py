@@ -104,3 +104,20 @@ def test_blur_study_without_blur_reproduces_energy(store, tmp_path):
     field = np.random.default_rng(0).random((2, 3, 40, 40))
     assert gaussian_blur(field, 2.0).mean() == pytest.approx(field.mean(), rel=1e-2)
     assert gaussian_blur(field, 2.0).std() < field.std() / 2
+
+
+def test_prepare_run_init_seed_changes_the_weights_only(store):
+    import torch
+
+    from training.atomistic import prepare_run
+
+    ds = reference.load_reference(store)
+    first, again, other = (prepare_run(ds, "hexagonal", init_seed=s) for s in (0, 0, 1))
+    for a, b in zip(first.splits, other.splits):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(first.fields, other.fields)
+    np.testing.assert_array_equal(first.target, other.target)
+    weights = [torch.cat([p.detach().ravel() for p in r.ednn.parameters()])
+               for r in (first, again, other)]
+    assert torch.equal(weights[0], weights[1])
+    assert not torch.equal(weights[0], weights[2])

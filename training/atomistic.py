@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,51 @@ def build_net(channels: int, net: str = "compact", focus: int | None = None,
     return EDNN(tile_net, focus, context, "periodic", ndim=2, dense=True, input_scale=0.2)
 
 
+@dataclass
+class Prepared:
+    """What a run needs before :func:`training.train.fit`: splits, targets, fields and net."""
+
+    splits: tuple[np.ndarray, np.ndarray, np.ndarray]  # train, val, test
+    reference_energies: dict[str, float]
+    target: np.ndarray  # eV per structure, the reference energies taken off
+    spacing: tuple[float, float]
+    fields: np.ndarray  # (N, C, ny, nx) float32
+    ednn: Any
+
+
+def prepare_run(
+    ds: xr.Dataset, system: str, *, net: str = "compact", focus: int | None = None,
+    context: int | None = None, pixels: int | None = None, seed: int = 0,
+    whiten: bool = True, init_seed: int | None = None,
+) -> Prepared:
+    """Split, fit the reference energies, rasterize and build the net of a recipe.
+
+    ``seed`` fixes the split (as in :func:`training.train.fit`); ``init_seed``, if
+    given, seeds torch before the net is built, so runs differ only in the weights.
+    """
+    import torch
+
+    from training.precondition import whiten_first_layer
+
+    preset, species = net_preset(net), SYSTEMS[system]["species"]
+    config = TrainConfig()
+    splits = split_indices(ds.sizes["structure"], config.val_fraction, config.test_fraction, seed)
+    train = splits[0]
+    mu = reference.fit_reference_energies(ds.isel(structure=train), species)
+    spacing = cell_spacing(pixels or preset["pixels"])
+    x = rasterize_structures(ds, species, spacing=spacing)
+    if init_seed is not None:
+        torch.manual_seed(init_seed)
+    ednn = build_net(len(species), net, focus, context)
+    # Standardized inputs: at the raw scale the net sits on a constant-output plateau
+    # for tens of epochs before it starts to see vacancies and bonds.
+    ednn.input_offset.fill_(float(x[train].mean()))
+    ednn.input_scale.fill_(1 / float(x[train].std()))
+    if whiten and net != "paper":
+        whiten_first_layer(ednn, x[train[:256]])  # bond lengths are sub-pixel shifts of Gaussians
+    return Prepared(splits, mu, reference.residual_energy(ds, mu), spacing, x, ednn)
+
+
 def train_atomistic(
     system: str, out: str, *, data: str | None = None, epochs: int | None = None,
     net: str = "compact", focus: int | None = None, context: int | None = None,
@@ -121,12 +167,11 @@ def train_atomistic(
 ) -> dict[str, Any]:
     """Train the hexagonal or porous-graphene EDNN on its GFN1-xTB store; export to ONNX."""
     from training.export import export_onnx
-    from training.precondition import whiten_first_layer
     from training.train import fit
 
     if system not in SYSTEMS:
         raise ValueError(f"system must be one of {sorted(SYSTEMS)}, got {system!r}.")
-    preset = net_preset(net)  # before any data is read
+    net_preset(net)  # before any data is read
     species = SYSTEMS[system]["species"]
     out_path = Path(out)
     _refuse_existing(out_path, overwrite)
@@ -138,20 +183,10 @@ def train_atomistic(
                          lr=DEFAULTS["lr"], lr_final=DEFAULTS["lr_final"], seed=seed,
                          patience=epochs or DEFAULTS["epochs"], augment=True,
                          device=device)
-    train, _, test = split_indices(ds.sizes["structure"], config.val_fraction,
-                                   config.test_fraction, seed)
-    mu = reference.fit_reference_energies(ds.isel(structure=train), species)
-    target = reference.residual_energy(ds, mu)
-    pixels = pixels or preset["pixels"]
-    spacing = cell_spacing(pixels)
-    x = rasterize_structures(ds, species, spacing=spacing)
-    ednn = build_net(len(species), net, focus, context)
-    # Standardized inputs: at the raw scale the net sits on a constant-output plateau
-    # for tens of epochs before it starts to see vacancies and bonds.
-    ednn.input_offset.fill_(float(x[train].mean()))
-    ednn.input_scale.fill_(1 / float(x[train].std()))
-    if whiten and net != "paper":
-        whiten_first_layer(ednn, x[train[:256]])  # bond lengths are sub-pixel shifts of Gaussians
+    run = prepare_run(ds, system, net=net, focus=focus, context=context, pixels=pixels,
+                      seed=seed, whiten=whiten)
+    ednn, mu, spacing, test = run.ednn, run.reference_energies, run.spacing, run.splits[2]
+    x, target = run.fields, run.target
     metrics = fit(ednn, x, target, config, work, progress=progress)
     raster = {"gamma": DEFAULT_GAMMA, "cutoff": CUTOFF_GAMMAS * DEFAULT_GAMMA, "species": species}
     n_atoms = ds["n_atoms"].values
