@@ -315,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu",
                    help="torch device to train on, e.g. cuda (export always runs on the CPU)")
     p.add_argument("--no-whiten", dest="whiten", action="store_false",
-                   help="convolutional nets: train the first layer on raw, not whitened, patches")
+                   help="convolutional nets: train the first layer on raw, not whitened, "
+                   "patches (fragile: 2 of 3 initializations of the compact hexagonal net "
+                   "never left the constant-output plateau)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
