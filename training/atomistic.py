@@ -113,6 +113,12 @@ def build_net(channels: int, net: str = "compact", focus: int | None = None,
     return EDNN(tile_net, focus, context, "periodic", ndim=2, dense=True, input_scale=0.2)
 
 
+def recipe_splits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, val and test indices of the atomistic recipe (fit's default fractions)."""
+    config = TrainConfig()
+    return split_indices(n, config.val_fraction, config.test_fraction, seed)
+
+
 @dataclass
 class Prepared:
     """What a run needs before :func:`training.train.fit`: splits, targets, fields and net."""
@@ -140,8 +146,7 @@ def prepare_run(
     from training.precondition import whiten_first_layer
 
     preset, species = net_preset(net), SYSTEMS[system]["species"]
-    config = TrainConfig()
-    splits = split_indices(ds.sizes["structure"], config.val_fraction, config.test_fraction, seed)
+    splits = recipe_splits(ds.sizes["structure"], seed)
     train = splits[0]
     mu = reference.fit_reference_energies(ds.isel(structure=train), species)
     spacing = cell_spacing(pixels or preset["pixels"])
@@ -268,12 +273,10 @@ def recipe_split(ds: xr.Dataset, model: str, split: str) -> np.ndarray:
     if split not in SPLITS[1:]:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
     provenance = TileModel.load(model).spec.provenance
-    if provenance.get("data_hash") != _hash(ds):
+    data_hash = _hash(ds)
+    if provenance.get("data_hash") != data_hash:
         raise ConfigError(
             f"the {split} split is only defined on the data set {model!r} was trained on "
-            f"(data hash {provenance.get('data_hash')}), not on this one ({_hash(ds)}); "
+            f"(data hash {provenance.get('data_hash')}), not on this one ({data_hash}); "
             "evaluate the whole store with split 'all' (--split all).")
-    config = TrainConfig()
-    splits = split_indices(ds.sizes["structure"], config.val_fraction, config.test_fraction,
-                           provenance["seed"])
-    return splits[SPLITS.index(split) - 1]
+    return recipe_splits(ds.sizes["structure"], provenance["seed"])[SPLITS.index(split) - 1]
