@@ -187,6 +187,22 @@ class Structure:
             return np.zeros((0, 2)), np.zeros(0, np.int64)
         return np.concatenate(parts_xy), np.concatenate(parts_z)
 
+    def repeat(self, nx: int, ny: int) -> Structure:
+        """The cell repeated ``nx`` x ``ny`` times along its first two vectors.
+
+        Like ``ase.Atoms.repeat``: copies are ordered cell by cell, and a count in
+        ``info["vacancies"]`` is multiplied with the cell.
+        """
+        if min(nx, ny) < 1 or int(nx) != nx or int(ny) != ny:
+            raise StructureError(f"repeat needs positive integers, got {nx} x {ny}.")
+        shifts = [i * self.cell[0] + j * self.cell[1] for i in range(nx) for j in range(ny)]
+        positions = np.concatenate([self.positions + shift for shift in shifts])
+        info = dict(self.info)
+        if "vacancies" in info:
+            info["vacancies"] = info["vacancies"] * nx * ny
+        cell = self.cell * np.array([[nx], [ny], [1]])
+        return Structure(positions, np.tile(self.numbers, nx * ny), cell, self.pbc, info)
+
     def wrapped(self) -> Structure:
         """The same structure with every atom moved into the cell along periodic axes.
 

@@ -16,13 +16,6 @@ from tests.conftest import MU, RASTER, SPECIES
 from training.atomistic import SPACING
 
 
-def _supercell(s: Structure, nx: int, ny: int) -> Structure:
-    shifts = [i * s.cell[0] + j * s.cell[1] for i in range(nx) for j in range(ny)]
-    positions = np.concatenate([s.positions + shift for shift in shifts])
-    cell = s.cell * [[nx], [ny], [1]]
-    return Structure(positions, np.tile(s.numbers, nx * ny), cell, s.pbc)
-
-
 def test_metadata_round_trip(atomistic):
     _, model = atomistic
     spec = ModelSpec.from_metadata(model.spec.to_metadata())
@@ -55,13 +48,13 @@ def test_supercells_are_extensive(atomistic):
     _, model = atomistic
     s = next(hexagonal_structures(1, seed=5))
     e = energy(s, model)
-    assert energy(_supercell(s, 2, 2), model) == pytest.approx(4 * e, rel=1e-6)
-    assert energy(_supercell(s, 3, 3), model) == pytest.approx(9 * e, rel=1e-6)
+    assert energy(s.repeat(2, 2), model) == pytest.approx(4 * e, rel=1e-6)
+    assert energy(s.repeat(3, 3), model) == pytest.approx(9 * e, rel=1e-6)
 
 
 def test_the_dask_path_gives_the_same_energy(atomistic, local_cluster, monkeypatch):
     _, model = atomistic
-    s = _supercell(next(hexagonal_structures(1, seed=6)), 2, 2)
+    s = next(hexagonal_structures(1, seed=6)).repeat(2, 2)
     in_process = energy(s, model)
     monkeypatch.setattr(energy_module, "IN_PROCESS_PIXELS", 0)
     assert energy(s, model, client=local_cluster, chunks=128) == pytest.approx(in_process,

@@ -161,3 +161,28 @@ def test_porous_sheet_refuses_bad_parameters():
         PorousSheet((10, 10), porosity=1.2)
     with pytest.raises(StructureError, match="pore_radius"):
         PorousSheet((10, 10), pore_radius=(3.0, 1.0))
+
+
+@pytest.mark.parametrize("kind", ["graphene", "hbn"])
+def test_repeat_of_a_pristine_cell_is_the_larger_pristine_sheet(kind):
+    rng = np.random.default_rng(0)
+    small = hexagonal_sheet(rng, kind, cells=(5, 3)).repeat(2, 3)
+    large = hexagonal_sheet(rng, kind, cells=(10, 9))
+    np.testing.assert_allclose(small.cell, large.cell)
+
+    def sites(s):
+        order = np.lexsort((s.positions[:, 1].round(6), s.positions[:, 0].round(6)))
+        return s.positions[order], s.numbers[order]
+
+    np.testing.assert_allclose(sites(small)[0], sites(large)[0], atol=1e-9)
+    np.testing.assert_array_equal(sites(small)[1], sites(large)[1])
+
+
+def test_repeat_keeps_atoms_apart_and_counts_vacancies():
+    s = hexagonal_sheet(np.random.default_rng(3), "hetero", vacancies=2, displacement=0.1)
+    big = s.repeat(3, 2)
+    assert len(big) == 6 * len(s) and big.info["vacancies"] == 12
+    assert big.species_counts() == {z: 6 * n for z, n in s.species_counts().items()}
+    big.check()  # no overlaps across the new cell's boundaries, all atoms inside
+    with pytest.raises(StructureError, match="positive integers"):
+        s.repeat(0, 2)
