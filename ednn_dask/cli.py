@@ -171,7 +171,7 @@ def cmd_train(args) -> int:
                                   net=args.net, focus=args.focus, context=args.context,
                                   pixels=args.pixels, seed=args.seed, limit=args.n,
                                   workdir=args.workdir, overwrite=args.overwrite,
-                                  device=args.device, whiten=args.whiten)
+                                  device=args.device, whiten=args.whiten, loss=args.loss)
         _print({"model": args.out, **metrics["test"], **metrics["test_per_atom"]}, args.json)
         return 0
     common = dict(L=args.L, n=args.n, epochs=args.epochs, seed=args.seed, data=args.data,
@@ -318,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convolutional nets: train the first layer on raw, not whitened, "
                    "patches (fragile: 2 of 3 initializations of the compact hexagonal net "
                    "never left the constant-output plateau)")
+    p.add_argument("--loss", choices=["total", "per-atom"],
+                   help="atomistic: mean squared error of the total energy, or of the energy "
+                   "per atom (weighs small cells as the per-atom metric does); default the "
+                   "system's (total)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)

@@ -48,6 +48,7 @@ def test_train_export_and_score(store, tmp_path, net):
     assert set(spec.reference_energies) == {"B", "C", "N"}
     assert spec.provenance["system"] == "hexagonal" and spec.provenance["n_structures"] == 60
     assert spec.provenance["whiten"] is True and spec.provenance["device"] == "cpu"
+    assert spec.provenance["loss"] == "total"  # the hexagonal default
     assert out.with_suffix(".parity.png").stat().st_size > 10_000
     # the per-atom test error the recipe reports is what energy() gives on the test split
     ds = reference.load_reference(store)
@@ -83,6 +84,9 @@ def test_unknown_net_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="net must be one of"):
         train_atomistic("hexagonal", str(tmp_path / "m.onnx"), data=str(tmp_path / "missing"),
                         net="resnet", progress=False)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        train_atomistic("hexagonal", str(tmp_path / "m.onnx"), data=str(tmp_path / "missing"),
+                        loss="huber", progress=False)
 
 
 def test_blur_study_without_blur_reproduces_energy(store, tmp_path):

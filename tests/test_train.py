@@ -62,6 +62,30 @@ def test_fit_learns_resumes_and_exports(tmp_path):
     assert model.spec.provenance["producer"] == "ednn-dask training.export"
 
 
+def test_per_atom_loss(tmp_path):
+    """Divisors of 1 change no number; atom counts make the best-epoch error per atom."""
+    ds = sample_ising(120, 4, temperatures=(1.0, 5.0), seed=1, sweeps=10)
+    x, y = ds["spins"].values.astype(np.float32)[:, None], ds["energy"].values
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-3, seed=0)
+    plain = random_mlp_ednn(2)
+    fit(plain, x, y, cfg, tmp_path / "plain", progress=False)
+    ones = random_mlp_ednn(2)
+    fit(ones, x, y, cfg, tmp_path / "ones", atoms=np.ones(len(y)), progress=False)
+    for a, b in zip(plain.parameters(), ones.parameters()):
+        assert torch.equal(a, b)
+    atoms = np.random.default_rng(0).integers(20, 120, len(y))
+    weighted = random_mlp_ednn(2)
+    fit(weighted, x, y, cfg, tmp_path / "atoms", atoms=atoms, progress=False)
+    assert not torch.equal(next(weighted.parameters()), next(plain.parameters()))
+    state = json.loads(torch.load(tmp_path / "atoms" / "checkpoint.pt",
+                                  weights_only=True)["state"])
+    _, val, _ = split_indices(len(y), 0.1, 0.1, 0)
+    with torch.no_grad():  # ``weighted`` holds the best epoch's weights
+        predicted = weighted(torch.as_tensor(x[val])).double().numpy()
+    per_atom = np.abs((predicted - y[val]) / atoms[val]).mean()
+    assert state["best_val"] == pytest.approx(per_atom, rel=1e-6)
+
+
 def test_augmentation_is_an_exact_symmetry():
     """Rolls and mirrors of periodic Ising lattices leave the exact EDNN energy unchanged."""
     import torch

@@ -41,9 +41,10 @@ SPACING = cell_spacing(PIXELS)
 FOCUS, CONTEXT = 32, 16  # 3.1 × 3.2 Å focus, 1.6 Å context (the paper's 64/32 at 0.05 Å/px)
 
 SYSTEMS = {
-    "hexagonal": {"species": [5, 6, 7], "data": "data/hexagonal.zarr"},
-    "porous": {"species": [6], "data": "data/porous.zarr"},
+    "hexagonal": {"species": [5, 6, 7], "data": "data/hexagonal.zarr", "loss": "total"},
+    "porous": {"species": [6], "data": "data/porous.zarr", "loss": "total"},
 }
+LOSSES = ("total", "per-atom")  # mean squared error of the energy, or of the energy per atom
 DEFAULTS = {"epochs": 60, "batch_size": 32, "lr": 2e-3, "lr_final": 2e-5}
 
 
@@ -169,6 +170,7 @@ def train_atomistic(
     pixels: int | None = None,
     seed: int = 0, limit: int | None = None, workdir: str | None = None,
     overwrite: bool = False, progress: bool = True, device: str = "cpu", whiten: bool = True,
+    loss: str | None = None,
 ) -> dict[str, Any]:
     """Train the hexagonal or porous-graphene EDNN on its GFN1-xTB store; export to ONNX."""
     from training.export import export_onnx
@@ -177,6 +179,9 @@ def train_atomistic(
     if system not in SYSTEMS:
         raise ValueError(f"system must be one of {sorted(SYSTEMS)}, got {system!r}.")
     net_preset(net)  # before any data is read
+    loss = loss or SYSTEMS[system]["loss"]
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}.")
     species = SYSTEMS[system]["species"]
     out_path = Path(out)
     _refuse_existing(out_path, overwrite)
@@ -192,9 +197,10 @@ def train_atomistic(
                       seed=seed, whiten=whiten)
     ednn, mu, spacing, test = run.ednn, run.reference_energies, run.spacing, run.splits[2]
     x, target = run.fields, run.target
-    metrics = fit(ednn, x, target, config, work, progress=progress)
-    raster = {"gamma": DEFAULT_GAMMA, "cutoff": CUTOFF_GAMMAS * DEFAULT_GAMMA, "species": species}
     n_atoms = ds["n_atoms"].values
+    atoms = n_atoms if loss == "per-atom" else None
+    metrics = fit(ednn, x, target, config, work, atoms=atoms, progress=progress)
+    raster = {"gamma": DEFAULT_GAMMA, "cutoff": CUTOFF_GAMMAS * DEFAULT_GAMMA, "species": species}
     model = export_onnx(
         ednn, out_path, channels=len(species), kind="tile" if net == "paper" else "dense",
         target="energy", target_unit="eV",
@@ -202,7 +208,8 @@ def train_atomistic(
         reference_energies=mu, overwrite=True,
         provenance={"system": system, "net": net, "reference": reference.METHOD,
                     "data_hash": _hash(ds), "n_structures": int(ds.sizes["structure"]),
-                    "seed": seed, "whiten": whiten and net != "paper", "metrics": metrics["test"],
+                    "seed": seed, "whiten": whiten and net != "paper", "loss": loss,
+                    "metrics": metrics["test"],
                     "device": _device_name(device), "train_seconds": round(metrics["seconds"]),
                     "command": " ".join(sys.argv)},
     )

@@ -97,6 +97,7 @@ def fit(
     out_dir: str | os.PathLike,
     *,
     sites: int | None = None,
+    atoms: np.ndarray | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train ``ednn`` on ``inputs (N, C, *spatial)`` -> ``targets (N,)``; resume if possible.
@@ -104,7 +105,9 @@ def fit(
     The per-tile output scaling is set from the training targets so the net sees
     targets of order one. Writes ``checkpoint.pt`` (every epoch), ``metrics.json``
     and ``parity.png`` to ``out_dir`` and returns the metrics. ``sites`` (pixels
-    per sample, default all of them) turns errors into per-site errors.
+    per sample, default all of them) turns errors into per-site errors. ``atoms``
+    (N,), if given, makes the loss and the validation error (which picks the best
+    epoch) per atom: the metric of data sets whose structures differ in size.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -118,12 +121,14 @@ def fit(
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     x = torch.as_tensor(np.asarray(inputs, dtype=np.float32)).to(device)
     y = torch.as_tensor(np.asarray(targets, dtype=np.float64)).to(device)
+    per = torch.as_tensor(np.ones(len(y)) if atoms is None else np.asarray(atoms, np.float64))
+    per = per.to(device)  # divides every error: 1 (per sample) or the atom count
     if config.augment and ednn.tiling.boundary != "periodic":
         raise ValueError("augment rolls samples periodically; it needs a periodic boundary.")
     train, val, test = split_indices(len(x), config.val_fraction, config.test_fraction, config.seed)
     n_tiles = math.prod(ednn.tiling.grid(x.shape[2:]))
     _set_output_scaling(ednn, y[train], n_tiles)
-    scale = float(y[train].std()) or 1.0
+    scale = float((y[train] / per[train]).std()) or 1.0
     counts = TileCounts(ednn, inputs, (train, val), device) if config.unique_tiles else None
     if counts is not None:
         ednn.double()
@@ -146,15 +151,15 @@ def fit(
 
     def batch_loss(idx) -> torch.Tensor:
         if counts is not None:
-            return torch.mean(((counts.predict(ednn, 0) - y[train]) / scale) ** 2)
+            return torch.mean(((counts.predict(ednn, 0) - y[train]) / per[train] / scale) ** 2)
         xb = _augment(x[idx], generator) if config.augment else x[idx]
-        return torch.mean(((ednn(xb) - y[idx].float()) / scale) ** 2)
+        return torch.mean(((ednn(xb) - y[idx].float()) / per[idx].float() / scale) ** 2)
 
     def val_mae() -> float:
         if counts is not None:
             with torch.no_grad():
-                return float((counts.predict(ednn, 1) - y[val]).abs().mean())
-        return _mae(ednn, x[val], y[val])
+                return float(((counts.predict(ednn, 1) - y[val]) / per[val]).abs().mean())
+        return _mae(ednn, x[val], y[val], per[val])
 
     for epoch in bar:
         ednn.train()
@@ -184,16 +189,18 @@ def fit(
         # full batch, capped: L-BFGS needs exact gradients, not every sample
         x_train = None if counts is not None else x[train[: config.lbfgs_samples]].to(dtype)
         y_train = y[train] if counts is not None else y[train[: config.lbfgs_samples]].to(dtype)
+        subset = train if counts is not None else train[: config.lbfgs_samples]
+        per_train = per[subset].to(dtype)
 
         def loss_and_gradient() -> torch.Tensor:
             if counts is not None:
-                parts = [(counts.predict(ednn, 0), y_train)]
+                parts = [(counts.predict(ednn, 0), y_train, per_train)]
             else:  # chunks, each freed after its backward: memory of one chunk, not all
-                parts = ((ednn(x_train[i : i + LBFGS_CHUNK]), y_train[i : i + LBFGS_CHUNK])
-                         for i in range(0, len(x_train), LBFGS_CHUNK))
+                chunks = (slice(i, i + LBFGS_CHUNK) for i in range(0, len(x_train), LBFGS_CHUNK))
+                parts = ((ednn(x_train[c]), y_train[c], per_train[c]) for c in chunks)
             total = torch.zeros((), dtype=dtype, device=device)
-            for pred, target in parts:
-                loss = torch.sum(((pred - target) / scale) ** 2) / len(y_train)
+            for pred, target, divisor in parts:
+                loss = torch.sum(((pred - target) / divisor / scale) ** 2) / len(y_train)
                 loss.backward()
                 total += loss.detach()
             return total
@@ -337,8 +344,8 @@ def predict(ednn: EDNN, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
     return torch.cat(out).cpu().numpy() if out else np.zeros(0)
 
 
-def _mae(ednn: EDNN, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float(np.abs(predict(ednn, x) - y.cpu().numpy()).mean())
+def _mae(ednn: EDNN, x: torch.Tensor, y: torch.Tensor, per: torch.Tensor) -> float:
+    return float(np.abs((predict(ednn, x) - y.cpu().numpy()) / per.cpu().numpy()).mean())
 
 
 def _errors(ednn: EDNN, x: torch.Tensor, y: torch.Tensor, sites: int) -> dict[str, float]:
