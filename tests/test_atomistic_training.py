@@ -80,6 +80,22 @@ def test_train_export_and_score(store, tmp_path, net):
         train_atomistic("hexagonal", str(out), data=str(store), epochs=1, progress=False)
 
 
+def test_the_same_command_trains_the_same_model(store, tmp_path):
+    """The seed fixes the split, the batches and the initial weights."""
+    import onnx
+
+    weights = []
+    for run in ("a", "b"):
+        out = tmp_path / f"{run}.onnx"
+        train_atomistic("hexagonal", str(out), data=str(store), epochs=1, net="smooth",
+                        workdir=str(tmp_path / run), progress=False)
+        weights.append([np.frombuffer(t.raw_data, np.uint8) for t in
+                        onnx.load(out).graph.initializer])
+    assert len(weights[0]) == len(weights[1]) > 3
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_unknown_net_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="net must be one of"):
         train_atomistic("hexagonal", str(tmp_path / "m.onnx"), data=str(tmp_path / "missing"),

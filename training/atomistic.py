@@ -193,8 +193,9 @@ def train_atomistic(
                          lr=DEFAULTS["lr"], lr_final=DEFAULTS["lr_final"], seed=seed,
                          patience=epochs or DEFAULTS["epochs"], augment=True,
                          device=device)
+    # the seed fixes the initial weights too: the same command trains the same model
     run = prepare_run(ds, system, net=net, focus=focus, context=context, pixels=pixels,
-                      seed=seed, whiten=whiten)
+                      seed=seed, whiten=whiten, init_seed=seed)
     ednn, mu, spacing, test = run.ednn, run.reference_energies, run.spacing, run.splits[2]
     x, target = run.fields, run.target
     n_atoms = ds["n_atoms"].values

@@ -72,7 +72,7 @@ def train_ising(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Train the paper's Ising EDNN (f = c = 1, fully connected tile net) and export it."""
-    import torch  # noqa: F401  (fail early without the train extra)
+    import torch  # fails early without the train extra
 
     from training.ednn import EDNN
     from training.export import export_onnx
@@ -93,6 +93,7 @@ def train_ising(
         work / "data.zarr",
     )
     x = ds["spins"].values.astype(np.float32)[:, None]
+    torch.manual_seed(seed)  # the initial weights: the same command trains the same model
     ednn = EDNN(IsingMLP((3,) * dim), 1, 1, "periodic", ndim=dim, dense=True)
     unique = defaults["unique_tiles"]
     config = TrainConfig(epochs=epochs, batch_size=64, lr=lr if unique else 1e-3,
@@ -140,6 +141,8 @@ def train_laplacian(
     readout: str = "mean",
 ) -> dict[str, Any]:
     """Train the preprint's Laplacian EDNN (f = 10, c = 2, valid-convolution net)."""
+    import torch
+
     from training.export import export_onnx
     from training.precondition import whiten_first_layer
     from training.train import fit
@@ -155,6 +158,7 @@ def train_laplacian(
     ds = _dataset(data, lambda: datasets.laplacian_dataset(n, L, seed=seed, progress=progress),
                   work / "data.zarr")
     x = ds["image"].values.astype(np.float32)[:, None]
+    torch.manual_seed(seed)  # the initial weights: the same command trains the same model
     ednn = laplacian_ednn(readout)
     if whiten:  # the Laplacian lies along the smooth images' faint directions
         whiten_first_layer(ednn, x)
