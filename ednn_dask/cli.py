@@ -320,8 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "never left the constant-output plateau)")
     p.add_argument("--loss", choices=["total", "per-atom"],
                    help="atomistic: mean squared error of the total energy, or of the energy "
-                   "per atom (weighs small cells as the per-atom metric does); default the "
-                   "system's (total)")
+                   "per atom (weighs small cells as the per-atom metric does; on porous "
+                   "graphene no better than total within the run-to-run spread); default total")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
