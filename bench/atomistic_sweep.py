@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from training import reference  # noqa: E402
 from training.atomistic import (  # noqa: E402
     DEFAULTS,
+    LOSSES,
     SYSTEMS,
     prepare_run,
     rasterize_structures,
@@ -90,6 +91,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
     p.add_argument("--no-whiten", dest="whiten", action="store_false")
     p.add_argument("--init-seed", type=int, default=0)
+    p.add_argument("--loss", choices=LOSSES, default="total")
     p.add_argument("--device", default="cpu")
     p.add_argument("--root", default="runs/sweep")
     args = p.parse_args()
@@ -100,8 +102,9 @@ def main() -> None:
         config = TrainConfig(epochs=args.epochs, batch_size=DEFAULTS["batch_size"],
                              lr=DEFAULTS["lr"], lr_final=DEFAULTS["lr_final"],
                              patience=args.epochs, augment=True, device=args.device)
+        atoms = ds["n_atoms"].values if args.loss == "per-atom" else None
         metrics = fit(run.ednn, run.fields, run.target, config, Path(args.root) / args.tag,
-                      progress=sys.stderr.isatty())
+                      atoms=atoms, progress=sys.stderr.isatty())
         print(json.dumps({"tag": args.tag, "seconds": round(metrics["seconds"]),
                           "epochs_run": metrics["epochs_run"]}))
     else:
