@@ -72,8 +72,8 @@ def store_cells(args) -> dict:
         cells = reference.dataset_structures(ds, index)
         for s, k in zip(cells, index):
             s.info["vacancies"] = int(ds["vacancies"].values[k])
-        reference.create_store(out, [s.repeat(args.replicas[0], args.replicas[0]) for s in cells],
-                               source=str(args.store), source_index=index.tolist(),
+        # the store's ``replicas`` makes compute_energies score each cell's n x n replica
+        reference.create_store(out, cells, source=str(args.store), source_index=index.tolist(),
                                replicas=args.replicas[0])
     from ednn_dask.cluster import dask_client
 

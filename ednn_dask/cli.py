@@ -147,6 +147,7 @@ def cmd_data(args) -> int:
             args.system, args.out, n=args.n, seed=args.seed, cells=args.cells,
             client=args.scheduler, limit=args.limit, retry_failed=args.retry_failed,
             overwrite=args.overwrite, max_vacancies=args.max_vacancies,
+            replicas=args.replicas,
         )
         _print({"store": args.out, **counts}, args.json)
         return 0
@@ -283,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="atomistic cell in 4-atom rectangular cells (hexagonal 5 3, porous 5 6)")
     p.add_argument("--max-vacancies", type=int,
                    help="hexagonal: at most this many vacancies per 60 atoms (default 4)")
+    p.add_argument("--replicas", type=int, default=1,
+                   help="atomistic: compute each energy on the N x N replica, per cell (tblite "
+                   "samples Gamma only; N x N k-points of the cell; ~40x the time at N = 2)")
     p.add_argument("--scheduler", help="atomistic: dask scheduler for the GFN1-xTB runs")
     p.add_argument("--limit", type=int, help="atomistic: compute at most this many now")
     p.add_argument("--retry-failed", action="store_true", help="atomistic: retry failed SCFs")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
-from ednn_dask.errors import OutputExistsError, StoreNotFoundError
+from ednn_dask.errors import FieldError, OutputExistsError, StoreNotFoundError
 from ednn_dask.structures import Structure, hexagonal_sheet, hexagonal_structures
 from training import reference
 
@@ -82,3 +82,22 @@ def test_reference_energies_are_recovered_exactly():
                                ds["energy"].values, rtol=1e-12)
     ds["energy"][:] = counts @ np.array(list(mu.values()))
     assert reference.fit_reference_energies(ds, [5, 6, 7]) == pytest.approx(mu, rel=1e-10)
+
+
+def test_replicas_store_the_energy_per_cell_of_the_replica(tmp_path, local_cluster):
+    path = tmp_path / "rep.zarr"
+    counts = reference.build_reference_set("hexagonal", path, n=2, seed=4, cells=(2, 1),
+                                           replicas=2, client=local_cluster, progress=False)
+    assert counts == {"done": 2, "failed": 0, "pending": 0}
+    ds = reference.load_reference(path)
+    cells = reference.dataset_structures(ds)
+    assert ds.attrs["replicas"] == 2 and all(len(s) <= 8 for s in cells)
+    direct = [reference.xtb_energy(s.repeat(2, 2)) / 4 for s in cells]
+    np.testing.assert_allclose(ds["energy"].values, direct, rtol=1e-12)
+    gamma = [reference.xtb_energy(s) for s in cells]  # 8 atoms at Gamma: far from converged
+    assert np.all(np.abs(np.array(direct) - gamma) > 1e-3)
+    with pytest.raises(OutputExistsError, match="replicas"):
+        reference.build_reference_set("hexagonal", path, n=2, seed=4, cells=(2, 1),
+                                      client=local_cluster, progress=False)
+    with pytest.raises(FieldError, match="replicas must be >= 1"):
+        reference.build_reference_set("hexagonal", tmp_path / "x.zarr", n=2, replicas=0)
