@@ -322,10 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convolutional nets: train the first layer on raw, not whitened, "
                    "patches (fragile: 2 of 3 initializations of the compact hexagonal net "
                    "never left the constant-output plateau)")
-    p.add_argument("--loss", choices=["total", "per-atom"],
+    p.add_argument("--loss", choices=["total", "per-atom"], default="total",
                    help="atomistic: mean squared error of the total energy, or of the energy "
                    "per atom (weighs small cells as the per-atom metric does; on porous "
-                   "graphene no better than total within the run-to-run spread); default total")
+                   "graphene no better than total within the run-to-run spread)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)

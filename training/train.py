@@ -187,10 +187,9 @@ def fit(
         dtype = torch.float64 if config.lbfgs_float64 or counts is not None else torch.float32
         ednn.to(dtype)
         # full batch, capped: L-BFGS needs exact gradients, not every sample
-        x_train = None if counts is not None else x[train[: config.lbfgs_samples]].to(dtype)
-        y_train = y[train] if counts is not None else y[train[: config.lbfgs_samples]].to(dtype)
         subset = train if counts is not None else train[: config.lbfgs_samples]
-        per_train = per[subset].to(dtype)
+        x_train = None if counts is not None else x[subset].to(dtype)
+        y_train, per_train = y[subset].to(dtype), per[subset].to(dtype)
 
         def loss_and_gradient() -> torch.Tensor:
             if counts is not None:
