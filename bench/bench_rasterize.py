@@ -5,7 +5,7 @@
 A porous-graphene sheet (``--cells`` rectangular cells, 10 % porosity) is
 generated once; then, in this process, on one core:
 
-- the numba kernel (``ednn_dask.rasterize.stamp``) over all its atoms, into a
+- the numba kernel (``ednn_dask.atoms.raster.stamp``) over all its atoms, into a
   float32 field as the pipeline does;
 - the per-atom numpy stamp (``stamp_numpy``) over the first ``--numpy-atoms``
   atoms (it is ~50x slower), checked equal (float64, rtol 1e-12) to the numba
@@ -37,8 +37,8 @@ def timed(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    from ednn_dask.rasterize import rasterize, stamp, stamp_numpy
-    from ednn_dask.structures import PorousSheet
+    from ednn_dask.atoms.materials import PorousSheet
+    from ednn_dask.atoms.raster import rasterize, stamp, stamp_numpy
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, nargs=2, default=(400, 240))

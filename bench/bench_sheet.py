@@ -57,9 +57,9 @@ def one(side: float, model: str, chunks: int | None, repeat: bool) -> dict:
     long-lived cluster scoring a stream of sheets sees it. Without ``repeat`` the
     cold job is the only one (at 1 µm the first touch is < 0.2 % of it).
     """
-    from ednn_dask.cluster import dask_client
-    from ednn_dask.sheet import score_atoms
-    from ednn_dask.structures import PorousSheet
+    from ednn_dask.atoms.materials import PorousSheet
+    from ednn_dask.atoms.stream import score_atoms
+    from ednn_dask.compute import dask_client
 
     with dask_client() as client:
         # a worker's first task loads numba's cached kernel and builds the onnxruntime
@@ -99,9 +99,9 @@ def raw_onnxruntime(model, windows, cores: int) -> float:
 
 def window_breakdown(model, n: int = 6):
     """Windows of a 1 µm-class sheet, timed stage by stage on one core."""
+    from ednn_dask.atoms.materials import PorousSheet
+    from ednn_dask.atoms.raster import channel_table, stamp_window, window_atoms
     from ednn_dask.inference import block_contributions
-    from ednn_dask.rasterize import channel_table, stamp_window, window_atoms
-    from ednn_dask.structures import PorousSheet
 
     spec, raster = model.spec, model.spec.raster
     sheet = PorousSheet.square(4000.0, porosity=0.1, seed=1)
@@ -131,7 +131,7 @@ def window_breakdown(model, n: int = 6):
 
 def single_structure_ms(model) -> float:
     from ednn_dask import energy
-    from ednn_dask.structures import hexagonal_sheet
+    from ednn_dask.atoms.materials import hexagonal_sheet
 
     kind = "graphene" if model.spec.reference_energies.keys() == {"C"} else "hetero"
     s = hexagonal_sheet(np.random.default_rng(0), kind, vacancies=1, displacement=0.05)

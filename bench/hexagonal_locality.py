@@ -23,7 +23,7 @@ import json
 import numpy as np
 
 from training import reference
-from training.train import split_indices
+from training.metrics import split_indices
 
 BOND = 2.5 / np.sqrt(3)  # the 2.5 A lattice's C-C distance
 # (inner radius, outer radius, ideal distance) of the first three neighbour shells, A

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ednn_dask.structures import Structure, hexagonal_sheet
+from ednn_dask.atoms.materials import hexagonal_sheet
+from ednn_dask.atoms.structure import Structure
 from training import reference
 from training.atomistic import recipe_splits
 from training.reference import xtb_energy
@@ -75,7 +76,7 @@ def store_cells(args) -> dict:
         # the store's ``replicas`` makes compute_energies score each cell's n x n replica
         reference.create_store(out, cells, source=str(args.store), source_index=index.tolist(),
                                replicas=args.replicas[0])
-    from ednn_dask.cluster import dask_client
+    from ednn_dask.compute import dask_client
 
     with dask_client(processes=True, n_workers=args.workers, threads_per_worker=1) as client:
         reference.compute_energies(out, client=client, limit=args.limit)

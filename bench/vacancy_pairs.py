@@ -21,7 +21,7 @@ import json
 import numpy as np
 
 from ednn_dask import energy
-from ednn_dask.structures import honeycomb_sites, sheet_cell
+from ednn_dask.atoms.materials import honeycomb_sites, sheet_cell
 from training import reference
 
 BINS = (0.0, 2.0, 3.0, 4.5, 6.0, 7.5, 10.0)  # A: first shells, then wider rings

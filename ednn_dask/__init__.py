@@ -4,7 +4,15 @@ Importing this package is cheap: it does not import torch, and onnxruntime is
 only imported when a model is loaded.
 """
 
-from ednn_dask.atomistic import energy
+from ednn_dask.atoms import (
+    AtomsScore,
+    AtomsTable,
+    PorousSheet,
+    Structure,
+    energy,
+    rasterize,
+    score_atoms,
+)
 from ednn_dask.errors import (
     EDNNError,
     FieldError,
@@ -16,17 +24,15 @@ from ednn_dask.errors import (
 )
 from ednn_dask.field import make_field, open_field, save_field
 from ednn_dask.inference import contributions
-from ednn_dask.model import ModelSpec, TileModel
-from ednn_dask.rasterize import rasterize
+from ednn_dask.model import ModelSpec, TileModel, load_model
 from ednn_dask.score import ScoreResult, score
-from ednn_dask.sheet import AtomsScore, score_atoms
-from ednn_dask.structures import PorousSheet, Structure
 from ednn_dask.tiling import Tiling
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AtomsScore",
+    "AtomsTable",
     "EDNNError",
     "FieldError",
     "GeometryError",
@@ -42,6 +48,7 @@ __all__ = [
     "Tiling",
     "contributions",
     "energy",
+    "load_model",
     "make_field",
     "open_field",
     "rasterize",

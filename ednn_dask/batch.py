@@ -20,8 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from ednn_dask.errors import EDNNError, OutputExistsError, ResultsTableError, StoreNotFoundError
-from ednn_dask.model import TileModel
-from ednn_dask.score import load_model, score
+from ednn_dask.model import TileModel, load_model
+from ednn_dask.score import score
+from ednn_dask.storage import atomic_output
 
 COLUMNS = ("field", "model", "model_sha256", "energy", "target", "unit", "n_tiles",
            "n_chunks", "n_pixels", "method", "seconds", "scored_at")
@@ -91,14 +92,8 @@ def _empty_table() -> pd.DataFrame:
 
 def write_table(table: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write the table to a hidden sibling, then rename it onto ``path`` (atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_output(path, overwrite=True) as tmp:
         table.to_csv(tmp, index=False)  # floats are written with repr: exact
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def score_batch(

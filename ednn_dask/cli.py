@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from ednn_dask.errors import EDNNError, OutputExistsError
+from ednn_dask.defaults import CHUNK_PIXELS
+from ednn_dask.errors import ConfigError, EDNNError
 
 REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -29,9 +30,9 @@ def _print(result: dict, as_json: bool) -> None:
 def cmd_info(args) -> int:
     from dataclasses import asdict
 
-    from ednn_dask.model import TileModel
+    from ednn_dask.model import load_model
 
-    model = TileModel.load(args.model)
+    model = load_model(args.model)
     info = {"path": str(args.model), "sha256": model.sha256, **asdict(model.spec)}
     if args.json:
         print(json.dumps(info, default=list))
@@ -43,11 +44,11 @@ def cmd_info(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from ednn_dask.cluster import dask_client
-    from ednn_dask.model import TileModel
+    from ednn_dask.compute import dask_client
+    from ednn_dask.model import load_model
     from ednn_dask.score import score
 
-    model = TileModel.load(args.model)
+    model = load_model(args.model)
     options = dict(chunks=args.chunks, boundary=args.boundary, method=args.method,
                    progress=args.progress, pad=args.pad)
     with dask_client(args.scheduler, processes=args.processes) as client:
@@ -56,6 +57,9 @@ def cmd_score(args) -> int:
         for field in args.fields:
             result = score(field, model, client=client, keep_contributions=False, **options)
             _print({"field": field, **result.to_dict()}, args.json)
+            if model.spec.raster is not None and not args.json:
+                print("(energy is the EDNN sum of the field, without the model's reference "
+                      "energies; ednn_dask.energy() on the atoms gives the total)")
     return 0
 
 
@@ -98,78 +102,73 @@ def parse_length(text: str) -> float:
 
 
 def cmd_sheet(args) -> int:
-    from ednn_dask.cluster import dask_client
-    from ednn_dask.model import TileModel
-    from ednn_dask.sheet import score_atoms, write_sheet_outputs
-    from ednn_dask.structures import PorousSheet
+    from ednn_dask.atoms.sheet import porous_sheet
 
-    out = Path(args.out or f"sheet-{args.size / 10:g}nm-p{args.porosity:g}-s{args.seed}")
-    if out.exists() and not args.overwrite:
-        raise OutputExistsError(f"{str(out)!r} exists already; pass --overwrite to replace it.")
-    sheet = PorousSheet.square(args.size, porosity=args.porosity, seed=args.seed)
-    model = TileModel.load(args.model)
-    with dask_client(args.scheduler, processes=args.processes) as client:
-        result = score_atoms(sheet, model, client=client, chunks=args.chunks,
-                             progress=not args.json)
-        if args.field:
-            from ednn_dask.field import save_field
-            from ednn_dask.rasterize import rasterize
-
-            spec = model.spec
-            field = rasterize(sheet, spec.spacing, gamma=spec.raster["gamma"],
-                              cutoff=spec.raster["cutoff"], species=spec.raster["species"],
-                              chunks=args.chunks)
-            save_field(field, args.field, overwrite=args.overwrite)
-    summary = {"sheet": {"cells": list(sheet.cells), "size_A": sheet.size.tolist(),
-                         "porosity": args.porosity, "seed": args.seed},
-               **result.to_dict(), "outputs": str(out)}
-    write_sheet_outputs(result, out, summary, overwrite=args.overwrite)
-    _print(summary, args.json)
+    summary = porous_sheet(args.size, args.model, porosity=args.porosity, seed=args.seed,
+                           out=args.out, field=args.field, scheduler=args.scheduler,
+                           processes=args.processes, chunks=args.chunks,
+                           overwrite=args.overwrite, progress=not args.json)
+    if args.json:
+        _print(summary, True)
+        return 0
+    print(f"{summary['n_atoms']:,} atoms: total energy {summary['energy']:.10g} eV "
+          f"({summary['energy_per_atom']:.6f} eV/atom) = EDNN sum {summary['ednn_energy']:.10g} eV "
+          f"+ the model's reference energies; {summary['atoms_per_second']:,.0f} atoms/s. "
+          f"Outputs in {summary['outputs']}/")
     return 0
 
 
 def cmd_demo(args) -> int:
-    from training.recipes import demo_ising
+    from training.demo import demo_ising
 
     model = args.model or REPO_MODELS / "ising-2d-f1c1.onnx"
-    _print(demo_ising(model, size=args.size, scheduler=args.scheduler, chunks=args.chunks,
-                      temperature=args.temperature, seed=args.seed), args.json)
+    result = demo_ising(model, **_given(args, "size", "scheduler", "chunks", "temperature",
+                                        "seed"))
+    if args.json:
+        _print(result, True)
+        return 0
+    print(f"A {result['lattice']} Ising lattice at T = {result['temperature']:g} J/k_B: the EDNN "
+          f"gives E = {result['ednn_energy_J']:.10g} J, the exact sum over bonds "
+          f"{result['exact_energy_J']:.10g} J (relative error {result['relative_error']:.2e}); "
+          f"{result['tiles']:,} tiles in {result['chunks']} chunks, "
+          f"{result['spins_per_second']:,.0f} spins/s.")
     return 0
 
 
-def cmd_data(args) -> int:
-    from training import datasets
+def _given(args, *names: str) -> dict:
+    """The options the user gave (not None): everything else takes the library's default."""
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
+
+def cmd_data(args) -> int:
     if args.system in ("hexagonal", "porous"):
         from training.reference import build_reference_set
 
         counts = build_reference_set(
-            args.system, args.out, n=args.n, seed=args.seed, cells=args.cells,
-            client=args.scheduler, limit=args.limit, retry_failed=args.retry_failed,
-            overwrite=args.overwrite, max_vacancies=args.max_vacancies,
-            replicas=args.replicas,
-        )
+            args.system, args.out, client=args.scheduler, retry_failed=args.retry_failed,
+            overwrite=args.overwrite, seed=args.seed,
+            **_given(args, "n", "cells", "limit", "max_vacancies", "replicas"))
         _print({"store": args.out, **counts}, args.json)
         return 0
-    if args.system == "ising":
-        ds = datasets.sample_ising(args.n or 5000, args.L or 8, dim=args.dim, seed=args.seed,
-                                   near_critical=args.near_critical, progress=True)
-    else:
-        ds = datasets.laplacian_dataset(args.n or 5000, args.L or 100, seed=args.seed,
-                                        progress=True)
-    path = datasets.save_dataset(ds, args.out, overwrite=args.overwrite)
-    print(f"wrote {len(ds['sample'])} samples to {path} (hash {datasets.dataset_hash(ds)})")
+    from training.recipes import make_dataset
+
+    summary = make_dataset(args.system, args.out, dim=args.dim, seed=args.seed,
+                           near_critical=args.near_critical, overwrite=args.overwrite,
+                           **_given(args, "n", "L"))
+    _print(summary, args.json)
     return 0
 
 
 def cmd_train(args) -> int:
     from training import recipes
+    from training.train import keep_freed_memory
 
+    keep_freed_memory()  # process-wide allocator setting: 2x faster epochs on glibc
     if args.system in ("hexagonal", "porous"):
         from training.atomistic import train_atomistic
 
         metrics = train_atomistic(args.system, args.out, data=args.data, epochs=args.epochs,
-                                  net=args.net, focus=args.focus, context=args.context,
+                                  net=args.net or "compact", focus=args.focus, context=args.context,
                                   pixels=args.pixels, seed=args.seed, limit=args.n,
                                   workdir=args.workdir, overwrite=args.overwrite,
                                   device=args.device, whiten=args.whiten, loss=args.loss)
@@ -186,23 +185,22 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from training import recipes
+    from training import evaluation
 
     if args.system == "atoms":
         from training.atomistic import evaluate_atomistic
 
         if not args.data:
-            raise EDNNError("evaluate atoms needs --data STORE (a GFN1-xTB reference store).")
+            raise ConfigError("evaluate atoms needs --data STORE (a GFN1-xTB reference store).")
         _print(evaluate_atomistic(args.model, args.data, plot=args.plot, split=args.split),
                args.json)
         return 0
+    options = _given(args, "L", "n", "seed", "plot")
     if args.system == "ising":
-        result = recipes.evaluate_ising(args.model, L=args.L or 128, n=args.n or 100,
-                                        near_critical=not args.any_temperature, seed=args.seed,
-                                        plot=args.plot)
+        result = evaluation.evaluate_ising(args.model, near_critical=not args.any_temperature,
+                                           **options)
     else:
-        result = recipes.evaluate_laplacian(args.model, L=args.L or 100, n=args.n or 200,
-                                            seed=args.seed, plot=args.plot)
+        result = evaluation.evaluate_laplacian(args.model, **options)
     _print(result, args.json)
     return 0
 
@@ -226,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="ONNX tile model")
     p.add_argument("--scheduler", help="dask scheduler address (default: in-process LocalCluster)")
     p.add_argument("--processes", action="store_true", help="LocalCluster with worker processes")
-    p.add_argument("--chunks", type=int, help="chunk length per axis in pixels (default 2048)")
+    p.add_argument("--chunks", type=int,
+                   help=f"chunk length per axis in pixels (default {CHUNK_PIXELS[2]} in 2-D)")
     p.add_argument("--boundary", help="'periodic' or a constant (default: the model's)")
     p.add_argument("--method", default="auto", choices=["auto", "dense", "tiles"])
     p.add_argument("--pad", action="store_true",
@@ -263,12 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("demo", help="score a large Ising lattice on a LocalCluster")
-    p.add_argument("--size", type=int, default=4096, help="lattice side (default 4096)")
+    p.add_argument("--size", type=int, help="lattice side (default 4096)")
     p.add_argument("--model", help="Ising model (default: the shipped 2-D model)")
     p.add_argument("--scheduler", help="dask scheduler address (default: LocalCluster)")
     p.add_argument("--chunks", type=int, help="chunk length per axis")
-    p.add_argument("--temperature", type=float, default=2.8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, help="in J/k_B (default 2.8)")
+    p.add_argument("--seed", type=int)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
 
@@ -284,9 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="atomistic cell in 4-atom rectangular cells (hexagonal 5 3, porous 5 6)")
     p.add_argument("--max-vacancies", type=int,
                    help="hexagonal: at most this many vacancies per 60 atoms (default 4)")
-    p.add_argument("--replicas", type=int, default=1,
+    p.add_argument("--replicas", type=int,
                    help="atomistic: compute each energy on the N x N replica, per cell (tblite "
-                   "samples Gamma only; N x N k-points of the cell; ~40x the time at N = 2)")
+                   "samples the Gamma point only; this is N x N k-points of the cell)")
     p.add_argument("--scheduler", help="atomistic: dask scheduler for the GFN1-xTB runs")
     p.add_argument("--limit", type=int, help="atomistic: compute at most this many now")
     p.add_argument("--retry-failed", action="store_true", help="atomistic: retry failed SCFs")
@@ -303,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--L", type=int)
     p.add_argument("--n", type=int)
     p.add_argument("--epochs", type=int)
-    p.add_argument("--net", default="compact", choices=["compact", "fine", "smooth", "paper"],
+    p.add_argument("--net", choices=["compact", "fine", "smooth", "paper"],
                    help="atomistic tile net: valid CNN (compact, fine: ReLU at 128 px per "
                    "cell; smooth: SiLU at 64 px; dense path) or the paper's 13 layers (tile path)")
     p.add_argument("--focus", type=int,
@@ -320,12 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch device to train on, e.g. cuda (export always runs on the CPU)")
     p.add_argument("--no-whiten", dest="whiten", action="store_false",
                    help="convolutional nets: train the first layer on raw, not whitened, "
-                   "patches (fragile: 2 of 3 initializations of the compact hexagonal net "
-                   "never left the constant-output plateau)")
+                   "patches (can stall on a constant-output plateau)")
     p.add_argument("--loss", choices=["total", "per-atom"], default="total",
                    help="atomistic: mean squared error of the total energy, or of the energy "
-                   "per atom (weighs small cells as the per-atom metric does; on porous "
-                   "graphene no better than total within the run-to-run spread)")
+                   "per atom (weighs small cells as the per-atom metric does)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
@@ -339,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--L", type=int, help="sample side (ising 128, laplacian 100)")
     p.add_argument("--n", type=int, help="number of samples")
     p.add_argument("--any-temperature", action="store_true", help="Ising: T in 1..5, not near Tc")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--seed", type=int, help="seed of the fresh samples (default 1234)")
     p.add_argument("--plot", help="write a parity plot PNG here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
@@ -356,13 +353,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """Process-wide settings of the command line (a library never sets these)."""
+    import logging
+    import os
+
+    os.environ.setdefault("MPLBACKEND", "Agg")  # plots go to files; no display needed
+    # the ONNX exporter logs a line per torchvision op it cannot find; we use none
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    # a failed task is reported once, as the error below, not as a worker's log dump
+    for name in ("distributed.worker", "distributed.scheduler", "distributed.client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_libraries()
     try:
         return args.func(args)
     except EDNNError as err:
         print(f"ednn-dask {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"ednn-dask {args.command}: interrupted; finished outputs are kept, "
+              "temporary ones removed.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ store that exists is a store that was finished.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ednn_dask.errors import FieldError, OutputExistsError, StoreNotFoundError
-
-SPATIAL_DIMS = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}
-CHANNEL_DIM = "channel"
+from ednn_dask.defaults import CHANNEL_DIM, SPATIAL_DIMS
+from ednn_dask.errors import FieldError, StoreNotFoundError
+from ednn_dask.storage import atomic_output
 
 
 def make_field(
@@ -174,35 +172,11 @@ def write_zarr_atomic(
     A crash never leaves a half-written store under ``path``; with ``overwrite``
     the old store is parked aside and dropped only once the new one is in place.
     """
-    target = Path(path)
-    if target.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{str(target)!r} exists already; pass overwrite=True (CLI: --overwrite) to replace it."
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)  # left by a crashed run with the same pid
-    try:
+    with atomic_output(path, overwrite=overwrite) as tmp:
         # consolidated metadata is not part of the Zarr v3 spec (zarr warns): skip it
         ds.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False,
                    write_empty_chunks=write_empty_chunks)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            os.replace(old, target)
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
-    return target
+    return Path(path)
 
 
 def as_field(obj: Any, ndim: int, dims: Sequence[str] | None = None) -> xr.DataArray:

@@ -18,15 +18,11 @@ from typing import Literal
 
 import numpy as np
 
+from ednn_dask.defaults import BATCH_PIXELS
 from ednn_dask.errors import FieldError, GeometryError
 from ednn_dask.model import TileModel
 
 Method = Literal["auto", "dense", "tiles"]
-
-# Pixels (times channels) per onnxruntime call: large enough to amortise the call,
-# small enough that a wide first layer (288 channels for the Ising net) stays
-# below ~150 MB of activations per thread.
-DEFAULT_BATCH_PIXELS = 2**17
 
 
 def resolve_method(method: str, model: TileModel) -> Literal["dense", "tiles"]:
@@ -49,7 +45,7 @@ def block_contributions(
     *,
     method: Method = "auto",
     threads: int = 1,
-    batch_pixels: int = DEFAULT_BATCH_PIXELS,
+    batch_pixels: int = BATCH_PIXELS,
 ) -> np.ndarray:
     """Contributions of every focus block of a block padded with its context halo.
 

@@ -26,13 +26,13 @@ import numpy as np
 import xarray as xr
 from dask.array.core import slices_from_chunks
 
+from ednn_dask.compute import compute
+from ednn_dask.defaults import BATCH_PIXELS, CHANNEL_DIM, SPACING_RTOL
 from ednn_dask.errors import FieldError, GeometryError
-from ednn_dask.field import CHANNEL_DIM, as_field, field_spacing
-from ednn_dask.inference import DEFAULT_BATCH_PIXELS, Method, block_contributions, resolve_method
-from ednn_dask.model import TileModel
+from ednn_dask.field import as_field, field_spacing
+from ednn_dask.inference import Method, block_contributions, resolve_method
+from ednn_dask.model import TileModel, load_model
 from ednn_dask.tiling import Tiling, aligned_chunks, check_chunks
-
-SPACING_RTOL = 1e-4
 
 
 @dataclass
@@ -68,10 +68,6 @@ class ScoreResult:
             "seconds": self.seconds,
             "pixels_per_second": self.pixels_per_second,
         }
-
-
-def load_model(model: TileModel | str | os.PathLike) -> TileModel:
-    return model if isinstance(model, TileModel) else TileModel.load(model)
 
 
 def prepare_field(
@@ -168,7 +164,7 @@ def contribution_map(
     *,
     method: Method = "auto",
     threads: int = 1,
-    batch_pixels: int = DEFAULT_BATCH_PIXELS,
+    batch_pixels: int = BATCH_PIXELS,
     channels_first: bool = False,
 ) -> da.Array:
     """Lazy float32 array of contributions, one per focus block, chunked like ``data``."""
@@ -290,7 +286,7 @@ def score(
     energy = contrib.sum(dtype=np.float64, split_every=split_every)
     t1 = time.perf_counter()
     targets = (energy, contrib) if keep_contributions else (energy,)
-    values = _compute(targets, client, progress)
+    values = compute(targets, client, progress)
     t2 = time.perf_counter()
     spatial_dims = f.dims[1:] if channels_first else f.dims
     contributions = (
@@ -332,34 +328,6 @@ def pad_to_focus(f: xr.DataArray, tiling: Tiling) -> xr.DataArray:
             padded = padded.assign_coords({d: values[0] + step * np.arange(padded.sizes[d])})
     padded.attrs = {**f.attrs, "padded": {d: e for d, e in extra.items() if e}}
     return padded
-
-
-def _compute(targets, client, progress):
-    if client is not None:
-        futures = client.compute(list(targets))
-        if progress:
-            from distributed import progress as show_progress
-
-            show_progress(futures)
-            # the scheduler's progress feed polls every 100 ms; let it see the closed bar
-            # before a cluster shutdown cancels it (and logs a CancelledError)
-            time.sleep(0.3)
-        return client.gather(futures)
-    if progress and _active_client() is None:
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar():
-            return dask.compute(*targets)
-    return dask.compute(*targets)
-
-
-def _active_client():
-    try:
-        from distributed import default_client
-
-        return default_client()
-    except (ImportError, ValueError):
-        return None
 
 
 def _label_contributions(values, f, spatial_dims, tiling, model) -> xr.DataArray:

@@ -37,6 +37,7 @@ from typing import Literal
 
 import numpy as np
 
+from ednn_dask.defaults import CHUNK_PIXELS, MAX_CHUNKS
 from ednn_dask.errors import GeometryError
 
 Boundary = Literal["periodic"] | float
@@ -223,7 +224,7 @@ def aligned_chunks(
     tiling : Tiling
     target : int or sequence of int, optional
         Wanted chunk length per axis in pixels; rounded to a multiple of the
-        focus. Default 2048 pixels per axis for 2-D, 256 for 3-D (about 4-16 M
+        focus. Default :data:`~ednn_dask.defaults.CHUNK_PIXELS` (about 4-16 M
         pixels a chunk, where dask's per-block overhead is below 10 %).
 
     >>> aligned_chunks((10, 7), Tiling((5, 7), (1, 1)), target=5)
@@ -231,7 +232,7 @@ def aligned_chunks(
     """
     grid = tiling.grid(shape)
     if target is None:
-        target = 2048 if tiling.ndim <= 2 else 256
+        target = CHUNK_PIXELS[tiling.ndim]
     target = coerce_axes(target, tiling.ndim, "chunks")
     chunks = []
     for n_blocks, f, c, want in zip(grid, tiling.focus, tiling.context, target, strict=True):
@@ -245,11 +246,34 @@ def aligned_chunks(
             else:
                 sizes.append(rest * f)
         chunks.append(tuple(sizes))
+    check_chunk_count(chunks, tiling)
     return tuple(chunks)
+
+
+def check_chunk_count(chunks: Sequence[Sequence[int]], tiling: Tiling) -> None:
+    """Refuse a chunking with more than :data:`~ednn_dask.defaults.MAX_CHUNKS` chunks.
+
+    Such a graph would take longer to build and schedule than to compute, and
+    its bookkeeping alone can fill the memory; the error names the smallest
+    chunk length that fits.
+    """
+    n_chunks = math.prod(len(c) for c in chunks)
+    if n_chunks <= MAX_CHUNKS:
+        return
+    shape = tuple(sum(c) for c in chunks)
+    side = (math.prod(shape) / MAX_CHUNKS) ** (1 / len(shape))
+    least = max(math.ceil(side / f) * f for f in tiling.focus)
+    raise GeometryError(
+        f"chunks of {min(min(c) for c in chunks)} px make {n_chunks:,} chunks of the "
+        f"{' × '.join(map(str, shape))} grid, more than the {MAX_CHUNKS:,} a task graph "
+        f"can carry; use chunks of at least {least} px (default "
+        f"{CHUNK_PIXELS[tiling.ndim]})."
+    )
 
 
 def check_chunks(chunks: Sequence[Sequence[int]], tiling: Tiling) -> None:
     """Raise unless every chunk is a multiple of the focus and at least the context."""
+    check_chunk_count(chunks, tiling)
     for axis, (sizes, f, c) in enumerate(zip(chunks, tiling.focus, tiling.context, strict=True)):
         if any(s % f for s in sizes):
             raise GeometryError(

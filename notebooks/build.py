@@ -34,7 +34,7 @@ import numpy as np
 from distributed import Client, LocalCluster
 
 from ednn_dask import make_field, save_field, score
-from training import datasets
+from training.ising import sample_ising
 from training.ednn import EDNN
 from training.export import export_onnx
 from training.nets import IsingMLP
@@ -45,7 +45,7 @@ cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0"
 client = Client(cluster)
 print("dashboard:", client.dashboard_link)"""),
     ("md", """## Data: Metropolis + Wolff samples with exact energies"""),
-    ("code", """ds = datasets.sample_ising(N_TRAIN, 8, temperatures=(0.5, 6.0), seed=0,
+    ("code", """ds = sample_ising(N_TRAIN, 8, temperatures=(0.5, 6.0), seed=0,
                           progress=False)
 spins, energy = ds["spins"].values.astype(np.float32)[:, None], ds["energy"].values
 print(ds)
@@ -116,7 +116,8 @@ import matplotlib.pyplot as plt
 from distributed import Client, LocalCluster
 
 from ednn_dask import PorousSheet, TileModel, open_field, rasterize, save_field, score
-from ednn_dask.sheet import plot_density, score_atoms
+from ednn_dask.atoms.sheet import plot_density
+from ednn_dask.atoms.stream import score_atoms
 
 ROOT = Path.cwd() if (Path.cwd() / "models").exists() else Path.cwd().parent
 model = TileModel.load(ROOT / "models" / "porous-f32c16.onnx")
@@ -147,7 +148,7 @@ plt.title("carbon channel, a 40 Å corner");"""),
 `score` reads the stored field chunk by chunk with its halo (`map_overlap`). `score_atoms`
 never builds the field at all: each task generates the atoms of its window plus the halo,
 rasterizes and scores them. Same numbers."""),
-    ("code", """from ednn_dask.atomistic import reference_sum
+    ("code", """from ednn_dask.atoms.references import reference_sum
 
 from_field = score(field, model, client=client, progress=True)
 total_from_field = from_field.energy + reference_sum(sheet.structure().species_counts(),

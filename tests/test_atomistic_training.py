@@ -10,9 +10,9 @@ import zarr
 
 from ednn_dask import TileModel, energy
 from ednn_dask.errors import OutputExistsError
-from ednn_dask.structures import hexagonal_structures
 from training import reference
 from training.atomistic import NETS, cell_spacing, train_atomistic
+from training.structure_sets import hexagonal_structures
 
 MU = np.array([-41.5, -57.25, -85.5])
 
@@ -52,7 +52,7 @@ def test_train_export_and_score(store, tmp_path, net):
     assert out.with_suffix(".parity.png").stat().st_size > 10_000
     # the per-atom test error the recipe reports is what energy() gives on the test split
     ds = reference.load_reference(store)
-    from training.train import split_indices
+    from training.metrics import split_indices
 
     _, _, test = split_indices(60, 0.1, 0.1, 0)
     predicted = energy(reference.dataset_structures(ds, test), model)

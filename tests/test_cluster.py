@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ednn_dask.atoms.materials import PorousSheet
+from ednn_dask.atoms.stream import score_atoms
 from ednn_dask.cli import main
 from ednn_dask.field import make_field, save_field
 from ednn_dask.score import score
-from ednn_dask.sheet import score_atoms
-from ednn_dask.structures import PorousSheet
 from tests.helpers import ising_energy_np
 
 BIN = Path(sys.executable).parent
@@ -105,9 +105,9 @@ def test_each_worker_loads_the_model_once(cluster, exact_ising2d, tmp_path):
         assert result.n_chunks == 64 and result.energy == expected
 
         def sessions():
-            from ednn_dask.model import _SESSIONS
+            from ednn_dask.model.runtime import session_keys
 
-            return [sha for sha, _ in _SESSIONS]
+            return [sha for sha, _ in session_keys()]
 
         per_worker = client.run(sessions)
     assert len(per_worker) == 2

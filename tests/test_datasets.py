@@ -11,18 +11,9 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.datasets import (
-    TC_2D,
-    TC_3D,
-    dataset_hash,
-    ising_energy,
-    laplacian_dataset,
-    laplacian_images,
-    laplacian_target,
-    load_dataset,
-    sample_ising,
-    save_dataset,
-)
+from training.datasets import dataset_hash, load_dataset, save_dataset
+from training.ising import TC_2D, TC_3D, ising_energy, sample_ising
+from training.laplacian import laplacian_dataset, laplacian_images, laplacian_target
 
 # ------------------------------------------------------------------ ising_energy
 

@@ -6,14 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-import ednn_dask.atomistic as energy_module
+import ednn_dask.atoms.total_energy as energy_module
 from ednn_dask import energy
+from ednn_dask.atoms.materials import hexagonal_sheet
+from ednn_dask.atoms.raster import rasterize
+from ednn_dask.atoms.structure import Structure
 from ednn_dask.errors import ModelFormatError, StructureError
 from ednn_dask.model import ModelSpec
-from ednn_dask.rasterize import rasterize
-from ednn_dask.structures import Structure, hexagonal_sheet, hexagonal_structures
 from tests.conftest import MU, RASTER, SPECIES
 from training.atomistic import SPACING
+from training.structure_sets import hexagonal_structures
 
 
 def test_metadata_round_trip(atomistic):

@@ -8,8 +8,8 @@ import torch
 
 from ednn_dask.inference import contributions
 from tests.helpers import random_cnn_ednn
-from training.datasets import laplacian_images, laplacian_target
 from training.export import export_onnx
+from training.laplacian import laplacian_images, laplacian_target
 from training.precondition import EPS, WhitenedConv, baked, patch_moments, whiten_first_layer
 from training.train import TrainConfig, fit
 

@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ednn_dask.atoms.materials import PorousSheet, hexagonal_sheet
+from ednn_dask.atoms.raster import grid_shape, rasterize, stamp, stamp_numpy
+from ednn_dask.atoms.structure import Structure
 from ednn_dask.errors import StructureError
-from ednn_dask.rasterize import grid_shape, rasterize, stamp, stamp_numpy
-from ednn_dask.structures import PorousSheet, Structure, hexagonal_sheet, hexagonal_structures
+from training.structure_sets import hexagonal_structures
 
 CELL = next(hexagonal_structures(1, seed=4, cells=(5, 3)))  # a hetero or h-BN or graphene cell
 SPACING = (CELL.cell[1, 1] / 128, CELL.cell[0, 0] / 128)
@@ -98,7 +100,7 @@ def test_bad_input_is_refused():
 
 
 def test_an_atoms_table_on_disk_rasterizes_like_its_source(tmp_path):
-    from ednn_dask.atoms_table import AtomsTable, write_atoms_table
+    from ednn_dask.atoms.table import AtomsTable, write_atoms_table
     from ednn_dask.errors import OutputExistsError, StoreNotFoundError
 
     sheet = PorousSheet((40, 24), porosity=0.15, seed=8)

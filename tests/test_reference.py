@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import zarr
 
-from ednn_dask.errors import FieldError, OutputExistsError, StoreNotFoundError
-from ednn_dask.structures import Structure, hexagonal_sheet, hexagonal_structures
+from ednn_dask.atoms.materials import hexagonal_sheet
+from ednn_dask.atoms.structure import Structure
+from ednn_dask.errors import ConfigError, OutputExistsError, StoreNotFoundError
 from training import reference
+from training.structure_sets import hexagonal_structures
 
 pytest.importorskip("tblite")
 
@@ -99,5 +101,5 @@ def test_replicas_store_the_energy_per_cell_of_the_replica(tmp_path, local_clust
     with pytest.raises(OutputExistsError, match="replicas"):
         reference.build_reference_set("hexagonal", path, n=2, seed=4, cells=(2, 1),
                                       client=local_cluster, progress=False)
-    with pytest.raises(FieldError, match="replicas must be >= 1"):
+    with pytest.raises(ConfigError, match="replicas must be >= 1"):
         reference.build_reference_set("hexagonal", tmp_path / "x.zarr", n=2, replicas=0)

@@ -18,11 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ednn_dask import energy, open_field, rasterize
+from ednn_dask.atoms.materials import PorousSheet
+from ednn_dask.atoms.stream import default_window, score_atoms
+from ednn_dask.atoms.structure import Structure
 from ednn_dask.cli import main
 from ednn_dask.errors import GeometryError, ModelFormatError, StructureError
-from ednn_dask.sheet import default_window, score_atoms
-from ednn_dask.structures import PorousSheet, Structure, hexagonal_structures
 from tests.conftest import MU
+from training.structure_sets import hexagonal_structures
 
 RTOL = 2e-6
 SHEET = PorousSheet.square(60.0, porosity=0.15, seed=4)  # 60 x 64.95 Å, ~1,200 atoms

@@ -8,14 +8,10 @@ import numpy as np
 import pytest
 
 from ednn_dask import TileModel, score
-from training import datasets
-from training.recipes import (
-    TRAIN_CORRELATION,
-    evaluate_ising,
-    evaluate_laplacian,
-    score_samples,
-)
-from training.train import error_metrics
+from training.evaluation import evaluate_ising, evaluate_laplacian, score_samples
+from training.ising import sample_ising
+from training.laplacian import TRAIN_CORRELATION, laplacian_images, laplacian_target
+from training.metrics import error_metrics
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 SHIPPED = ["ising-2d-f1c1.onnx", "ising-3d-f1c1.onnx", "laplacian-f10c2.onnx",
@@ -36,14 +32,14 @@ def test_shipped_model_loads_with_provenance(name):
 
 def test_ising_2d_on_fresh_8x8_samples():
     model = TileModel.load(MODELS / "ising-2d-f1c1.onnx")
-    ds = datasets.sample_ising(300, 8, temperatures=(0.5, 6.0), seed=777)
+    ds = sample_ising(300, 8, temperatures=(0.5, 6.0), seed=777)
     metrics = error_metrics(score_samples(ds["spins"].values, model), ds["energy"].values, 64)
     assert metrics["mae_per_site"] < 4e-4  # the held-out figure is checked under -m slow
 
 
 def test_ising_3d_on_a_larger_lattice():
     model = TileModel.load(MODELS / "ising-3d-f1c1.onnx")
-    ds = datasets.sample_ising(3, 8, dim=3, temperatures=(3.0, 6.0), seed=5, sweeps=20)
+    ds = sample_ising(3, 8, dim=3, temperatures=(3.0, 6.0), seed=5, sweeps=20)
     for spins, energy in zip(ds["spins"].values, ds["energy"].values):
         result = score(spins, model, chunks=4)
         assert abs(result.energy - energy) / spins.size < 5e-3
@@ -67,16 +63,16 @@ def test_laplacian_accuracy_target():  # shipped model: 0.062 % on these 200 ima
 
 def test_laplacian_on_a_fresh_image():
     model = TileModel.load(MODELS / "laplacian-f10c2.onnx")
-    images = datasets.laplacian_images(4, 100, seed=99, correlation_length=TRAIN_CORRELATION)
+    images = laplacian_images(4, 100, seed=99, correlation_length=TRAIN_CORRELATION)
     predicted = score_samples(images, model)
-    np.testing.assert_allclose(predicted, datasets.laplacian_target(images), rtol=0.1)
+    np.testing.assert_allclose(predicted, laplacian_target(images), rtol=0.1)
 
 
 def _atomistic_test_errors(name: str) -> tuple[TileModel, np.ndarray, np.ndarray]:
     """Energy errors (eV) and atom counts of a shipped model on its held-out test split."""
     from ednn_dask import energy
     from training import reference
-    from training.train import split_indices
+    from training.metrics import split_indices
 
     model = TileModel.load(MODELS / name)
     ds = reference.load_reference(MODELS.parent / "data" / ATOMISTIC[name][0])

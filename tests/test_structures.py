@@ -9,15 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ednn_dask.atoms.materials import LATTICE_CONSTANT, PorousSheet, hexagonal_sheet
+from ednn_dask.atoms.structure import Structure
 from ednn_dask.errors import StructureError
-from ednn_dask.structures import (
-    LATTICE_CONSTANT,
-    PorousSheet,
-    Structure,
-    hexagonal_sheet,
-    hexagonal_structures,
-    porous_structures,
-)
+from training.structure_sets import hexagonal_structures, porous_structures
 
 BOND = LATTICE_CONSTANT / math.sqrt(3)
 

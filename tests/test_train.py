@@ -9,11 +9,12 @@ import torch
 
 from ednn_dask.errors import ConfigError
 from tests.helpers import random_mlp_ednn
-from training.datasets import sample_ising
 from training.ednn import EDNN
 from training.export import export_onnx
+from training.ising import sample_ising
+from training.metrics import split_indices
 from training.nets import ValidCNN
-from training.train import TileCounts, TrainConfig, fit, split_indices
+from training.train import TileCounts, TrainConfig, fit
 
 
 def test_split_is_a_deterministic_partition():
@@ -140,7 +141,7 @@ def test_training_on_an_explicit_device_hands_the_net_back_on_the_cpu(tmp_path):
 
 def test_mean_readout_represents_the_laplacian_target_exactly():
     """Weights set by hand: +-Laplacian stencil, ReLU, identity, 100 x mean = sum |Laplacian|."""
-    from training.datasets import laplacian_images, laplacian_target
+    from training.laplacian import laplacian_images, laplacian_target
 
     net = ValidCNN(2, 1, (10, 10), (2, 2), trunk=((2, 3, 1), (2, 3, 1)), hidden=2,
                    readout="mean")

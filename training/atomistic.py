@@ -18,12 +18,18 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ednn_dask.atomistic import energy
-from ednn_dask.rasterize import CUTOFF_GAMMAS, DEFAULT_GAMMA, channel_table, raster_window
-from ednn_dask.structures import LATTICE_CONSTANT, TRAINING_CELLS
+from ednn_dask.atoms.total_energy import energy
+from ednn_dask.atoms.materials import LATTICE_CONSTANT, TRAINING_CELLS
+from ednn_dask.atoms.raster import channel_table, grid_shape, raster_window
+from ednn_dask.defaults import CUTOFF_GAMMAS, GAMMA
+from ednn_dask.errors import ConfigError
+from ednn_dask.model import load_model
+from ednn_dask.storage import refuse_existing
 from training import reference
-from training.recipes import _refuse_existing, _workdir
-from training.train import TrainConfig, parity_plot, split_indices
+from training.config import TrainConfig
+from training.datasets import dataset_hash
+from training.metrics import parity_plot, split_indices
+from training.recipes import run_dir
 
 
 def cell_spacing(pixels: int) -> tuple[float, float]:
@@ -50,19 +56,18 @@ DEFAULTS = {"epochs": 60, "batch_size": 32, "lr": 2e-3, "lr_final": 2e-5}
 
 def rasterize_structures(
     ds: xr.Dataset, species: list[int] | None, *, spacing: tuple[float, float] = SPACING,
-    gamma: float = DEFAULT_GAMMA, cutoff: float | None = None,
+    gamma: float = GAMMA, cutoff: float | None = None,
 ) -> np.ndarray:
     """Fields (N, C, ny, nx) float32 of every structure of a data set (all the same cell)."""
     cutoff = CUTOFF_GAMMAS * gamma if cutoff is None else cutoff
     structures = reference.dataset_structures(ds)
     lut = channel_table(species)
-    from ednn_dask.rasterize import grid_shape
-
     shape = grid_shape(structures[0].cell, spacing)
     out = np.empty((len(structures), len(species or [0]), *shape), np.float32)
     for k, s in enumerate(structures):
         if grid_shape(s.cell, spacing) != shape:
-            raise ValueError("all structures of a training set must share one cell size.")
+            raise ConfigError(f"all structures of a training set must share one cell size; "
+                              f"structure {k} differs from the first. Use one size per store.")
         out[k] = raster_window(s, (0, shape[0]), (0, shape[1]), spacing, gamma, cutoff, lut,
                                n_channels=out.shape[1])
     return out
@@ -88,7 +93,7 @@ NETS = {
 def net_preset(net: str) -> dict[str, Any]:
     """The :data:`NETS` entry of ``net``, refused with the choices if there is none."""
     if net not in NETS:
-        raise ValueError(f"net must be one of {sorted(NETS)}, got {net!r}.")
+        raise ConfigError(f"net must be one of {sorted(NETS)}, got {net!r}.")
     return NETS[net]
 
 
@@ -177,17 +182,17 @@ def train_atomistic(
     from training.train import fit
 
     if system not in SYSTEMS:
-        raise ValueError(f"system must be one of {sorted(SYSTEMS)}, got {system!r}.")
+        raise ConfigError(f"system must be one of {sorted(SYSTEMS)}, got {system!r}.")
     net_preset(net)  # before any data is read
     if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}.")
+        raise ConfigError(f"loss must be one of {LOSSES}, got {loss!r}.")
     species = SYSTEMS[system]["species"]
     out_path = Path(out)
-    _refuse_existing(out_path, overwrite)
+    refuse_existing(out_path, overwrite)
     ds = reference.load_reference(data or SYSTEMS[system]["data"])
     if limit:
         ds = ds.isel(structure=slice(0, limit))
-    work = _workdir(out_path, workdir)
+    work = run_dir(out_path, workdir)
     config = TrainConfig(epochs=epochs or DEFAULTS["epochs"], batch_size=DEFAULTS["batch_size"],
                          lr=DEFAULTS["lr"], lr_final=DEFAULTS["lr_final"], seed=seed,
                          patience=epochs or DEFAULTS["epochs"], augment=True,
@@ -200,7 +205,7 @@ def train_atomistic(
     n_atoms = ds["n_atoms"].values
     atoms = n_atoms if loss == "per-atom" else None
     metrics = fit(ednn, x, target, config, work, atoms=atoms, progress=progress)
-    raster = {"gamma": DEFAULT_GAMMA, "cutoff": CUTOFF_GAMMAS * DEFAULT_GAMMA, "species": species}
+    raster = {"gamma": GAMMA, "cutoff": CUTOFF_GAMMAS * GAMMA, "species": species}
     model = export_onnx(
         ednn, out_path, channels=len(species), kind="tile" if net == "paper" else "dense",
         target="energy", target_unit="eV",
@@ -236,8 +241,6 @@ def _device_name(device: str) -> str:
 
 
 def _hash(ds: xr.Dataset) -> str:
-    from training.datasets import dataset_hash
-
     return dataset_hash(ds[["positions", "numbers", "cell", "energy"]])
 
 
@@ -274,12 +277,9 @@ def evaluate_atomistic(model: str, data: str, *, plot: str | None = None,
 
 def recipe_split(ds: xr.Dataset, model: str, split: str) -> np.ndarray:
     """Indices of one split (train/val/test) of the recipe that trained ``model`` on ``ds``."""
-    from ednn_dask.errors import ConfigError
-    from ednn_dask.model import TileModel
-
     if split not in SPLITS[1:]:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
-    provenance = TileModel.load(model).spec.provenance
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}.")
+    provenance = load_model(model).spec.provenance
     data_hash = _hash(ds)
     if provenance.get("data_hash") != data_hash:
         raise ConfigError(

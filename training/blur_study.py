@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ednn_dask.atomistic import reference_sum
-from ednn_dask.model import TileModel
-from ednn_dask.rasterize import channel_table, grid_shape, raster_window
+from ednn_dask.atoms.raster import cell_field
+from ednn_dask.atoms.references import reference_sum
+from ednn_dask.model import TileModel, load_model
 from training import reference
 
 
@@ -56,19 +56,15 @@ def blur_study(
     plot: str | None = None,
 ) -> dict[str, Any]:
     """Per-atom MAE against the reference with edge or centre blurred, for growing areas."""
-    tile_model = TileModel.load(model)
+    tile_model = load_model(model)
     spec = tile_model.spec
     tiling = spec.tiling
     ds = reference.load_reference(data)
     ds = ds.isel(structure=slice(max(0, ds.sizes["structure"] - n), None))  # the last n
     structures = reference.dataset_structures(ds)
-    raster, lut = spec.raster, channel_table(spec.raster["species"])
     tiles, offsets = [], []
     for s in structures:
-        shape = grid_shape(s.cell, spec.spacing)
-        field = raster_window(s, (0, shape[0]), (0, shape[1]), spec.spacing, raster["gamma"],
-                              raster["cutoff"], lut, n_channels=spec.channels)
-        t = np.moveaxis(tiling.tiles(field), 0, 2)  # (gy, gx, C, ty, tx)
+        t = np.moveaxis(tiling.tiles(cell_field(s, spec)), 0, 2)  # (gy, gx, C, ty, tx)
         tiles.append(np.ascontiguousarray(t).reshape(-1, *t.shape[2:]))
         offsets.append(reference_sum(s.species_counts(), spec.reference_energies))
     true, atoms = ds["energy"].values, ds["n_atoms"].values
@@ -96,9 +92,6 @@ def _score_tiles(model: TileModel, tiles: np.ndarray) -> float:
 
 
 def _plot(result: dict[str, Any], path: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fractions = [r["fraction"] for r in result["rows"]]

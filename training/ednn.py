@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ednn_dask.errors import ConfigError
 from ednn_dask.tiling import Tiling
 
 
@@ -83,7 +84,7 @@ class EDNN(nn.Module):
     def contributions(self, x: torch.Tensor, dense: bool | None = None) -> torch.Tensor:
         """Per-focus-block contributions ``(B, *grid)`` in target units."""
         if x.dim() != self.tiling.ndim + 2:
-            raise ValueError(
+            raise ConfigError(
                 f"EDNN expects (batch, channels, *spatial) with {self.tiling.ndim} spatial axes, "
                 f"got shape {tuple(x.shape)}."
             )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 import warnings
 from pathlib import Path
@@ -22,8 +21,9 @@ import torch
 from torch import nn
 
 import ednn_dask
-from ednn_dask.errors import OutputExistsError
-from ednn_dask.model import ModelSpec, TileModel
+from ednn_dask.errors import ConfigError, ModelFormatError
+from ednn_dask.model import ModelSpec, TileModel, write_metadata
+from ednn_dask.storage import atomic_output, refuse_existing
 from training.ednn import EDNN
 from training.precondition import baked
 
@@ -90,8 +90,7 @@ def export_onnx(
         Largest allowed |torch - onnxruntime| per raw contribution on the check inputs.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{str(path)!r} exists already; pass overwrite=True to replace it.")
+    refuse_existing(path, overwrite)
     ednn = baked(ednn)  # a whitened first layer becomes an ordinary convolution
     spec = spec_for(
         ednn, kind, channels, target=target, target_unit=target_unit, spacing=spacing,
@@ -107,15 +106,10 @@ def export_onnx(
         },
     )
     module, example = _export_form(ednn, kind, channels)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_output(path, overwrite=True) as tmp:
         _torch_export(module, example, tmp, dynamic_spatial=kind == "dense")
-        _write_metadata(tmp, spec)
-        model = TileModel.load(tmp)
-        verify(module, model, ednn, channels, atol=atol)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        write_metadata(tmp, spec, producer=("ednn-dask", ednn_dask.__version__))
+        verify(module, TileModel.load(tmp), ednn, channels, atol=atol)
     return TileModel.load(path)
 
 
@@ -128,7 +122,7 @@ def _export_form(ednn: EDNN, kind: str, channels: int):
         return net.to_dense(t.focus).eval(), torch.randn(1, channels, *shape)
     if kind == "tile":
         return _TileForm(net, t.ndim).eval(), torch.randn(2, channels, *t.tile)
-    raise ValueError(f"kind must be 'dense' or 'tile', got {kind!r}.")
+    raise ConfigError(f"kind must be 'dense' or 'tile', got {kind!r}.")
 
 
 def _torch_export(module: nn.Module, example: torch.Tensor, path: Path, dynamic_spatial: bool):
@@ -137,8 +131,6 @@ def _torch_export(module: nn.Module, example: torch.Tensor, path: Path, dynamic_
     if dynamic_spatial:
         dims.update({2 + i: torch.export.Dim(f"s{i}") for i in range(nd)})
     sink = io.StringIO()
-    # the exporter logs one line per torchvision op it cannot find; we use none
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -153,17 +145,6 @@ def _torch_export(module: nn.Module, example: torch.Tensor, path: Path, dynamic_
             external_data=False,
             verbose=False,
         )
-
-
-def _write_metadata(path: Path, spec: ModelSpec) -> None:
-    import onnx
-
-    proto = onnx.load(str(path))
-    for key, value in spec.to_metadata().items():
-        proto.metadata_props.add(key=key, value=value)
-    proto.producer_name = "ednn-dask"
-    proto.producer_version = ednn_dask.__version__
-    onnx.save(proto, str(path))
 
 
 @torch.no_grad()
@@ -183,7 +164,8 @@ def verify(module: nn.Module, model: TileModel, ednn: EDNN, channels: int, atol:
         got = got.reshape(x.shape[0], -1)
         worst = max(worst, float(np.abs(got - expected).max()))
     if worst > atol:
-        raise RuntimeError(
+        raise ModelFormatError(
             f"onnxruntime and torch disagree by {worst:.3g} (> {atol:g}) on the exported graph."
         )
     return worst
+

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ednn_dask.errors import ConfigError
+
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
@@ -108,9 +110,9 @@ class ValidCNN(nn.Module):
     ):
         super().__init__()
         if readout not in ("window", "mean"):
-            raise ValueError(f"readout must be 'window' or 'mean', not {readout!r}.")
+            raise ConfigError(f"readout must be 'window' or 'mean', not {readout!r}.")
         if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, "
+            raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, "
                              f"not {activation!r}.")
         act = ACTIVATIONS[activation]
         self.head_activation = act()
@@ -121,10 +123,10 @@ class ValidCNN(nn.Module):
         for c_out, kernel, step in trunk:
             stride *= step
             if any(f % stride for f in focus):
-                raise ValueError(f"cumulative stride {stride} does not divide the focus {focus}.")
+                raise ConfigError(f"cumulative stride {stride} does not divide the focus {focus}.")
             size = [(n - kernel) // step + 1 for n in size]
             if min(size) < 1:
-                raise ValueError(f"trunk {trunk!r} is deeper than the tile {tile} allows.")
+                raise ConfigError(f"trunk {trunk!r} is deeper than the tile {tile} allows.")
             layers += [CONV[ndim](c_in, c_out, kernel, step), act()]
             c_in = c_out
         self.trunk = nn.Sequential(*layers)
@@ -148,7 +150,7 @@ class ValidCNN(nn.Module):
 
     def dense_forward(self, padded: torch.Tensor, focus: Sequence[int]) -> torch.Tensor:
         if tuple(focus) != self.focus:
-            raise ValueError(f"net was built for focus {self.focus}, not {tuple(focus)}.")
+            raise ConfigError(f"net was built for focus {self.focus}, not {tuple(focus)}.")
         return self.forward(padded)
 
     def to_dense(self, focus: Sequence[int]) -> nn.Module:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ednn_dask.errors import ConfigError
 from training.ednn import EDNN
 from training.nets import CONV_FN
 
@@ -50,7 +51,8 @@ def first_conv(net: nn.Module) -> nn.modules.conv._ConvNd:
     for module in net.modules():
         if isinstance(module, nn.modules.conv._ConvNd):
             return module
-    raise ValueError(f"{type(net).__name__} has no convolution to whiten.")
+    raise ConfigError(f"{type(net).__name__} has no convolution to whiten; train without "
+                      "whitening (--no-whiten).")
 
 
 def _parent(root: nn.Module, target: nn.Module) -> tuple[nn.Module, str]:

@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from ednn_dask.errors import OutputExistsError
-from ednn_dask.inference import contributions
-from ednn_dask.model import TileModel
+from ednn_dask.errors import ConfigError
+from ednn_dask.storage import refuse_existing
 from training import datasets
-from training.train import TrainConfig, error_metrics, parity_plot
+from training.config import TrainConfig
+from training.ising import sample_ising
+from training.laplacian import laplacian_dataset
 
 # 2-D: binary 3x3 tiles have at most 512 distinct states, so full-batch training on the
 # distinct tiles (exact) is cheap. 3-D tiles have 2^27 states: mini-batches instead.
@@ -34,17 +35,32 @@ ISING_DEFAULTS = {
 # to ~0.1 % (1.28 % -> 0.107 % on fresh 100x100 images, 24 min for 300 steps)
 LAPLACIAN_DEFAULTS = {"L": 50, "n": 10000, "epochs": 15, "lbfgs_steps": 450,
                       "lbfgs_samples": 2048}
-# laplacian_images draws correlation lengths in [2, L/8] px: (2, 6.25) for the L=50 training set
-TRAIN_CORRELATION = (2.0, 50 / 8)
 
 
-def _workdir(out: Path, workdir: str | None) -> Path:
+DATA_DEFAULTS = {"ising": {"n": 5000, "L": 8}, "laplacian": {"n": 5000, "L": 100}}
+
+
+def make_dataset(
+    system: str, out: str, *, n: int | None = None, L: int | None = None, dim: int = 2,
+    seed: int = 0, near_critical: bool = False, overwrite: bool = False, progress: bool = True,
+) -> dict[str, Any]:
+    """Sample an Ising or Laplacian data set and store it as Zarr (``ednn-dask data``)."""
+    if system not in DATA_DEFAULTS:
+        raise ConfigError(f"system must be one of {sorted(DATA_DEFAULTS)}, got {system!r}.")
+    refuse_existing(out, overwrite)
+    n, L = n or DATA_DEFAULTS[system]["n"], L or DATA_DEFAULTS[system]["L"]
+    if system == "ising":
+        ds = sample_ising(n, L, dim=dim, seed=seed, near_critical=near_critical,
+                          progress=progress)
+    else:
+        ds = laplacian_dataset(n, L, seed=seed, progress=progress)
+    path = datasets.save_dataset(ds, out, overwrite=overwrite)
+    return {"store": str(path), "samples": n, "hash": datasets.dataset_hash(ds)}
+
+
+def run_dir(out: Path, workdir: str | None) -> Path:
+    """Where a run keeps its checkpoints and metrics: ``workdir``, default ``runs/<model stem>``."""
     return Path(workdir) if workdir else Path("runs") / out.stem
-
-
-def _refuse_existing(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{str(out)!r} exists already; pass --overwrite to replace it.")
 
 
 def _dataset(data: str | None, make, path: Path):
@@ -80,15 +96,15 @@ def train_ising(
     from training.train import fit
 
     out_path = Path(out)
-    _refuse_existing(out_path, overwrite)
+    refuse_existing(out_path, overwrite)
     defaults = ISING_DEFAULTS[dim]
     L, n, epochs = L or defaults["L"], n or defaults["n"], epochs or defaults["epochs"]
     lbfgs_steps = defaults["lbfgs_steps"] if lbfgs_steps is None else lbfgs_steps
-    work = _workdir(out_path, workdir)
+    work = run_dir(out_path, workdir)
     work.mkdir(parents=True, exist_ok=True)
     ds = _dataset(
         data,
-        lambda: datasets.sample_ising(n, L, dim=dim, temperatures=(0.5, 6.0), seed=seed,
+        lambda: sample_ising(n, L, dim=dim, temperatures=(0.5, 6.0), seed=seed,
                                       progress=progress),
         work / "data.zarr",
     )
@@ -148,14 +164,14 @@ def train_laplacian(
     from training.train import fit
 
     out_path = Path(out)
-    _refuse_existing(out_path, overwrite)
+    refuse_existing(out_path, overwrite)
     L = L or LAPLACIAN_DEFAULTS["L"]
     n, epochs = n or LAPLACIAN_DEFAULTS["n"], epochs or LAPLACIAN_DEFAULTS["epochs"]
     lbfgs_steps = LAPLACIAN_DEFAULTS["lbfgs_steps"] if lbfgs_steps is None else lbfgs_steps
     lbfgs_samples = lbfgs_samples or LAPLACIAN_DEFAULTS["lbfgs_samples"]
-    work = _workdir(out_path, workdir)
+    work = run_dir(out_path, workdir)
     work.mkdir(parents=True, exist_ok=True)
-    ds = _dataset(data, lambda: datasets.laplacian_dataset(n, L, seed=seed, progress=progress),
+    ds = _dataset(data, lambda: laplacian_dataset(n, L, seed=seed, progress=progress),
                   work / "data.zarr")
     x = ds["image"].values.astype(np.float32)[:, None]
     torch.manual_seed(seed)  # the initial weights: the same command trains the same model
@@ -175,104 +191,3 @@ def train_laplacian(
     )
     shutil.copy(work / "parity.png", out_path.with_suffix(".parity.png"))
     return metrics
-
-
-def score_samples(samples: np.ndarray, model: TileModel) -> np.ndarray:
-    """EDNN predictions (float64 sums) for a stack of in-memory samples, via onnxruntime."""
-    return np.array([contributions(s, model).sum(dtype=np.float64) for s in samples])
-
-
-def evaluate_ising(
-    model: str,
-    *,
-    L: int = 128,
-    n: int = 100,
-    near_critical: bool = True,
-    seed: int = 1234,
-    plot: str | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Score fresh Monte Carlo configurations (default: 128^d near Tc) against exact energies."""
-    m = TileModel.load(model)
-    dim = m.spec.ndim
-    ds = datasets.sample_ising(n, L, dim=dim, seed=seed, near_critical=near_critical,
-                               progress=progress)
-    predicted = score_samples(ds["spins"].values, m)
-    metrics = error_metrics(predicted, ds["energy"].values, L**dim)
-    if plot:
-        parity_plot(ds["energy"].values, predicted, plot, sites=L**dim, unit="J",
-                    title=f"Ising {L}^{dim}, {'near Tc' if near_critical else 'T in 1..5'}")
-    return {"model": str(model), "L": L, "n": n, "near_critical": near_critical, **metrics}
-
-
-def evaluate_laplacian(
-    model: str, *, L: int = 100, n: int = 200, seed: int = 1234, plot: str | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Score fresh smooth random images against the exact sum of |5-point Laplacian|."""
-    m = TileModel.load(model)
-    # the same local statistics as training: correlation lengths of the L=50 training images
-    images = datasets.laplacian_images(n, L, seed=seed, correlation_length=TRAIN_CORRELATION,
-                                       progress=progress)
-    target = datasets.laplacian_target(images)
-    predicted = score_samples(images, m)
-    metrics = error_metrics(predicted, target, L * L)
-    if plot:
-        parity_plot(target, predicted, plot, title=f"Laplacian {L}x{L}")
-    return {"model": str(model), "L": L, "n": n, **metrics}
-
-
-def demo_ising(
-    model: str | Path,
-    *,
-    size: int = 4096,
-    temperature: float = 2.8,
-    sweeps: int = 20,
-    scheduler: str | None = None,
-    chunks: int | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Sample a ``size x size`` Ising lattice, store it as a Zarr field and score it on a cluster.
-
-    Prints the dashboard link and a progress bar; returns the EDNN energy beside
-    the exact one and the throughput.
-    """
-    import tempfile
-    import time
-
-    from ednn_dask.cluster import dask_client
-    from ednn_dask.field import make_field, open_field, save_field
-    from ednn_dask.score import score
-
-    if not Path(model).is_file():
-        from ednn_dask.errors import StoreNotFoundError
-
-        raise StoreNotFoundError(
-            f"model {str(model)!r} not found; run from a checkout (models/ ships it) or pass "
-            f"--model, or train one with `ednn-dask train ising --out {model}`."
-        )
-    t0 = time.perf_counter()
-    ds = datasets.sample_ising(1, size, temperatures=temperature, sweeps=sweeps, seed=seed)
-    spins = ds["spins"].values[0]
-    exact = float(ds["energy"].values[0])
-    t_sample = time.perf_counter() - t0
-    with tempfile.TemporaryDirectory(prefix="ednn-demo-") as tmp:
-        path = save_field(make_field(spins, attrs={"temperature": temperature}, name="spins"),
-                          Path(tmp) / "ising.zarr", chunks={"y": 2048, "x": 2048})
-        with dask_client(scheduler) as client:
-            print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
-            result = score(open_field(path), model, client=client, chunks=chunks,
-                           keep_contributions=False, progress=True)
-    return {
-        "lattice": f"{size}x{size}",
-        "temperature": temperature,
-        "ednn_energy_J": result.energy,
-        "exact_energy_J": exact,
-        "error_per_spin_J": abs(result.energy - exact) / spins.size,
-        "relative_error": abs(result.energy - exact) / abs(exact),
-        "tiles": result.n_tiles,
-        "chunks": result.n_chunks,
-        "sample_seconds": t_sample,
-        "score_seconds": result.seconds["total"],
-        "spins_per_second": spins.size / result.seconds["compute"],
-    }

@@ -21,9 +21,10 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from ednn_dask.errors import FieldError, StoreNotFoundError
+from ednn_dask.atoms.structure import ELEMENTS, Structure
+from ednn_dask.compute import dask_client, progress_bar
+from ednn_dask.errors import ConfigError, OutputExistsError, StoreNotFoundError
 from ednn_dask.field import write_zarr_atomic
-from ednn_dask.structures import ELEMENTS, Structure
 
 BOHR = 0.529177210903  # Å (CODATA 2018, tblite's value)
 HARTREE = 27.211386245988  # eV
@@ -55,7 +56,7 @@ def structures_dataset(structures: Iterable[Structure], **attrs: object) -> xr.D
     """
     structures = list(structures)
     if not structures:
-        raise FieldError("no structures given.")
+        raise ConfigError("no structures given.")
     n_max = max(len(s) for s in structures)
     n = len(structures)
     positions = np.full((n, n_max, 3), np.nan, np.float32)
@@ -182,7 +183,7 @@ def compute_energies(
             future = client_.submit(_energy_task, s.positions, s.numbers, s.cell, s.pbc,
                                     replicas, pure=False)
             futures[future] = s.info["index"]
-        bar = _bar(len(futures), progress)
+        bar = progress_bar(len(futures), progress, "GFN1-xTB", "structure")
         for future in as_completed(futures):
             k = futures.pop(future)
             e, sec = future.result()
@@ -204,18 +205,10 @@ def _client(client: object):
 
     from distributed import Client
 
-    from ednn_dask.cluster import dask_client
-
     if isinstance(client, Client):
         return contextlib.nullcontext(client)
     # worker processes: the nanny sets OMP_NUM_THREADS=1, so tblite runs one thread each
     return dask_client(client, processes=True, threads_per_worker=1)
-
-
-def _bar(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="GFN1-xTB", unit="structure", disable=not enabled)
 
 
 def load_reference(path: str | os.PathLike, *, done_only: bool = True) -> xr.Dataset:
@@ -270,23 +263,22 @@ def build_reference_set(
     energy on the structure's n x n replica (per cell; see :func:`compute_energies`):
     about 40x the GFN1-xTB time of a 60-atom cell at n = 2.
     """
-    from ednn_dask.errors import OutputExistsError
-    from ednn_dask.structures import hexagonal_structures, porous_structures
+    from training.structure_sets import hexagonal_structures, porous_structures
 
     if system not in GENERATORS:
-        raise FieldError(f"system must be one of {sorted(GENERATORS)}, got {system!r}.")
+        raise ConfigError(f"system must be one of {sorted(GENERATORS)}, got {system!r}.")
     default_cells, default_n = GENERATORS[system]
     cells = tuple(cells or default_cells)
     params = {"generator": system, "n": n or default_n, "seed": seed, "cells": list(cells)}
     if max_vacancies is not None:  # only when set: stores made before it keep resuming
         if system != "hexagonal":
-            raise FieldError(f"max_vacancies applies to hexagonal sheets, not {system!r}.")
+            raise ConfigError(f"max_vacancies applies to hexagonal sheets, not {system!r}.")
         if max_vacancies < 0:
-            raise FieldError(f"max_vacancies must be >= 0, got {max_vacancies}.")
+            raise ConfigError(f"max_vacancies must be >= 0, got {max_vacancies}.")
         params["max_vacancies"] = max_vacancies
     if replicas != 1:  # likewise
         if replicas < 1:
-            raise FieldError(f"replicas must be >= 1, got {replicas}.")
+            raise ConfigError(f"replicas must be >= 1, got {replicas}.")
         params["replicas"] = replicas
     path = Path(out)
     if path.exists() and not overwrite:

@@ -11,7 +11,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,44 +20,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ednn_dask.errors import ConfigError
+from training.config import TrainConfig
 from training.ednn import EDNN
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of :func:`fit` (the paper's Table 1 uses Adam and MSE).
-
-    ``unique_tiles`` trains full-batch in float64 on the distinct tiles of the data
-    (:class:`TileCounts`, exact for discrete inputs such as spins); ``lbfgs_steps``
-    then polishes the Adam result with L-BFGS on the same full batch (or on the
-    first ``lbfgs_samples`` training samples), in float64 unless ``lbfgs_float64``
-    is off: float32 halves the time where the loss stays far above float32
-    round-off (the Laplacian, 2048 images). ``device``
-    (e.g. ``"cuda"``) is where the data and the net live while training; the
-    trained net is handed back on the CPU, so export and checkpoints do not
-    depend on it. ``augment``
-    (periodic samples only) rolls each mini-batch by a random whole number of
-    pixels and mirrors it at random: exact symmetries of a periodic field that
-    leave its total unchanged but move it against the focus grid.
-    """
-
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 1e-3
-    lr_final: float = 1e-6
-    seed: int = 0
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    patience: int = 40
-    threads: int | None = None
-    unique_tiles: bool = False
-    lbfgs_steps: int = 0
-    lbfgs_samples: int = 256
-    lbfgs_float64: bool = True
-    checkpoint_every: int = 1
-    augment: bool = False
-    device: str = "cpu"
-
+from training.metrics import error_metrics, parity_plot, split_indices
 
 LBFGS_CHUNK = 256  # samples per forward/backward of the full-batch L-BFGS loss
 
@@ -78,15 +43,6 @@ def keep_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_max = -1, -4
     return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
-
-
-def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int):
-    """Shuffled train/validation/test index arrays (deterministic for a seed)."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
-    if n - n_test - n_val < 1:
-        raise ValueError(f"{n} samples leave nothing to train on after the splits.")
-    return order[n_test + n_val :], order[n_test : n_test + n_val], order[:n_test]
 
 
 def fit(
@@ -111,7 +67,6 @@ def fit(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    keep_freed_memory()
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -124,7 +79,7 @@ def fit(
     per = torch.as_tensor(np.ones(len(y)) if atoms is None else np.asarray(atoms, np.float64))
     per = per.to(device)  # divides every error: 1 (per sample) or the atom count
     if config.augment and ednn.tiling.boundary != "periodic":
-        raise ValueError("augment rolls samples periodically; it needs a periodic boundary.")
+        raise ConfigError("augment rolls samples periodically; it needs a periodic boundary.")
     train, val, test = split_indices(len(x), config.val_fraction, config.test_fraction, config.seed)
     n_tiles = math.prod(ednn.tiling.grid(x.shape[2:]))
     _set_output_scaling(ednn, y[train], n_tiles)
@@ -349,41 +304,3 @@ def _mae(ednn: EDNN, x: torch.Tensor, y: torch.Tensor, per: torch.Tensor) -> flo
 
 def _errors(ednn: EDNN, x: torch.Tensor, y: torch.Tensor, sites: int) -> dict[str, float]:
     return error_metrics(predict(ednn, x), y.numpy(), sites)
-
-
-def error_metrics(predicted: np.ndarray, true: np.ndarray, sites: int) -> dict[str, float]:
-    """MAE, median AE, RMSE and relative MAE, in total and per site."""
-    err = np.asarray(predicted, float) - np.asarray(true, float)
-    return {
-        "mae": float(np.abs(err).mean()),
-        "median_ae": float(np.median(np.abs(err))),
-        "rmse": float(np.sqrt((err**2).mean())),
-        "mae_per_site": float(np.abs(err).mean() / sites),
-        "median_ae_per_site": float(np.median(np.abs(err)) / sites),
-        "relative_mae": float(np.abs(err).mean() / np.abs(true).mean()),
-        "max_ae": float(np.abs(err).max()),
-        "n": int(err.size),
-    }
-
-
-def parity_plot(true, predicted, path, *, sites: int = 1, unit: str = "", title: str = "") -> Path:
-    """Predicted vs true (per site) and the error, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    true, predicted = np.asarray(true) / sites, np.asarray(predicted) / sites
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4), constrained_layout=True)
-    lo, hi = float(min(true.min(), predicted.min())), float(max(true.max(), predicted.max()))
-    ax1.plot([lo, hi], [lo, hi], color="0.6", lw=1)
-    ax1.scatter(true, predicted, s=4, alpha=0.6)
-    per = " per site" if sites > 1 else ""
-    ax1.set(xlabel=f"true{per} {unit}", ylabel=f"EDNN{per} {unit}", title=title or "parity")
-    ax2.scatter(true, predicted - true, s=4, alpha=0.6)
-    ax2.axhline(0, color="0.6", lw=1)
-    ax2.set(xlabel=f"true{per} {unit}", ylabel=f"error{per} {unit}",
-            title=f"MAE{per} = {np.abs(predicted - true).mean():.3g}")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)

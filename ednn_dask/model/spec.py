@@ -1,4 +1,4 @@
-"""The ONNX tile model: its metadata (:class:`ModelSpec`) and its execution (:class:`TileModel`).
+"""The ednn model metadata: :class:`ModelSpec`, how it is stored in ONNX, read and written.
 
 An ednn tile model is an ONNX graph with one input and one output:
 
@@ -15,19 +15,15 @@ the graph and ``contribution = raw * output_scale + output_offset`` after it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import threading
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
-from ednn_dask.errors import ModelFormatError, StoreNotFoundError
+from ednn_dask.errors import ModelFormatError
+from ednn_dask.storage import atomic_output
 from ednn_dask.tiling import Boundary, Tiling, coerce_axes, coerce_boundary
 
 FORMAT_VERSION = 1
@@ -245,182 +241,18 @@ def _strict_int(value: Any) -> int:
     return value
 
 
-# One InferenceSession per (model, thread count) per process: sessions cannot be
-# pickled, so every worker process builds its own the first time it needs one.
-_SESSIONS: dict[tuple[str, int], Any] = {}
-_SESSIONS_LOCK = threading.Lock()
+def write_metadata(
+    path: str | os.PathLike,
+    spec: ModelSpec,
+    out: str | os.PathLike | None = None,
+    *,
+    producer: tuple[str, str] | None = None,
+) -> Path:
+    """Write ``spec`` into the ONNX file at ``path`` as ednn metadata (needs the ``onnx`` package).
 
-
-class TileModel:
-    """An ONNX tile model with validated metadata; cheap to pickle, lazy to run.
-
-    Pickling carries the ONNX bytes and the spec, never an ``InferenceSession``;
-    a process builds its session on first use and reuses it for every chunk.
-    """
-
-    def __init__(self, onnx_bytes: bytes, spec: ModelSpec, path: str | None = None):
-        self.onnx_bytes = onnx_bytes
-        self.spec = spec
-        self.path = path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> TileModel:
-        """Read an ONNX file, validate its ednn metadata and its input/output signature."""
-        path = Path(path)
-        if not path.is_file():
-            raise StoreNotFoundError(f"model file {str(path)!r} does not exist.")
-        data = path.read_bytes()
-        if b"location" in data:  # cheap pre-check: external data names a "location"
-            data = _with_external_data_inlined(data, path)
-        props = _read_metadata(data, path)
-        model = cls(data, ModelSpec.from_metadata(props), str(path))
-        model._check_signature()
-        return model
-
-    def __reduce__(self):
-        return (TileModel, (self.onnx_bytes, self.spec, self.path))
-
-    def __repr__(self) -> str:
-        s = self.spec
-        return (
-            f"TileModel({self.name!r}, kind={s.kind!r}, focus={s.focus}, context={s.context}, "
-            f"boundary={s.boundary!r}, target={s.target!r} [{s.target_unit}])"
-        )
-
-    @property
-    def name(self) -> str:
-        return Path(self.path).name if self.path else self.sha256[:12]
-
-    @cached_property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.onnx_bytes).hexdigest()
-
-    def session(self, threads: int = 1):
-        """This process's ``InferenceSession`` with ``threads`` intra-op threads."""
-        key = (self.sha256, threads)
-        session = _SESSIONS.get(key)
-        if session is None:
-            with _SESSIONS_LOCK:
-                session = _SESSIONS.get(key)
-                if session is None:
-                    session = _SESSIONS[key] = _make_session(self.onnx_bytes, threads)
-        return session
-
-    def run(self, batch: np.ndarray, threads: int = 1) -> np.ndarray:
-        """Contributions (float32, output scaling applied) for a batch ``(N, C, *spatial)``.
-
-        ``batch`` must already carry the input scaling (see :meth:`scale_input`).
-        Returns ``(N, *grid)``.
-        """
-        session = self.session(threads)
-        raw = session.run(None, {session.get_inputs()[0].name: batch})[0]
-        n = batch.shape[0]
-        grid = tuple(
-            (s - 2 * c) // f
-            for s, f, c in zip(batch.shape[2:], self.spec.focus, self.spec.context, strict=True)
-        )
-        if raw.size != n * math.prod(grid):
-            raise ModelFormatError(
-                f"model {self.name!r} returned an output of shape {raw.shape!r} for an input of "
-                f"shape {batch.shape!r}; expected {(n, 1, *grid)!r} (one value per focus block)."
-            )
-        out = raw.reshape(n, *grid)
-        if self.spec.output_scale != 1.0 or self.spec.output_offset != 0.0:
-            out = out * np.float32(self.spec.output_scale) + np.float32(self.spec.output_offset)
-        return out
-
-    def scale_input(self, block: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """float32 copy of ``block`` with the model's input scaling applied (into ``out``)."""
-        if out is None:
-            out = np.array(block, dtype=np.float32, copy=True)
-        else:
-            np.copyto(out, block, casting="same_kind")
-        if self.spec.input_offset != 0.0:
-            out -= np.float32(self.spec.input_offset)
-        if self.spec.input_scale != 1.0:
-            out *= np.float32(self.spec.input_scale)
-        return out
-
-    def _check_signature(self) -> None:
-        session = self.session(1)
-        inputs, outputs = session.get_inputs(), session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelFormatError(
-                f"a tile model has one input and one output; {self.name!r} has {len(inputs)} "
-                f"inputs and {len(outputs)} outputs."
-            )
-        shape = inputs[0].shape
-        if len(shape) != 2 + self.spec.ndim:
-            raise ModelFormatError(
-                f"model input {inputs[0].name!r} has shape {shape!r}; a {self.spec.ndim}-d tile "
-                f"model takes (N, C, {', '.join(self.spec.spatial_dims)})."
-            )
-        if isinstance(shape[1], int) and shape[1] != self.spec.channels:
-            raise ModelFormatError(
-                f"model input has {shape[1]} channels but ednn.channels says {self.spec.channels}."
-            )
-        if inputs[0].type != "tensor(float)":
-            raise ModelFormatError(f"model input must be float32, got {inputs[0].type}.")
-
-
-def _make_session(onnx_bytes: bytes, threads: int):
-    import onnxruntime as ort  # imported here: importing ednn_dask stays cheap
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-
-
-def _with_external_data_inlined(data: bytes, path: Path) -> bytes:
-    """One self-contained blob: weights kept beside the model are read in (from its folder only).
-
-    Workers receive the model as bytes and may not share this file system, so
-    external weights are embedded here; a reference outside the model's folder
-    (``../``, an absolute path) is refused rather than read.
-    """
-    try:
-        import onnx
-        from onnx.external_data_helper import _get_all_tensors, uses_external_data
-    except ImportError:
-        return data  # onnxruntime then refuses external data loaded from bytes, with its reason
-    try:
-        model = onnx.load_from_string(data)
-    except Exception:
-        return data  # not ONNX: _read_metadata says so
-    external = [t for t in _get_all_tensors(model) if uses_external_data(t)]
-    if not external:
-        return data
-    folder = path.resolve().parent
-    for tensor in external:
-        location = next(e.value for e in tensor.external_data if e.key == "location")
-        target = (folder / location).resolve()
-        if not target.is_relative_to(folder) or not target.is_file():
-            raise ModelFormatError(
-                f"model {path.name!r} keeps tensor {tensor.name!r} in {location!r}, which is "
-                f"{'outside the model folder' if not target.is_relative_to(folder) else 'missing'}"
-                f"; external weights must be files in {str(folder)!r}. Refusing to read it."
-            )
-    onnx.external_data_helper.load_external_data_for_model(model, str(folder))
-    return model.SerializeToString()
-
-
-def _read_metadata(data: bytes, path: Path) -> dict[str, str]:
-    try:
-        session = _make_session(data, 1)
-    except Exception as err:  # onnxruntime raises several types for "not a model"
-        raise ModelFormatError(
-            f"{str(path)!r} is not a loadable ONNX model ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200]})."
-        ) from None
-    return dict(session.get_modelmeta().custom_metadata_map)
-
-
-def write_metadata(path: str | os.PathLike, spec: ModelSpec, out: str | os.PathLike | None = None):
-    """Add ednn metadata to an ONNX file made elsewhere (needs the ``onnx`` package).
-
-    Writes to ``out`` (default: in place, through a temporary file and a rename).
+    Existing ``ednn.*`` keys are replaced, other metadata kept. Writes to ``out``
+    (default: in place) through a temporary file and a rename. ``producer``
+    (name, version) sets the ONNX producer fields.
     """
     import onnx
 
@@ -430,8 +262,9 @@ def write_metadata(path: str | os.PathLike, spec: ModelSpec, out: str | os.PathL
     model.metadata_props.extend(keep)
     for key, value in spec.to_metadata().items():
         model.metadata_props.add(key=key, value=value)
+    if producer:
+        model.producer_name, model.producer_version = producer
     target = Path(out or path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, target)
+    with atomic_output(target, overwrite=True) as tmp:
+        onnx.save(model, str(tmp))
     return target

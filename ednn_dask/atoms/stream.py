@@ -13,14 +13,10 @@ halo is rasterized twice instead of copied.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dask
@@ -28,15 +24,15 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ednn_dask.errors import GeometryError, ModelFormatError, OutputExistsError, StructureError
+from ednn_dask.atoms.raster import channel_table, grid_shape, stamp_window, window_atoms
+from ednn_dask.atoms.references import model_elements, reference_sum, require_atomistic
+from ednn_dask.atoms.structure import as_source
+from ednn_dask.compute import active_client, compute
+from ednn_dask.defaults import CHUNK_PIXELS, MAP_PIXELS
+from ednn_dask.errors import GeometryError, StructureError
 from ednn_dask.inference import Method, block_contributions, resolve_method
-from ednn_dask.model import TileModel
-from ednn_dask.rasterize import channel_table, grid_shape, stamp_window, window_atoms
-from ednn_dask.score import _active_client, _compute, load_model
-from ednn_dask.structures import SYMBOLS
-
-DEFAULT_CHUNK_PIXELS = 2048  # per axis: dask's per-task overhead stays below a few %
-MAP_PIXELS = 1024  # the downsampled energy-density map is at most this wide
+from ednn_dask.model import TileModel, load_model
+from ednn_dask.tiling import Tiling, check_chunk_count
 
 
 @dataclass
@@ -105,20 +101,17 @@ def score_atoms(
     map_pixels : int
         The energy-density map is summed into at most this many pixels per axis.
     """
-    from ednn_dask.atomistic import _require_atomistic, reference_sum
-    from ednn_dask.rasterize import as_source
-
     t0 = time.perf_counter()
     model = load_model(model)
-    _require_atomistic(model)
+    require_atomistic(model)
     source = as_source(atoms)
     spec = model.spec
     shape = grid_shape(source.cell, spec.spacing)
     _check_geometry(source, shape, spec.focus)
-    elements = _elements(spec)
+    elements = model_elements(spec)
     blocks = tuple(n // f for n, f in zip(shape, spec.focus, strict=True))
     if chunks is None:
-        cores, memory_per_core = _machine(client or _active_client())
+        cores, memory_per_core = _machine(client or active_client())
         chunks = default_window(model, shape, cores=cores, memory_per_core=memory_per_core)
     step = _chunk_blocks(chunks, spec.focus, blocks)
     template = da.empty((1 + len(elements), *blocks),
@@ -133,7 +126,7 @@ def score_atoms(
     factor = max(1, math.ceil(max(blocks) / map_pixels))
     coarse = da.coarsen(np.sum, _pad_to(planes, factor), {1: factor, 2: factor})
     t1 = time.perf_counter()
-    (coarse,) = _compute((coarse,), client, progress)
+    (coarse,) = compute((coarse,), client, progress)
     totals = coarse.sum(axis=(1, 2))
     t2 = time.perf_counter()
     counts = {z: int(round(n)) for z, n in zip(elements, totals[1:], strict=True) if n}
@@ -161,26 +154,19 @@ def _check_geometry(source: Any, shape: tuple[int, int], focus: tuple[int, ...])
         )
 
 
-def _elements(spec: Any) -> list[int]:
-    if spec.raster["species"]:
-        return [int(z) for z in spec.raster["species"]]
-    if spec.reference_energies:
-        return [SYMBOLS[s] for s in spec.reference_energies]
-    raise ModelFormatError("score_atoms counts atoms per element: the model must name its "
-                           "elements in ednn.raster.species or ednn.reference_energies.")
-
-
 def _chunk_blocks(chunks: int | None, focus: tuple[int, ...], blocks: tuple[int, ...]):
     """Focus blocks per window and axis: at most ``chunks`` px, the windows of an axis even.
 
     Even windows keep the cores equally busy: 5120 px cut at 4096 would leave one
     core on a 4096-px window while the other finishes a 1024-px one.
     """
-    target = chunks or DEFAULT_CHUNK_PIXELS
+    target = chunks or CHUNK_PIXELS[2]
     steps = []
     for f, n in zip(focus, blocks, strict=True):
         pieces = math.ceil(n / max(1, target // f))
         steps.append(math.ceil(n / pieces))
+    windows = [[s * f] * math.ceil(n / s) for s, f, n in zip(steps, focus, blocks, strict=True)]
+    check_chunk_count(windows, Tiling(focus, (0,) * len(focus)))
     return tuple(steps)
 
 
@@ -189,7 +175,7 @@ def default_window(
 ) -> int:
     """Window side (px) for a sheet of ``shape`` px, from the model and the machine.
 
-    At least :data:`DEFAULT_CHUNK_PIXELS` where memory allows (the measured point
+    At least :data:`~ednn_dask.defaults.CHUNK_PIXELS` where memory allows (the measured point
     where dask's per-task overhead is a few %), 4096 where a core has memory to
     spare (less halo recomputed); halved while a window's buffers (float64 stamp,
     float32 input and its scaled copy: 16 B per pixel and channel) would take more
@@ -203,7 +189,7 @@ def default_window(
         padded = (side + 2 * max(spec.context)) ** 2
         return 16 * spec.channels * padded <= memory_per_core / 16
 
-    side = DEFAULT_CHUNK_PIXELS
+    side = CHUNK_PIXELS[2]
     if fits(2 * side):
         side *= 2
     windows = math.prod(math.ceil(n / side) for n in shape)
@@ -278,52 +264,3 @@ def _density_map(coarse: np.ndarray, factor: int, spec: Any, shape: tuple[int, i
         attrs={"pixel_area_A2": sy * sx, "blocks_per_pixel": factor,
                "field_pixels": list(shape), "model_spacing": list(spec.spacing)},
     )
-
-
-def write_sheet_outputs(
-    result: AtomsScore, out: str | os.PathLike, summary: dict[str, Any], *,
-    overwrite: bool = False,
-) -> Path:
-    """Write ``result.json``, ``density.zarr`` and ``density.png`` into the folder ``out``.
-
-    The folder is assembled under a temporary name and renamed when complete.
-    The PNG needs matplotlib (the ``notebooks`` or ``train`` extra); without it
-    the folder holds the other two.
-    """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{str(out)!r} exists already; pass --overwrite to replace it.")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        (tmp / "result.json").write_text(json.dumps(summary, indent=2, default=str))
-        result.density.to_zarr(tmp / "density.zarr", zarr_format=3, consolidated=False)
-        with contextlib.suppress(ImportError):
-            plot_density(result.density, tmp / "density.png",
-                         title=f"{result.n_atoms:,} atoms, E = {result.energy:.6g} eV")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def plot_density(density: xr.Dataset, path: str | os.PathLike, title: str = "") -> None:
-    """The EDNN energy density (meV/Å², contributions per area) as an image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    per_area = density["contribution"] / density.attrs["pixel_area_A2"] * 1e3
-    nm = {"x": density["x"] / 10, "y": density["y"] / 10}
-    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=120)
-    image = ax.pcolormesh(nm["x"], nm["y"], per_area, cmap="magma", shading="auto",
-                          rasterized=True)
-    fig.colorbar(image, ax=ax, label="EDNN energy density (meV/Å²)")
-    ax.set(xlabel="x (nm)", ylabel="y (nm)", aspect="equal", title=title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

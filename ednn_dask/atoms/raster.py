@@ -8,13 +8,9 @@ With ``species`` the field has one channel per element instead of the sum
 (channel ``s`` holds ``Z_s exp(...)`` of the atoms of that element, so the
 channels add up to the summed field).
 
-A *source* of atoms is anything with a rectangular ``cell`` (rows, Å), a ``pbc``
-and ``atoms_in_box(x0, x1, y0, y1) -> (xy, numbers)`` that returns the atoms
-(periodic images included) whose position lies in the box: a
-:class:`~ednn_dask.structures.Structure`, a
-:class:`~ednn_dask.structures.PorousSheet`, or an
-:class:`~ednn_dask.atoms_table.AtomsTable` on disk. Each chunk asks its source
-only for the atoms within its extent plus the cutoff.
+Atoms come from a *source* (:mod:`ednn_dask.atoms.structure`); each chunk asks
+its source only for the atoms within its extent plus the cutoff.
+:func:`cell_field` rasterizes a whole cell in memory as a model expects it.
 """
 
 from __future__ import annotations
@@ -28,17 +24,10 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .errors import StructureError
-from .field import CHANNEL_DIM, make_field
-from .structures import Structure
-
-DEFAULT_GAMMA = 0.2
-"""Gaussian width γ in Å (the paper's value)."""
-
-CUTOFF_GAMMAS = 5.0
-"""Default cutoff in units of γ."""
-
-DEFAULT_CHUNK = 2048
+from ednn_dask.atoms.structure import as_source
+from ednn_dask.defaults import CHANNEL_DIM, CHUNK_PIXELS, CUTOFF_GAMMAS, GAMMA
+from ednn_dask.errors import StructureError
+from ednn_dask.field import make_field
 
 
 def _stamp_kernel():
@@ -139,18 +128,6 @@ def stamp_numpy(
     return out
 
 
-def as_source(obj: Any) -> Any:
-    """An ``ase.Atoms`` becomes a :class:`Structure`; sources pass through."""
-    if hasattr(obj, "atoms_in_box"):
-        return obj
-    if hasattr(obj, "get_positions") and hasattr(obj, "get_cell"):
-        return Structure.from_ase(obj)
-    raise StructureError(
-        f"cannot rasterize a {type(obj).__name__}: pass an ase.Atoms, an ednn_dask Structure, "
-        f"a PorousSheet or an AtomsTable."
-    )
-
-
 def grid_shape(cell: np.ndarray, spacing: Sequence[float]) -> tuple[int, int]:
     """Pixels (ny, nx) of a rectangular cell; the cell must hold a whole number of pixels."""
     cell = np.asarray(cell, dtype=float)
@@ -177,7 +154,7 @@ def rasterize(
     atoms: Any,
     spacing: float | Sequence[float],
     *,
-    gamma: float = DEFAULT_GAMMA,
+    gamma: float = GAMMA,
     cutoff: float | None = None,
     species: Sequence[int] | None = None,
     chunks: int | Sequence[int] | None = None,
@@ -197,7 +174,7 @@ def rasterize(
     species : sequence of int, optional
         Atomic numbers: one channel per element (in this order) instead of the sum.
     chunks : int or (cy, cx), optional
-        Chunk shape in pixels (default 2048 per axis).
+        Chunk shape in pixels (default :data:`~ednn_dask.defaults.CHUNK_PIXELS`).
 
     Returns
     -------
@@ -211,7 +188,7 @@ def rasterize(
     if gamma <= 0 or cutoff < 0:
         raise StructureError(f"gamma must be > 0 and cutoff >= 0, got {gamma} and {cutoff}.")
     shape = grid_shape(source.cell, spacing_t)
-    chunks_t = tuple(int(c) for c in np.broadcast_to(chunks or DEFAULT_CHUNK, (2,)))
+    chunks_t = tuple(int(c) for c in np.broadcast_to(chunks or CHUNK_PIXELS[2], (2,)))
     n_channels = len(species) if species else 1
     lut = channel_table(species)
     src = dask.delayed(source, pure=True)
@@ -337,3 +314,16 @@ def stamp_window(
     out = np.zeros((n_channels, r1 - r0, c1 - c0), dtype)
     stamp(out, xy - [c0 * sx, r0 * sy], numbers.astype(np.float64), channel, spacing, gamma, cutoff)
     return out
+
+
+def cell_field(source: Any, spec: Any, dtype: Any = np.float32) -> np.ndarray:
+    """The whole cell of ``source`` as the input of an atomistic model, ``(C, ny, nx)`` in memory.
+
+    ``spec`` is the model's :class:`~ednn_dask.model.ModelSpec` (its spacing and
+    ``raster``: gamma, cutoff, species).
+    """
+    shape = grid_shape(source.cell, spec.spacing)
+    raster = spec.raster
+    return raster_window(source, (0, shape[0]), (0, shape[1]), spec.spacing, raster["gamma"],
+                         raster["cutoff"], channel_table(raster["species"]),
+                         n_channels=spec.channels, dtype=dtype)

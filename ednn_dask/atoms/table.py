@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
-from .errors import OutputExistsError, StoreNotFoundError, StructureError
+from ednn_dask.errors import StoreNotFoundError, StructureError
+from ednn_dask.storage import atomic_output
 
 FORMAT = "ednn-atoms-table/1"
 
@@ -94,22 +94,17 @@ def write_atoms_table(
     Only one strip of ``bin`` Å (all x) is in memory at a time, so sheets far
     larger than memory can be written.
     """
-    target = Path(path)
-    if target.exists() and not overwrite:
-        raise OutputExistsError(f"{str(target)!r} exists; pass overwrite=True to replace it.")
     cell = np.asarray(source.cell, dtype=float)
     lx, ly = cell[0, 0], cell[1, 1]
     if bin <= 0:
         raise StructureError(f"bin must be a positive length in Å, got {bin}.")
     nbx, nby = math.ceil(lx / bin), math.ceil(ly / bin)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    group = zarr.open_group(tmp, mode="w", zarr_format=3)
-    rows = 2**20  # 16 MiB chunks of positions
-    xy_arr = group.create_array("xy", shape=(0, 2), chunks=(rows, 2), dtype="float64")
-    z_arr = group.create_array("numbers", shape=(0,), chunks=(rows,), dtype="uint8")
-    offsets, counts, n = [0], {}, 0
-    try:
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        group = zarr.open_group(tmp, mode="w", zarr_format=3)
+        rows = 2**20  # 16 MiB chunks of positions
+        xy_arr = group.create_array("xy", shape=(0, 2), chunks=(rows, 2), dtype="float64")
+        z_arr = group.create_array("numbers", shape=(0,), chunks=(rows,), dtype="uint8")
+        offsets, counts, n = [0], {}, 0
         for by in range(nby):
             xy, numbers = source.atoms_in_box(0.0, lx, by * bin, min((by + 1) * bin, ly))
             bx = np.minimum((xy[:, 0] // bin).astype(np.int64), nbx - 1)
@@ -127,10 +122,4 @@ def write_atoms_table(
             "bin": bin, "bins": [nby, nbx], "n_atoms": n,
             "species_counts": {str(z): c for z, c in sorted(counts.items())},
         })
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-    return AtomsTable(target)
+    return AtomsTable(path)

@@ -1,0 +1,97 @@
+"""Where work runs: a client (local cluster or a scheduler address) and computing on it.
+
+The default cluster is an in-process ``distributed.LocalCluster``; a scheduler
+address sends the same work to a real cluster. :func:`compute` runs dask
+collections on a given client, the active one, or dask's threaded scheduler,
+with a progress bar on request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import dask
+
+
+@contextlib.contextmanager
+def dask_client(
+    scheduler: str | None = None,
+    *,
+    n_workers: int | None = None,
+    threads_per_worker: int | None = None,
+    processes: bool = False,
+) -> Iterator:
+    """A ``distributed.Client``: to ``scheduler`` (``tcp://host:port``) or to a new LocalCluster.
+
+    The default LocalCluster runs in this process (``processes=False``): one
+    worker with one thread per core, no data transfer, and the dashboard on a
+    free port. ``processes=True`` starts separate worker processes instead.
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    cores = os.cpu_count() or 1
+    if processes:
+        n_workers = n_workers or cores
+        threads_per_worker = threads_per_worker or 1
+    else:
+        n_workers = n_workers or 1
+        threads_per_worker = threads_per_worker or cores
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=processes,
+            # the HTTP server binds even without a dashboard: a free port, never 8787
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def active_client() -> Any:
+    """The ``distributed.Client`` this process uses by default, or ``None``."""
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def compute(targets: Sequence[Any], client: Any = None, progress: bool = False) -> tuple:
+    """Compute dask collections on ``client``, the active client, or dask's threads.
+
+    ``progress`` shows distributed's progress bar with a client, dask's otherwise.
+    """
+    if client is not None:
+        futures = client.compute(list(targets))
+        if progress:
+            from distributed import progress as show_progress
+
+            show_progress(futures)
+            # the scheduler's progress feed polls every 100 ms; let it see the closed bar
+            # before a cluster shutdown cancels it (and logs a CancelledError)
+            time.sleep(0.3)
+        return tuple(client.gather(futures))
+    if progress and active_client() is None:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            return dask.compute(*targets)
+    return dask.compute(*targets)
+
+
+def progress_bar(total: int, enabled: bool = True, desc: str = "", unit: str = "it") -> Any:
+    """A tqdm progress bar, or a silent stand-in with the same interface when not ``enabled``."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled)

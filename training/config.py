@@ -1,0 +1,41 @@
+"""Hyper-parameters of a training run (plain data: importing this needs no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`fit` (the paper's Table 1 uses Adam and MSE).
+
+    ``unique_tiles`` trains full-batch in float64 on the distinct tiles of the data
+    (:class:`TileCounts`, exact for discrete inputs such as spins); ``lbfgs_steps``
+    then polishes the Adam result with L-BFGS on the same full batch (or on the
+    first ``lbfgs_samples`` training samples), in float64 unless ``lbfgs_float64``
+    is off: float32 halves the time where the loss stays far above float32
+    round-off (the Laplacian, 2048 images). ``device``
+    (e.g. ``"cuda"``) is where the data and the net live while training; the
+    trained net is handed back on the CPU, so export and checkpoints do not
+    depend on it. ``augment``
+    (periodic samples only) rolls each mini-batch by a random whole number of
+    pixels and mirrors it at random: exact symmetries of a periodic field that
+    leave its total unchanged but move it against the focus grid.
+    """
+
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 1e-3
+    lr_final: float = 1e-6
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    patience: int = 40
+    threads: int | None = None
+    unique_tiles: bool = False
+    lbfgs_steps: int = 0
+    lbfgs_samples: int = 256
+    lbfgs_float64: bool = True
+    checkpoint_every: int = 1
+    augment: bool = False
+    device: str = "cpu"
