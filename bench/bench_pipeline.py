@@ -1,6 +1,7 @@
 """Dask pipeline vs raw onnxruntime vs a torch-eager EDNN, on the same field and weights.
 
     python bench/bench_pipeline.py [--system ising|laplacian|atomistic] [--size 4096] [--repeats 3]
+                                   [--json-out bench/results/pipeline-SYSTEM.json]
 
 One randomly initialised tile net of the shipped architecture is exported to
 ONNX; then, in this one process and on the same field:
@@ -11,7 +12,9 @@ ONNX; then, in this one process and on the same field:
   scheduler and on an in-process ``distributed.LocalCluster`` (1 worker, 2 threads);
 - the torch EDNN module, eager, tile path (unfold -> tile net -> sum), 2 threads.
 
-Prints a table (median of ``--repeats``) and one JSON line with the ratios.
+Prints a table (median of ``--repeats``) and one JSON line with the ratios, and writes
+that JSON with the machine and the date to ``--json-out`` (the docs' benchmarks page
+is generated from it).
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from record import RESULTS, write_result
 
 
 def build(system: str, tmp: Path):
@@ -116,6 +121,8 @@ def main(argv=None):
     parser.add_argument("--system", choices=["ising", "laplacian", "atomistic"], default="ising")
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json-out", help="where the JSON summary is written "
+                        "(default bench/results/pipeline-SYSTEM.json)")
     args = parser.parse_args(argv)
 
     import dask
@@ -158,8 +165,11 @@ def main(argv=None):
         "fraction_of_raw_ort_threaded": base_t / rows["ednn-dask, threaded"][0],
         "fraction_of_raw_ort_localcluster": base_t / rows["ednn-dask, LocalCluster"][0],
         "speedup_vs_torch_eager": rows["torch eager EDNN"][0] / rows["ednn-dask, threaded"][0],
+        "focus": f, "context": c, "kind": model.spec.kind, "repeats": args.repeats,
     }
     print(json.dumps(summary))
+    write_result(summary, args.json_out or RESULTS / f"pipeline-{args.system}.json",
+                 sys.argv if argv is None else [sys.argv[0], *argv])
     return summary
 
 

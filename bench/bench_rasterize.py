@@ -1,6 +1,7 @@
 """Rasterization speed: numba kernel vs the per-atom numpy stamp, same atoms, same run.
 
     python bench/bench_rasterize.py [--cells 400 240] [--spacing 0.1] [--repeats 3]
+                                    [--json-out bench/results/rasterize.json]
 
 A porous-graphene sheet (``--cells`` rectangular cells, 10 % porosity) is
 generated once; then, in this process, on one core:
@@ -13,7 +14,9 @@ generated once; then, in this process, on one core:
 - the whole dask pipeline (``rasterize(...).sum()``, threaded, 2048² chunks,
   each chunk fetching its atoms plus the cutoff), atoms/s over all cores.
 
-Prints a table (median of ``--repeats``) and one JSON line with the ratio.
+Prints a table (median of ``--repeats``) and one JSON line with the ratio, and writes
+that JSON with the machine and the date to ``--json-out`` (the docs' benchmarks page
+is generated from it).
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import numpy as np
+from record import RESULTS, write_result
 
 
 def timed(fn, repeats: int) -> float:
@@ -45,6 +50,8 @@ def main() -> None:
     parser.add_argument("--spacing", type=float, default=0.1)
     parser.add_argument("--numpy-atoms", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json-out", default=str(RESULTS / "rasterize.json"),
+                        help="where the JSON summary is written (default %(default)s)")
     args = parser.parse_args()
 
     sheet = PorousSheet(tuple(args.cells), porosity=0.1, seed=0)
@@ -76,6 +83,10 @@ def main() -> None:
         "numba_equals_numpy": equal,
         "dask_pipeline_atoms_per_s": len(xy) / t_dask,
         "cores": os.cpu_count(),
+        "cells": list(args.cells),
+        "spacing": args.spacing,
+        "numpy_atoms": k,
+        "repeats": args.repeats,
     }
     print(f"{'method':<34}{'atoms/s':>14}")
     print(f"{'numba kernel, 1 core':<34}{result['numba_atoms_per_s_core']:>14,.0f}")
@@ -84,6 +95,7 @@ def main() -> None:
     print(f"numba / numpy = {result['ratio_numba_over_numpy']:.1f}x, equal: {equal}; "
           f"{len(xy):,} atoms on {shape[1]}x{shape[2]} px")
     print(json.dumps(result))
+    write_result(result, args.json_out, sys.argv)
 
 
 if __name__ == "__main__":

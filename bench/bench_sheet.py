@@ -1,6 +1,7 @@
 """Micron scale: atoms -> energy of porous graphene sheets, 1e5 to 3.5e7 atoms, one machine.
 
     python bench/bench_sheet.py [--model M] [--sides 550A 1000A 2000A 4000A 1um]
+                                [--json-out bench/results/sheet.json]
 
 Each sheet side runs in a fresh subprocess (``--one``) so its peak memory
 (``ru_maxrss`` of the process: the in-process LocalCluster's workers are
@@ -18,7 +19,9 @@ sum, on a LocalCluster with one thread per core. In the same run, for reference:
   (``ednn_dask.energy``, median of 200 after warm-up; paper: 57 ms);
 - where a window's time goes: atom generation, rasterization, onnxruntime.
 
-Prints a table and one JSON line; writes docs/sheet-scaling.png (log-log).
+Prints a table and one JSON line; writes that JSON with the machine and the date to
+``--json-out`` (the docs' benchmarks page is generated from it) and
+docs/sheet-scaling.png (log-log).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from record import RESULTS, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_CORE_MS_PER_ATOM = 18.9  # 35.2 M atoms, 24.7 min on 448 cores
@@ -187,6 +191,8 @@ def main() -> None:
     parser.add_argument("--one", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--repeat", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--plot", default=str(ROOT / "docs" / "sheet-scaling.png"))
+    parser.add_argument("--json-out", default=str(RESULTS / "sheet.json"),
+                        help="where the JSON summary is written (default %(default)s)")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one(args.one, args.model, args.chunks, args.repeat)))
@@ -247,6 +253,7 @@ def main() -> None:
     if args.plot:
         plot(rows, Path(args.plot))
     print(json.dumps(figures))
+    write_result(figures, args.json_out, sys.argv)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ednn_dask.atoms.total_energy import energy
 from ednn_dask.atoms.materials import LATTICE_CONSTANT, TRAINING_CELLS
-from ednn_dask.atoms.raster import channel_table, grid_shape, raster_window
+from ednn_dask.atoms.raster import cell_field, grid_shape
+from ednn_dask.atoms.total_energy import energy
 from ednn_dask.defaults import CUTOFF_GAMMAS, GAMMA
 from ednn_dask.errors import ConfigError
 from ednn_dask.model import load_model
@@ -59,17 +59,14 @@ def rasterize_structures(
     gamma: float = GAMMA, cutoff: float | None = None,
 ) -> np.ndarray:
     """Fields (N, C, ny, nx) float32 of every structure of a data set (all the same cell)."""
-    cutoff = CUTOFF_GAMMAS * gamma if cutoff is None else cutoff
     structures = reference.dataset_structures(ds)
-    lut = channel_table(species)
     shape = grid_shape(structures[0].cell, spacing)
     out = np.empty((len(structures), len(species or [0]), *shape), np.float32)
     for k, s in enumerate(structures):
         if grid_shape(s.cell, spacing) != shape:
             raise ConfigError(f"all structures of a training set must share one cell size; "
                               f"structure {k} differs from the first. Use one size per store.")
-        out[k] = raster_window(s, (0, shape[0]), (0, shape[1]), spacing, gamma, cutoff, lut,
-                               n_channels=out.shape[1])
+        out[k] = cell_field(s, spacing, gamma=gamma, cutoff=cutoff, species=species)
     return out
 
 

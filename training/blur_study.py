@@ -64,7 +64,8 @@ def blur_study(
     structures = reference.dataset_structures(ds)
     tiles, offsets = [], []
     for s in structures:
-        t = np.moveaxis(tiling.tiles(cell_field(s, spec)), 0, 2)  # (gy, gx, C, ty, tx)
+        field = cell_field(s, spec.spacing, **spec.raster)
+        t = np.moveaxis(tiling.tiles(field), 0, 2)  # (gy, gx, C, ty, tx)
         tiles.append(np.ascontiguousarray(t).reshape(-1, *t.shape[2:]))
         offsets.append(reference_sum(s.species_counts(), spec.reference_energies))
     true, atoms = ds["energy"].values, ds["n_atoms"].values

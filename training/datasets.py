@@ -73,7 +73,9 @@ def load_dataset(path: str | os.PathLike[str]) -> xr.Dataset:
         (a ``FileNotFoundError``) if ``path`` does not exist.
     """
     store = Path(path)
-    if not store.exists():
-        raise StoreNotFoundError(f"no data set at {store}; generate one first or check the path")
+    if not (store / "zarr.json").exists():
+        raise StoreNotFoundError(
+            f"no data set at {str(store)!r}; check the path or generate one (ednn-dask data)."
+        )
     with xr.open_zarr(store, zarr_format=3, consolidated=False) as ds:
         return ds.load()

@@ -25,6 +25,7 @@ from ednn_dask.atoms.structure import ELEMENTS, Structure
 from ednn_dask.compute import dask_client, progress_bar
 from ednn_dask.errors import ConfigError, OutputExistsError, StoreNotFoundError
 from ednn_dask.field import write_zarr_atomic
+from training.datasets import load_dataset
 
 BOHR = 0.529177210903  # Å (CODATA 2018, tblite's value)
 HARTREE = 27.211386245988  # eV
@@ -213,11 +214,7 @@ def _client(client: object):
 
 def load_reference(path: str | os.PathLike, *, done_only: bool = True) -> xr.Dataset:
     """Open a data-set store in memory, keeping only the structures with an energy."""
-    store = Path(path)
-    if not (store / "zarr.json").exists():
-        raise StoreNotFoundError(f"no data-set store at {store}; check the path.")
-    with xr.open_zarr(store, zarr_format=3, consolidated=False) as ds:
-        ds = ds.load()
+    ds = load_dataset(path)
     return ds.isel(structure=ds["status"].values == DONE) if done_only else ds
 
 

@@ -12,13 +12,13 @@ Layers, each importing only those above it::
     sheet       porous_sheet(): a sheet of a given size to its energy and outputs folder
 """
 
-from ednn_dask.atoms.total_energy import energy
 from ednn_dask.atoms.materials import PorousSheet, hexagonal_sheet
 from ednn_dask.atoms.raster import cell_field, rasterize
 from ednn_dask.atoms.references import reference_sum
 from ednn_dask.atoms.stream import AtomsScore, score_atoms
 from ednn_dask.atoms.structure import ELEMENTS, SYMBOLS, Structure, as_source
 from ednn_dask.atoms.table import AtomsTable, write_atoms_table
+from ednn_dask.atoms.total_energy import energy
 
 __all__ = [
     "ELEMENTS",

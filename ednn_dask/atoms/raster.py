@@ -316,14 +316,20 @@ def stamp_window(
     return out
 
 
-def cell_field(source: Any, spec: Any, dtype: Any = np.float32) -> np.ndarray:
-    """The whole cell of ``source`` as the input of an atomistic model, ``(C, ny, nx)`` in memory.
+def cell_field(
+    source: Any,
+    spacing: Sequence[float],
+    *,
+    gamma: float = GAMMA,
+    cutoff: float | None = None,
+    species: Sequence[int] | None = None,
+    dtype: Any = np.float32,
+) -> np.ndarray:
+    """The whole cell of ``source`` in memory, ``(C, ny, nx)``; :func:`rasterize` is the lazy one.
 
-    ``spec`` is the model's :class:`~ednn_dask.model.ModelSpec` (its spacing and
-    ``raster``: gamma, cutoff, species).
+    An atomistic model's input is ``cell_field(atoms, spec.spacing, **spec.raster)``.
     """
-    shape = grid_shape(source.cell, spec.spacing)
-    raster = spec.raster
-    return raster_window(source, (0, shape[0]), (0, shape[1]), spec.spacing, raster["gamma"],
-                         raster["cutoff"], channel_table(raster["species"]),
-                         n_channels=spec.channels, dtype=dtype)
+    shape = grid_shape(source.cell, spacing)
+    cutoff = CUTOFF_GAMMAS * gamma if cutoff is None else float(cutoff)
+    return raster_window(source, (0, shape[0]), (0, shape[1]), tuple(spacing), gamma, cutoff,
+                         channel_table(species), n_channels=len(species or [0]), dtype=dtype)

@@ -70,7 +70,7 @@ def _energy_one(obj: Any, model: TileModel, client: Any, chunks: int | None, che
         source.check(elements=model_elements(spec) if named else None)
     shape = grid_shape(source.cell, spec.spacing)
     if shape[0] * shape[1] <= IN_PROCESS_PIXELS:
-        field = cell_field(source, spec)
+        field = cell_field(source, spec.spacing, **spec.raster)
         predicted = float(contributions(field, model).sum(dtype=np.float64))
     elif all(source.pbc[:2]):
         return score_atoms(source, model, client=client, chunks=chunks).energy
