@@ -4,12 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench models data clean
+.PHONY: demo test lint docs bench models data clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[train,reference,notebooks,dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[train,reference,notebooks,docs,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -19,7 +19,12 @@ test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ednn_dask training tests bench notebooks
+	$(VENV)/bin/ruff check ednn_dask training tests bench notebooks docs
+
+# the documentation site (docs/, mkdocs.yml) into build/site; generated pages come from
+# the CLI parser, the models' metadata and bench/results/*.json (docs/generate.py)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 bench: $(STAMP)
 	$(PY) bench/bench_pipeline.py

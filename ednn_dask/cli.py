@@ -7,6 +7,7 @@ Training and data commands import the ``training`` package (the ``train`` extra)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -44,14 +45,13 @@ def cmd_info(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from ednn_dask.compute import dask_client
     from ednn_dask.model import load_model
     from ednn_dask.score import score
 
     model = load_model(args.model)
     options = dict(chunks=args.chunks, boundary=args.boundary, method=args.method,
-                   progress=args.progress, pad=args.pad)
-    with dask_client(args.scheduler, processes=args.processes) as client:
+                   progress=args.progress, pad=args.pad, variable=args.variable)
+    with _client(args) as client:
         if args.table:
             return _score_table(args, model, client, options)
         for field in args.fields:
@@ -97,17 +97,17 @@ def parse_length(text: str) -> float:
             if value > 0:
                 return value * scale
     raise argparse.ArgumentTypeError(
-        f"{text!r} is not a length; write a positive number with a unit: 1um, 250nm or 500A."
+        f"{text!r} is not a length; write a positive number with a unit: 1um, 250nm or 500A"
     )
 
 
 def cmd_sheet(args) -> int:
     from ednn_dask.atoms.sheet import porous_sheet
 
-    summary = porous_sheet(args.size, args.model, porosity=args.porosity, seed=args.seed,
-                           out=args.out, field=args.field, scheduler=args.scheduler,
-                           processes=args.processes, chunks=args.chunks,
-                           overwrite=args.overwrite, progress=not args.json)
+    with _client(args) as client:
+        summary = porous_sheet(args.size, args.model, porosity=args.porosity, seed=args.seed,
+                               out=args.out, field=args.field, client=client, chunks=args.chunks,
+                               overwrite=args.overwrite, progress=not args.json)
     if args.json:
         _print(summary, True)
         return 0
@@ -163,7 +163,7 @@ def cmd_train(args) -> int:
     from training import recipes
     from training.train import keep_freed_memory
 
-    keep_freed_memory()  # process-wide allocator setting: 2x faster epochs on glibc
+    keep_freed_memory()  # process-wide allocator setting (faster epochs on glibc)
     if args.system in ("hexagonal", "porous"):
         from training.atomistic import train_atomistic
 
@@ -214,8 +214,44 @@ def cmd_blur_study(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like every other error of the CLI."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _count(least: int):
+    """An argparse type: an integer >= ``least``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= {least}")
+        return value
+
+    parse.__name__ = f"integer >= {least}"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+POSITIVE, NON_NEGATIVE = _count(1), _count(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ednn-dask", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="ednn-dask", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("score", help="score Zarr fields with an ONNX tile model")
@@ -224,8 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="ONNX tile model")
     p.add_argument("--scheduler", help="dask scheduler address (default: in-process LocalCluster)")
     p.add_argument("--processes", action="store_true", help="LocalCluster with worker processes")
-    p.add_argument("--chunks", type=int,
+    p.add_argument("--chunks", type=POSITIVE,
                    help=f"chunk length per axis in pixels (default {CHUNK_PIXELS[2]} in 2-D)")
+    p.add_argument("--variable", metavar="NAME",
+                   help="the data variable to score, when a store holds several")
     p.add_argument("--boundary", help="'periodic' or a constant (default: the model's)")
     p.add_argument("--method", default="auto", choices=["auto", "dense", "tiles"])
     p.add_argument("--pad", action="store_true",
@@ -243,12 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="side of the square sheet: 1um, 250nm, 500A (rounded up to whole "
                    "training cells)")
     p.add_argument("--porosity", type=float, default=0.1, help="removed fraction of atoms")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.add_argument("--model", required=True, help="atomistic ONNX model (porous graphene)")
     p.add_argument("--out", help="folder for result.json, density.zarr and density.png "
                    "(default sheet-SIZEnm-pPOROSITY-sSEED)")
     p.add_argument("--field", help="also write the rasterized field to this Zarr store")
-    p.add_argument("--chunks", type=int, help="largest window side in pixels (default: from "
+    p.add_argument("--chunks", type=POSITIVE, help="largest window side in pixels (default: from "
                    "the model and the workers' cores and memory)")
     p.add_argument("--scheduler", help="dask scheduler address (default: in-process LocalCluster)")
     p.add_argument("--processes", action="store_true", help="LocalCluster with worker processes")
@@ -262,34 +300,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("demo", help="score a large Ising lattice on a LocalCluster")
-    p.add_argument("--size", type=int, help="lattice side (default 4096)")
+    p.add_argument("--size", type=POSITIVE, help="lattice side (default 4096)")
     p.add_argument("--model", help="Ising model (default: the shipped 2-D model)")
     p.add_argument("--scheduler", help="dask scheduler address (default: LocalCluster)")
-    p.add_argument("--chunks", type=int, help="chunk length per axis")
-    p.add_argument("--temperature", type=float, help="in J/k_B (default 2.8)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--chunks", type=POSITIVE, help="chunk length per axis")
+    p.add_argument("--temperature", type=_positive_float, help="in J/k_B (default 2.8)")
+    p.add_argument("--seed", type=NON_NEGATIVE)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("data", help="generate a training data set (Zarr)")
     p.add_argument("system", choices=["ising", "laplacian", "hexagonal", "porous"])
     p.add_argument("out")
-    p.add_argument("--n", type=int, help="number of samples (ising/laplacian 5000, "
+    p.add_argument("--n", type=POSITIVE, help="number of samples (ising/laplacian 5000, "
                    "hexagonal 5000, porous 1000)")
-    p.add_argument("--L", type=int, help="side of each sample (ising 8, laplacian 100)")
+    p.add_argument("--L", type=POSITIVE, help="side of each sample (ising 8, laplacian 100)")
     p.add_argument("--dim", type=int, default=2, choices=[2, 3], help="Ising dimension")
     p.add_argument("--near-critical", action="store_true", help="Ising: T within 0.1 of Tc")
-    p.add_argument("--cells", type=int, nargs=2, metavar=("NX", "NY"),
+    p.add_argument("--cells", type=POSITIVE, nargs=2, metavar=("NX", "NY"),
                    help="atomistic cell in 4-atom rectangular cells (hexagonal 5 3, porous 5 6)")
-    p.add_argument("--max-vacancies", type=int,
+    p.add_argument("--max-vacancies", type=NON_NEGATIVE,
                    help="hexagonal: at most this many vacancies per 60 atoms (default 4)")
-    p.add_argument("--replicas", type=int,
+    p.add_argument("--replicas", type=POSITIVE,
                    help="atomistic: compute each energy on the N x N replica, per cell (tblite "
                    "samples the Gamma point only; this is N x N k-points of the cell)")
     p.add_argument("--scheduler", help="atomistic: dask scheduler for the GFN1-xTB runs")
-    p.add_argument("--limit", type=int, help="atomistic: compute at most this many now")
+    p.add_argument("--limit", type=NON_NEGATIVE, help="atomistic: compute at most this many now")
     p.add_argument("--retry-failed", action="store_true", help="atomistic: retry failed SCFs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_data)
@@ -299,20 +337,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="ONNX file to write")
     p.add_argument("--dim", type=int, default=2, choices=[2, 3], help="Ising dimension")
     p.add_argument("--data", help="train on this Zarr data set instead of sampling one")
-    p.add_argument("--L", type=int)
-    p.add_argument("--n", type=int)
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--L", type=POSITIVE)
+    p.add_argument("--n", type=POSITIVE)
+    p.add_argument("--epochs", type=POSITIVE)
     p.add_argument("--net", choices=["compact", "fine", "smooth", "paper"],
                    help="atomistic tile net: valid CNN (compact, fine: ReLU at 128 px per "
                    "cell; smooth: SiLU at 64 px; dense path) or the paper's 13 layers (tile path)")
-    p.add_argument("--focus", type=int,
+    p.add_argument("--focus", type=POSITIVE,
                    help="atomistic focus in px, default the net's (= --pixels: the whole "
                    "training cell as one tile, the non-EDNN baseline)")
-    p.add_argument("--context", type=int, help="atomistic context in px, default the net's")
-    p.add_argument("--pixels", type=int,
+    p.add_argument("--context", type=NON_NEGATIVE,
+                   help="atomistic context in px, default the net's")
+    p.add_argument("--pixels", type=POSITIVE,
                    help="atomistic resolution: pixels per side of the 60-atom training cell, "
                    "default the net's")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.add_argument("--workdir", help="checkpoints, metrics.json, parity.png (default runs/NAME); "
                    "an existing checkpoint there is resumed")
     p.add_argument("--device", default="cpu",
@@ -333,10 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="atoms: the reference store to evaluate on")
     p.add_argument("--split", default="all", choices=["all", "train", "val", "test"],
                    help="atoms: one split of the model's training recipe (its own store only)")
-    p.add_argument("--L", type=int, help="sample side (ising 128, laplacian 100)")
-    p.add_argument("--n", type=int, help="number of samples")
+    p.add_argument("--L", type=POSITIVE, help="sample side (ising 128, laplacian 100)")
+    p.add_argument("--n", type=POSITIVE, help="number of samples")
     p.add_argument("--any-temperature", action="store_true", help="Ising: T in 1..5, not near Tc")
-    p.add_argument("--seed", type=int, help="seed of the fresh samples (default 1234)")
+    p.add_argument("--seed", type=NON_NEGATIVE, help="seed of the fresh samples (default 1234)")
     p.add_argument("--plot", help="write a parity plot PNG here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
@@ -345,12 +384,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="atomistic ONNX model")
     p.add_argument("--data", required=True, help="GFN1-xTB reference store (its last --n cells)")
     p.add_argument("--out", required=True, help="PNG to write")
-    p.add_argument("--n", type=int, default=200)
-    p.add_argument("--sigma", type=float, default=3.0, help="blur width in pixels")
-    p.add_argument("--steps", type=int, default=6, help="number of blurred areas")
+    p.add_argument("--n", type=POSITIVE, default=200)
+    p.add_argument("--sigma", type=_positive_float, default=3.0, help="blur width in pixels")
+    p.add_argument("--steps", type=POSITIVE, default=6, help="number of blurred areas")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_blur_study)
     return parser
+
+
+@contextlib.contextmanager
+def _client(args):
+    """The job's client; on a cluster of our own a failed task is reported once, as our error."""
+    from ednn_dask.compute import dask_client
+
+    with dask_client(args.scheduler, processes=args.processes) as client:
+        if not args.scheduler:
+            client.run(_quiet_distributed)
+        yield client
+
+
+def _quiet_distributed() -> None:
+    """A failed task is reported once, as the CLI's error line, not as a worker's log dump."""
+    import logging
+
+    for name in ("distributed.worker", "distributed.scheduler", "distributed.client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _quiet_libraries() -> None:
@@ -361,9 +419,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots go to files; no display needed
     # the ONNX exporter logs a line per torchvision op it cannot find; we use none
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    # a failed task is reported once, as the error below, not as a worker's log dump
-    for name in ("distributed.worker", "distributed.scheduler", "distributed.client"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    _quiet_distributed()
 
 
 def main(argv: list[str] | None = None) -> int:

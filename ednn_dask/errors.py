@@ -42,3 +42,50 @@ class ResultsTableError(EDNNError, ValueError):
 
 class ConfigError(EDNNError, ValueError):
     """A setting that cannot work here (e.g. a training device this machine lacks)."""
+
+
+class NonFiniteFieldError(FieldError):
+    """A field holding NaN or Inf, located at the first such pixel found.
+
+    ``index`` is the pixel index in the field's own spatial dims ``dims``;
+    ``coords`` (with ``unit``) the field's coordinates there, when it has them.
+    """
+
+    def __init__(
+        self,
+        value: float,
+        index: tuple[int, ...],
+        dims: tuple[str, ...],
+        *,
+        channel: int | None = None,
+        coords: tuple[float, ...] | None = None,
+        unit: str | None = None,
+    ) -> None:
+        self.value, self.index, self.dims = float(value), tuple(index), tuple(dims)
+        self.channel, self.coords, self.unit = channel, coords, unit
+        where = ", ".join(f"{d}={i}" for d, i in zip(self.dims, self.index, strict=True))
+        if channel is not None:
+            where = f"channel={channel}, {where}"
+        if coords is not None:
+            at = ", ".join(f"{d} = {c:.6g}" for d, c in zip(self.dims, coords, strict=True))
+            where += f" (pixel index; {at}{' ' + unit if unit else ''})"
+        else:
+            where += " (pixel index)"
+        if self.value != self.value:
+            name = "NaN"
+        elif abs(self.value) == float("inf"):
+            name = "Inf" if self.value > 0 else "-Inf"
+        else:  # finite, but beyond float32 once scaled to the model's input
+            name = f"{self.value:g} (infinite in the model's float32 input)"
+        super().__init__(
+            f"the field holds {name} at {where}, the first non-finite value found; "
+            f"a field must be finite (no NaN or Inf) to be scored: clean or mask it first."
+        )
+
+    def __reduce__(self):  # travels from a dask worker with its position intact
+        return (_rebuild_non_finite, (self.value, self.index, self.dims, self.channel,
+                                      self.coords, self.unit))
+
+
+def _rebuild_non_finite(value, index, dims, channel, coords, unit) -> NonFiniteFieldError:
+    return NonFiniteFieldError(value, index, dims, channel=channel, coords=coords, unit=unit)

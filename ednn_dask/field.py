@@ -102,23 +102,29 @@ def open_field(
     """
     path = Path(path)
     if not path.exists():
-        raise StoreNotFoundError(f"field store {str(path)!r} does not exist.")
+        raise StoreNotFoundError(
+            f"field store {str(path)!r} does not exist; give the path of a Zarr store "
+            f"(written by save_field or xarray's to_zarr)."
+        )
     try:
         ds = xr.open_zarr(path, consolidated=False, chunks={})
     except Exception as err:  # zarr raises several types for "not a store"
         raise StoreNotFoundError(
             f"{str(path)!r} is not a Zarr store that xarray can open "
-            f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})."
+            f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
+            f"give the path of a Zarr store (written by save_field or xarray's to_zarr)."
         ) from None
     names = list(ds.data_vars)
     if variable is None:
         if len(names) != 1:
             raise FieldError(
-                f"store {str(path)!r} holds variables {names!r}; choose one with variable=..."
+                f"store {str(path)!r} holds variables {names!r}, so which one is the field is "
+                f"ambiguous; choose one (Python: variable=...; CLI: --variable NAME)."
             )
         variable = names[0]
     if variable not in ds:
-        raise FieldError(f"store {str(path)!r} has no variable {variable!r}; it has {names!r}.")
+        raise FieldError(f"store {str(path)!r} has no variable {variable!r}; choose one of "
+                         f"{names!r}.")
     if not allow_missing_chunks:
         _check_all_chunks(path, variable)
     field = ds[variable]
@@ -136,7 +142,8 @@ def _check_all_chunks(path: Path, variable: str) -> None:
             f"store {str(path)!r} is incomplete: variable {variable!r} has {have} of its {want} "
             f"chunks on disk, and a missing chunk would read as the fill value "
             f"({array.fill_value}). Re-write or re-copy the store; if its writer skipped "
-            f"chunks equal to the fill value on purpose, pass allow_missing_chunks=True."
+            f"chunks equal to the fill value on purpose, open it in Python with "
+            f"open_field(..., allow_missing_chunks=True)."
         )
 
 
@@ -156,8 +163,15 @@ def save_field(
     """
     if not isinstance(field, xr.DataArray):
         raise FieldError(f"save_field expects an xarray.DataArray, got {type(field).__name__}.")
+    name = field.name or "field"
+    if name in field.dims or name in field.coords:
+        raise FieldError(
+            f"a field named {name!r} cannot be stored beside its dim or coordinate of that "
+            f"name (dims {tuple(field.dims)!r}): the store would hold no data variable to "
+            f"open. Rename it, e.g. field.rename({'field' if name != 'field' else 'values'!r})."
+        )
     field = field if chunks is None else field.chunk(chunks)
-    ds = field.to_dataset(name=field.name or "field")
+    ds = field.to_dataset(name=name)
     for var in ds.variables.values():
         var.encoding.clear()
     return write_zarr_atomic(ds, path, overwrite=overwrite, write_empty_chunks=True)
@@ -179,12 +193,30 @@ def write_zarr_atomic(
     return Path(path)
 
 
-def as_field(obj: Any, ndim: int, dims: Sequence[str] | None = None) -> xr.DataArray:
-    """Normalize a numpy array, dask array, DataArray or Zarr path to a field."""
+def as_field(
+    obj: Any, ndim: int, dims: Sequence[str] | None = None, *, variable: str | None = None
+) -> xr.DataArray:
+    """Normalize a numpy array, dask array, DataArray, Dataset or Zarr path to a field.
+
+    ``variable`` chooses the data variable of a Zarr store or Dataset.
+    """
     if isinstance(obj, (str, os.PathLike)):
-        return open_field(obj)
+        return open_field(obj, variable)
     if isinstance(obj, xr.Dataset):
-        raise FieldError("pass a DataArray (one variable of the Dataset), not a Dataset.")
+        names = list(obj.data_vars)
+        if variable is None and len(names) == 1:
+            variable = names[0]
+        if variable not in obj.data_vars:
+            raise FieldError(
+                f"the Dataset holds variables {names!r}; choose the field with "
+                f"variable=NAME (one of them) or pass that DataArray."
+            )
+        return obj[variable]
+    if variable is not None:
+        raise FieldError(
+            f"variable={variable!r} chooses a variable of a Zarr store or Dataset, but the "
+            f"field is a {type(obj).__name__}; pass the field alone."
+        )
     if isinstance(obj, xr.DataArray):
         return obj
     if isinstance(obj, (np.ndarray, da.Array)):

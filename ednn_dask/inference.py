@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 
 from ednn_dask.defaults import BATCH_PIXELS
-from ednn_dask.errors import FieldError, GeometryError
+from ednn_dask.errors import FieldError, GeometryError, NonFiniteFieldError
 from ednn_dask.model import TileModel
 
 Method = Literal["auto", "dense", "tiles"]
@@ -32,7 +32,8 @@ def resolve_method(method: str, model: TileModel) -> Literal["dense", "tiles"]:
     if method == "dense" and model.spec.kind != "dense":
         raise GeometryError(
             f"model {model.name!r} is a tile-only model (ednn.kind='tile'); it cannot run on "
-            f"whole chunks. Use method='tiles' or 'auto'."
+            f"whole chunks. Use method 'tiles' or 'auto' (Python: method='tiles'; CLI: "
+            f"--method tiles)."
         )
     if method not in ("dense", "tiles"):
         raise GeometryError(f"method must be 'auto', 'dense' or 'tiles', got {method!r}.")
@@ -46,6 +47,9 @@ def block_contributions(
     method: Method = "auto",
     threads: int = 1,
     batch_pixels: int = BATCH_PIXELS,
+    origin: tuple[int, ...] | None = None,
+    field_shape: tuple[int, ...] | None = None,
+    dims: tuple[str, ...] | None = None,
 ) -> np.ndarray:
     """Contributions of every focus block of a block padded with its context halo.
 
@@ -59,6 +63,13 @@ def block_contributions(
         onnxruntime intra-op threads; keep ``threads * dask threads <= cores``.
     batch_pixels : int
         Input pixels (times channels) per onnxruntime call.
+    origin, field_shape, dims
+        Where the block lies in its field, to name the position of a NaN or Inf
+        (:class:`~ednn_dask.errors.NonFiniteFieldError`) in the field's own terms:
+        the field index of the block's first (halo) pixel per spatial axis, the
+        field's spatial shape (halo pixels wrap modulo it) and its dim names.
+        Default: the block is a whole field padded by its context, with the
+        model's dims.
 
     Returns
     -------
@@ -79,31 +90,55 @@ def block_contributions(
     )
     if math.prod(grid) == 0:
         return np.zeros(grid, np.float32)
+    where = _Where(
+        tuple(-c for c in spec.context) if origin is None else tuple(origin),
+        tuple(g * f for g, f in zip(grid, spec.focus, strict=True)) if field_shape is None
+        else tuple(field_shape),
+        spec.spatial_dims if dims is None else tuple(dims),
+        spec.context,
+    )
     if resolve_method(method, model) == "dense":
-        return _dense(block, model, grid, threads, batch_pixels)
+        return _dense(block, model, grid, threads, batch_pixels, where)
     x = model.scale_input(block)
-    _check_finite(x)
+    where.check(x, block)
     return _tiles(x, model, grid, threads, batch_pixels)
 
 
-def _check_finite(x: np.ndarray, offset: int = 0) -> None:
-    """Refuse NaN/Inf; ``offset`` is where ``x`` starts along the block's first spatial axis."""
-    if not np.isfinite(x).all():
-        bad = np.argwhere(~np.isfinite(x))[0]
-        bad[1] += offset
-        raise FieldError(
-            f"the field holds NaN or Inf (first at block index {tuple(int(i) for i in bad)}); "
-            f"clean or mask the field before scoring."
-        )
+class _Where:
+    """Where a block lies in its field: turns a block index into a field position."""
+
+    def __init__(self, origin: tuple[int, ...], shape: tuple[int, ...], dims: tuple[str, ...],
+                 context: tuple[int, ...]):
+        self.origin, self.shape, self.dims, self.context = origin, shape, dims, context
+
+    def check(self, x: np.ndarray, block: np.ndarray, offset: int = 0) -> None:
+        """Refuse NaN/Inf in ``x`` ``(C, *spatial)``, the scaled input of ``block`` from
+        ``offset`` pixels on along the block's first spatial axis."""
+        finite = np.isfinite(x)
+        if finite.all():
+            return
+        # the first bad pixel of the block's own focus region, else of its halo
+        inner = (slice(None), *(slice(c, n - c) for c, n in zip(self.context, x.shape[1:],
+                                                                 strict=True)))
+        bad_inner = np.argwhere(~finite[inner])
+        if len(bad_inner):
+            bad = (int(bad_inner[0][0]), *(int(i) + c for i, c in zip(bad_inner[0][1:],
+                                                                       self.context, strict=True)))
+        else:
+            bad = tuple(int(i) for i in np.argwhere(~finite)[0])
+        spatial = (bad[1] + offset, *bad[2:])
+        index = tuple((o + i) % n for o, i, n in zip(self.origin, spatial, self.shape,
+                                                     strict=True))
+        raise NonFiniteFieldError(float(block[(bad[0], *spatial)]), index, self.dims,
+                                  channel=bad[0] if x.shape[0] > 1 else None)
 
 
-def _dense(block, model, grid, threads, batch_pixels):
+def _dense(block, model, grid, threads, batch_pixels, where):
     """Run the model over slabs of ``rows`` focus rows (plus halo) along the first axis.
 
-    Each slab is scaled straight into one small reused buffer: a scaled copy of
-    the whole block would be fresh memory every chunk, and on these VMs page
-    faults serialize the worker threads (2 threads ran 2 chunks in 1.9x the time
-    of one; with the buffer, in 1.1x).
+    Each slab is scaled straight into one small reused buffer, because a scaled
+    copy of the whole block would be fresh memory every chunk, and page faults
+    on fresh memory serialize the worker threads.
     """
     f0, c0 = model.spec.focus[0], model.spec.context[0]
     row_pixels = block.shape[0] * f0 * math.prod(block.shape[2:])
@@ -116,7 +151,7 @@ def _dense(block, model, grid, threads, batch_pixels):
         slab = buffer if height == buffer.shape[2] else np.empty(
             (1, block.shape[0], height, *block.shape[2:]), np.float32)
         model.scale_input(block[:, start * f0 : start * f0 + height], out=slab[0])
-        _check_finite(slab[0], start * f0)
+        where.check(slab[0], block, start * f0)
         out[start:stop] = model.run(slab, threads)[0]
     return out
 

@@ -28,7 +28,7 @@ from dask.array.core import slices_from_chunks
 
 from ednn_dask.compute import compute
 from ednn_dask.defaults import BATCH_PIXELS, CHANNEL_DIM, SPACING_RTOL
-from ednn_dask.errors import FieldError, GeometryError
+from ednn_dask.errors import FieldError, GeometryError, NonFiniteFieldError
 from ednn_dask.field import as_field, field_spacing
 from ednn_dask.inference import Method, block_contributions, resolve_method
 from ednn_dask.model import TileModel, load_model
@@ -71,11 +71,12 @@ class ScoreResult:
 
 
 def prepare_field(
-    field_: Any, model: TileModel, *, spacing: float | tuple[float, ...] | None = None
+    field_: Any, model: TileModel, *, spacing: float | tuple[float, ...] | None = None,
+    variable: str | None = None,
 ) -> xr.DataArray:
     """Normalize ``field_`` to a DataArray ``([channel,] *spatial)`` that fits ``model``."""
     spec = model.spec
-    f = as_field(field_, spec.ndim, spec.spatial_dims)
+    f = as_field(field_, spec.ndim, spec.spatial_dims, variable=variable)
     if CHANNEL_DIM in f.dims:
         f = f.transpose(CHANNEL_DIM, ...)
     n_spatial = f.ndim - (CHANNEL_DIM in f.dims)
@@ -105,7 +106,9 @@ def _check_spacing(f: xr.DataArray, model: TileModel, spacing) -> None:
     if have is None:
         raise FieldError(
             f"model {model.name!r} was trained at a pixel spacing of {want} {unit}, but the field "
-            f"declares none; pass spacing=... or build it with make_field(..., spacing=...)."
+            f"declares none (no 'spacing' attr). Python: score(..., spacing=...) or "
+            f"make_field(..., spacing=...); CLI: save the field with its spacing "
+            f"(save_field of a field made with spacing=...)."
         )
     if not np.allclose(have, want, rtol=SPACING_RTOL, atol=0):
         raise FieldError(
@@ -141,12 +144,12 @@ def align(data: Any, tiling: Tiling, chunks=None, *, channels_first: bool) -> da
 def _numpy_blocks(x: np.ndarray, chunks: tuple[tuple[int, ...], ...]) -> da.Array:
     """A dask array whose blocks are views of ``x``, cut by tasks.
 
-    ``da.from_array`` copies a numpy array first (against later mutation; but
-    :func:`score` computes before it returns): fresh memory the size of the
-    field, 0.2-0.5 s for 200 MB on these VMs. ``x`` enters the graph once (on a
-    cluster it pickles without a copy, where views would each be copied) and
-    every block is a view of it. Keys are random, not a hash of the data (0.1 s
-    for 200 MB); they stay unique per call, all the graph needs.
+    ``da.from_array`` would first copy the whole field (against later mutation,
+    which cannot happen: :func:`score` computes before it returns). Here ``x``
+    enters the graph once (on a cluster it pickles without a copy, where views
+    would each be copied) and every block is a view of it. Keys are random
+    rather than a hash of the data, which would cost a pass over it; they stay
+    unique per call, all the graph needs.
     """
     token = uuid.uuid4().hex
     whole, name = f"field-whole-{token}", f"field-{token}"
@@ -166,8 +169,12 @@ def contribution_map(
     threads: int = 1,
     batch_pixels: int = BATCH_PIXELS,
     channels_first: bool = False,
+    dims: tuple[str, ...] | None = None,
 ) -> da.Array:
-    """Lazy float32 array of contributions, one per focus block, chunked like ``data``."""
+    """Lazy float32 array of contributions, one per focus block, chunked like ``data``.
+
+    ``dims`` names the spatial axes in errors (default: the model's).
+    """
     lead = 1 if channels_first else 0
     for axis, (sizes, c) in enumerate(zip(data.chunks[lead:], tiling.context, strict=True)):
         if min(sizes) < c:
@@ -176,6 +183,9 @@ def contribution_map(
                 f"context {c}; rechunk with ednn_dask.score.align first."
             )
     depth = {lead + i: c for i, c in enumerate(tiling.context)}
+    # where each chunk starts in the field: a NaN is reported at its field position
+    starts = tuple(tuple(int(v) for v in np.cumsum((0, *sizes[:-1])))
+                   for sizes in data.chunks[lead:])
     boundary = {lead + i: tiling.boundary for i in range(tiling.ndim)}
     if channels_first:
         depth[0], boundary[0] = 0, "none"
@@ -201,6 +211,10 @@ def contribution_map(
         method=method,
         threads=threads,
         batch_pixels=batch_pixels,
+        starts=starts,
+        context=tiling.context,
+        field_shape=tuple(map(sum, data.chunks[lead:])),
+        dims=dims,
         # map_overlap takes ``name`` as the whole key: it must change with the inputs,
         # or a scheduler that saw another graph returns that graph's results.
         name="ednn-contributions-"
@@ -208,9 +222,14 @@ def contribution_map(
     )
 
 
-def _score_block(block, model, *, method, threads, batch_pixels):
+def _score_block(block, model, *, method, threads, batch_pixels, starts, context,
+                 field_shape, dims, block_id=None):
+    spatial_id = block_id[len(block_id) - len(starts):] if block_id is not None else None
+    origin = None if spatial_id is None else tuple(
+        s[i] - c for s, i, c in zip(starts, spatial_id, context, strict=True))
     return block_contributions(
-        block, model, method=method, threads=threads, batch_pixels=batch_pixels
+        block, model, method=method, threads=threads, batch_pixels=batch_pixels,
+        origin=origin, field_shape=field_shape, dims=dims or None,
     )
 
 
@@ -223,6 +242,7 @@ def score(
     boundary: str | float | None = None,
     method: Method = "auto",
     spacing: float | tuple[float, ...] | None = None,
+    variable: str | None = None,
     split_every: int = 8,
     threads: int = 1,
     keep_contributions: bool = True,
@@ -249,6 +269,9 @@ def score(
         ``"auto"`` runs whole chunks through fully convolutional models.
     spacing : float or tuple, optional
         Pixel spacing, for fields that do not declare one in their attrs.
+    variable : str, optional
+        Which data variable of a Zarr store (or ``xarray.Dataset``) to score;
+        needed when it holds several.
     split_every : int
         Fan-in of the tree reduction of the energy.
     threads : int
@@ -273,22 +296,26 @@ def score(
     model = load_model(model)
     method_ = resolve_method(method, model)
     tiling = model.spec.tiling.with_boundary(boundary)
-    f = prepare_field(field, model, spacing=spacing)
+    f = prepare_field(field, model, spacing=spacing, variable=variable)
     channels_first = CHANNEL_DIM in f.dims
     if pad:
         f = pad_to_focus(f, tiling)
     spatial_shape = f.shape[1:] if channels_first else f.shape
     tiling.check(spatial_shape)
     data = align(f.data, tiling, chunks, channels_first=channels_first)
+    spatial_dims = f.dims[1:] if channels_first else f.dims
     contrib = contribution_map(
-        data, model, tiling, method=method_, threads=threads, channels_first=channels_first
+        data, model, tiling, method=method_, threads=threads, channels_first=channels_first,
+        dims=tuple(map(str, spatial_dims)),
     )
     energy = contrib.sum(dtype=np.float64, split_every=split_every)
     t1 = time.perf_counter()
     targets = (energy, contrib) if keep_contributions else (energy,)
-    values = compute(targets, client, progress)
+    try:
+        values = compute(targets, client, progress)
+    except NonFiniteFieldError as err:
+        raise locate(err, f) from None
     t2 = time.perf_counter()
-    spatial_dims = f.dims[1:] if channels_first else f.dims
     contributions = (
         _label_contributions(values[1], f, spatial_dims, tiling, model) if keep_contributions
         else None
@@ -305,6 +332,22 @@ def score(
         seconds={"graph": t1 - t0, "compute": t2 - t1, "total": t2 - t0},
         n_pixels=math.prod(spatial_shape),
     )
+
+
+def locate(err: NonFiniteFieldError, f: xr.DataArray) -> NonFiniteFieldError:
+    """``err`` with the coordinates of its position in ``f``, when ``f`` has coords."""
+    spatial_dims = [d for d in f.dims if d != CHANNEL_DIM]
+    if len(spatial_dims) != len(err.index):
+        return err
+    dims = tuple(map(str, spatial_dims))
+    coords = unit = None
+    if all(d in f.coords for d in spatial_dims):
+        coords = tuple(float(f[d].values[i]) for d, i in zip(spatial_dims, err.index, strict=True))
+        units = {f[d].attrs.get("units") for d in spatial_dims}
+        unit = units.pop() if len(units) == 1 else None
+        unit = unit or f.attrs.get("spacing_unit")
+    return NonFiniteFieldError(err.value, err.index, dims, channel=err.channel, coords=coords,
+                               unit=unit)
 
 
 def pad_to_focus(f: xr.DataArray, tiling: Tiling) -> xr.DataArray:

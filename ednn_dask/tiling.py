@@ -140,7 +140,7 @@ class Tiling:
             raise GeometryError(
                 f"grid shape {shape!r} is not a multiple of the focus {self.focus!r} "
                 f"on axes {bad}; crop the field, or (constant-boundary models) pad it to "
-                f"{padded!r} with score(..., pad=True) / ednn-dask score --pad."
+                f"{padded!r} (Python: score(..., pad=True); CLI: ednn-dask score --pad)."
             )
         if self.boundary == "periodic":
             short = [i for i, (n, c) in enumerate(zip(shape, self.context, strict=True)) if c > n]
@@ -264,7 +264,7 @@ def check_chunk_count(chunks: Sequence[Sequence[int]], tiling: Tiling) -> None:
     side = (math.prod(shape) / MAX_CHUNKS) ** (1 / len(shape))
     least = max(math.ceil(side / f) * f for f in tiling.focus)
     raise GeometryError(
-        f"chunks of {min(min(c) for c in chunks)} px make {n_chunks:,} chunks of the "
+        f"chunks of {max(max(c) for c in chunks)} px make {n_chunks:,} chunks of the "
         f"{' × '.join(map(str, shape))} grid, more than the {MAX_CHUNKS:,} a task graph "
         f"can carry; use chunks of at least {least} px (default "
         f"{CHUNK_PIXELS[tiling.ndim]})."

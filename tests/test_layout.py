@@ -1,4 +1,4 @@
-"""The import graph of the package: no cycles, no reach-ins to private names, torch only in training/.
+"""The import graph: no cycles, no reach-ins to private names, torch only in training/.
 
 Imports are read from the source (ast), function-level imports included, so a
 cycle hidden inside a function body is found too.
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ednn_dask", "training")

@@ -43,20 +43,118 @@ def test_metadata_round_trip_any_geometry(ndim, data):
     assert ModelSpec.from_metadata(spec.to_metadata()) == spec
 
 
-@settings(max_examples=80, deadline=None)
-@given(key=st.sampled_from(["focus", "context", "boundary", "channels", "kind", "spacing",
-                            "format_version", "input_scale"]),
-       junk=st.one_of(st.text(max_size=8), st.integers(-5, 5).map(str),
-                      st.just("[1.5]"), st.just("null"), st.just("[]"), st.just('"x"')))
-def test_malformed_metadata_raises_model_format_error(key, junk):
-    _parse_or_model_format_error({**SPEC.to_metadata(), f"ednn.{key}": junk})
-
-
-def _parse_or_model_format_error(props: dict[str, str]) -> None:
+def _not_json(text: str) -> bool:
     try:
-        ModelSpec.from_metadata(props)
-    except ModelFormatError:
-        pass  # the only acceptable failure
+        json.loads(text)
+    except ValueError:
+        return True
+    return False
+
+
+def _as_json(strategy):
+    return strategy.map(json.dumps)
+
+
+NOT_JSON = st.text(max_size=8).filter(_not_json)
+NOT_AN_INT_LIST = st.sampled_from(
+    ["null", '"x"', "1.5", "true", "{}", "[]", "[1.5, 2]", "[true, 2]", '["2", 2]']
+)
+NOT_A_NUMBER = st.sampled_from(["null", "[1]", "{}", '"x"', "[]"])
+
+# Per key: JSON values that must be refused, and what the error must say. Only values
+# the format forbids; a value it allows (boundary 1.5, channels 2) has no place here.
+BAD_VALUES = {
+    "focus": (
+        st.one_of(NOT_AN_INT_LIST, _as_json(st.integers(1, 64)),
+                  _as_json(st.lists(st.integers(1, 64), min_size=3, max_size=4))),
+        r"expected (a list of ints|an int)|ednn\.context has 2 values",
+    ),
+    "context": (
+        st.one_of(NOT_AN_INT_LIST, _as_json(st.integers(0, 32)),
+                  _as_json(st.lists(st.integers(0, 32), min_size=3, max_size=4)),
+                  _as_json(st.tuples(st.integers(-32, -1), st.integers(0, 32)))),
+        r"expected (a list of ints|an int)|ednn\.context (has \d values|must be >= 0)",
+    ),
+    "boundary": (
+        st.one_of(st.sampled_from(["null", "[]", "[1.5]", "true", "{}", "NaN", "-Infinity"]),
+                  _as_json(st.text(alphabet="abcxyz", max_size=8))),
+        r"boundary must be 'periodic' or a number|constant boundary must be finite",
+    ),
+    "channels": (
+        st.one_of(_as_json(st.integers(-5, 0)),
+                  st.sampled_from(["null", "1.5", "true", '"3"', "[3]", "{}", "NaN"])),
+        r"ednn\.channels must be >= 1|expected an int",
+    ),
+    "kind": (
+        st.one_of(_as_json(st.text(max_size=8).filter(lambda s: s not in ("dense", "tile"))),
+                  _as_json(st.integers()), st.sampled_from(["null", "true", "[]", "{}", "1.5"])),
+        r"ednn\.kind must be 'dense' or 'tile'",
+    ),
+    "spacing": (
+        st.one_of(_as_json(st.lists(st.floats(0.001, 10), max_size=4)
+                           .filter(lambda v: len(v) != 2)),
+                  _as_json(st.tuples(st.floats(-10, 0), st.floats(0.001, 10))),
+                  st.sampled_from(["1.5", "true", '"x"', "[1e400, 1]", '["a", 1]'])),
+        r"ednn\.spacing must be 2 positive numbers|malformed ednn metadata",
+    ),
+    "format_version": (
+        st.one_of(_as_json(st.integers(FORMAT_VERSION + 1, 10**6)),
+                  _as_json(st.integers(max_value=0)),
+                  st.sampled_from(["null", "1.5", '"1"', "[1]", "{}"])),
+        r"ednn\.format_version .* is not valid|newer than this ednn-dask",
+    ),
+    "input_scale": (
+        st.one_of(st.sampled_from(["0", "0.0", "-0.0", "NaN", "Infinity", "-Infinity", "1e400"]),
+                  NOT_A_NUMBER),
+        r"ednn\.input_scale must (not be 0|be finite)|malformed ednn metadata",
+    ),
+}
+RASTER = {"gamma": 0.2, "cutoff": 1.0, "species": [5, 6, 7]}
+BAD_ATOMISTIC_VALUES = {
+    "raster": (
+        st.one_of(
+            st.sampled_from(["[]", '"x"', "1.5", "true", "[5, 6, 7]"]),  # not an object
+            _as_json(st.dictionaries(st.sampled_from(["gamma", "cutoff", "species", "x"]),
+                                     st.just(1.0)).filter(lambda d: not set(RASTER) <= set(d))),
+            _as_json(st.floats(-1, 0).map(lambda g: {**RASTER, "gamma": g})),
+            _as_json(st.floats(-5, -0.01).map(lambda c: {**RASTER, "cutoff": c})),
+            _as_json(st.lists(st.integers(1, 118), max_size=5).filter(lambda v: len(v) != 3)
+                     .map(lambda z: {**RASTER, "species": z})),
+            st.sampled_from([{**RASTER, "species": None}, {**RASTER, "species": ["C", 6, 7]},
+                             {**RASTER, "species": [5.5, 6, 7]}]).map(json.dumps),
+        ),
+        r"ednn\.raster( must be an object| must have exactly the keys| needs gamma > 0"
+        r"|\.species )|expected an int",
+    ),
+    "reference_energies": (
+        st.one_of(
+            st.sampled_from(["[]", '"x"', "1.5", "true", "[-57.5]"]),  # not an object
+            _as_json(st.dictionaries(st.sampled_from(["B", "C", "N"]),
+                                     st.sampled_from([None, "x", [1.0], {}]), min_size=1)),
+            st.sampled_from(['{"C": NaN}', '{"C": Infinity}', '{"B": -40.0, "C": -Infinity}']),
+        ),
+        r"ednn\.reference_energies (must be an object|must map element symbols to finite eV)"
+        r"|malformed ednn metadata",
+    ),
+}
+
+
+def _junk(table):
+    """(key, JSON text, match): a value the format forbids, or text that is not JSON."""
+    def for_key(key):
+        bad, match = table[key]
+        return st.one_of(st.tuples(st.just(key), bad, st.just(match)),
+                         st.tuples(st.just(key), NOT_JSON, st.just(rf"ednn\.{key} is not JSON")))
+
+    return st.sampled_from(sorted(table)).flatmap(for_key)
+
+
+@settings(max_examples=200, deadline=None)
+@given(case=_junk(BAD_VALUES))
+def test_malformed_metadata_raises_model_format_error(case):
+    key, junk, match = case
+    with pytest.raises(ModelFormatError, match=match):
+        ModelSpec.from_metadata({**SPEC.to_metadata(), f"ednn.{key}": junk})
 
 
 @pytest.mark.parametrize(
@@ -145,17 +243,12 @@ def test_atomistic_metadata_round_trip():
     assert ModelSpec.from_metadata(SPEC.to_metadata()).raster is None  # older models: none
 
 
-@settings(max_examples=80, deadline=None)
-@given(key=st.sampled_from(["raster", "reference_energies"]),
-       junk=st.one_of(
-           st.text(max_size=8), st.just("null"), st.just("[]"), st.just('{"gamma": 0.2}'),
-           st.just('{"gamma": -1, "cutoff": 1, "species": [6, 6, 6]}'),
-           st.just('{"gamma": 0.2, "cutoff": 1, "species": [6]}'),
-           st.just('{"gamma": 0.2, "cutoff": 1, "species": ["C", 1, 2]}'),
-           st.just('{"C": "x"}'), st.just('{"C": NaN}'),
-           st.dictionaries(st.text(max_size=3), st.floats(allow_nan=True)).map(json.dumps)))
-def test_malformed_atomistic_metadata_raises_model_format_error(key, junk):
-    _parse_or_model_format_error({**ATOMISTIC.to_metadata(), f"ednn.{key}": junk})
+@settings(max_examples=120, deadline=None)
+@given(case=_junk(BAD_ATOMISTIC_VALUES))
+def test_malformed_atomistic_metadata_raises_model_format_error(case):
+    key, junk, match = case
+    with pytest.raises(ModelFormatError, match=match):
+        ModelSpec.from_metadata({**ATOMISTIC.to_metadata(), f"ednn.{key}": junk})
 
 
 @pytest.mark.parametrize(

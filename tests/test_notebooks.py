@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -10,7 +12,7 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SMALL = {  # appended to each notebook's parameters cell
-    "01-ising-quickstart.ipynb": "N_TRAIN = 400\nEPOCHS = 150\nBIG = 512",
+    "01-ising-quickstart.ipynb": "N_TRAIN = 1000\nEPOCHS = 100\nLBFGS_STEPS = 1000\nBIG = 512",
     "02-graphene-micron.ipynb": "SIDE_A = 100.0\nSCALING_SIDES = [60.0, 100.0, 200.0]",
     "03-model-exchange.ipynb": "",
 }
@@ -39,7 +41,26 @@ def test_notebook_runs(name, tmp_path):
         assert not SMALL[name], f"{name} has no parameters cell"
     client = NotebookClient(nb, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
-    client.execute()  # raises CellExecutionError, with the cell and traceback, on any error
+    temp = tmp_path / "tmp"  # the kernel's temp dir: what the notebook leaves there is seen
+    temp.mkdir()
+    try:
+        # raises CellExecutionError, with the cell and traceback, on any error
+        client.execute(env={**os.environ, "TMPDIR": str(temp)})
+    finally:
+        nbformat.write(nb, tmp_path / name)  # the executed notebook, for a look when debugging
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
-    nbformat.write(nb, tmp_path / name)  # the executed notebook, for a look when debugging
+    left = sorted(p.name for p in temp.glob("ednn-*"))
+    assert not left, f"{name} leaves its temporary folders behind: {left}"
+    if name == "01-ising-quickstart.ipynb":
+        _check_quickstart_reports_its_error(outputs)
+
+
+def _check_quickstart_reports_its_error(outputs) -> None:
+    """Notebook 01 states its model's test error and large-lattice error, and both are small."""
+    text = " ".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    test = re.search(r"test error: ([0-9.e+-]+) J per spin", text)
+    big = re.search(r"off by ([0-9.]+)% of the exact energy", text)
+    assert test and big, f"notebook 01 no longer states its errors: {text!r}"
+    assert float(test.group(1)) < 2e-3  # J per spin on held-out 8x8 lattices
+    assert float(big.group(1)) < 0.5  # % of the exact energy of the large lattice

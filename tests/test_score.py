@@ -242,7 +242,7 @@ def test_refusals(exact_ising2d, cnn2d):
         score(make_field(np.zeros((2, 8, 6)), spacing=(0.2, 0.2)), cnn)
     with pytest.raises(FieldError, match="declares none"):
         score(np.zeros((2, 8, 6), np.float32), cnn)
-    with pytest.raises(FieldError, match="NaN or Inf"):
+    with pytest.raises(FieldError, match=r"NaN at y=0, x=0 \(pixel index\).*no NaN or Inf"):
         score(np.full((4, 4), np.nan), ising)
     with pytest.raises(FieldError, match="2-d"):
         score(np.zeros((2, 2, 2, 2)), ising)

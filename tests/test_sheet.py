@@ -37,7 +37,7 @@ def _reference(structure, model):
 
 @settings(max_examples=12, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(blocks=st.integers(1, 24), extra=st.integers(0, 31))
+@given(blocks=st.integers(2, 24), extra=st.integers(0, 31))  # windows of at least one tile
 def test_streamed_energy_is_the_in_memory_energy_for_any_window(atomistic, blocks, extra):
     _, model = atomistic
     result = score_atoms(SHEET, model, chunks=32 * blocks + extra)  # rounded down to blocks
@@ -48,6 +48,12 @@ def test_streamed_energy_is_the_in_memory_energy_for_any_window(atomistic, block
     assert result.n_atoms == len(structure.numbers)
     assert result.species_counts == structure.species_counts()
     assert result.energy - result.ednn_energy == pytest.approx(result.n_atoms * MU["C"])
+
+
+def test_windows_smaller_than_a_tile_are_refused(atomistic):
+    _, model = atomistic
+    with pytest.raises(GeometryError, match="chunks of at least 64 px"):
+        score_atoms(SHEET, model, chunks=63)
 
 
 def test_species_are_counted_per_element(atomistic):

@@ -55,7 +55,7 @@ def test_ising_2d_accuracy_targets():
 
 
 @pytest.mark.slow
-def test_laplacian_accuracy_target():  # shipped model: 0.062 % on these 200 images
+def test_laplacian_accuracy_target():  # target: relative MAE <= 0.1 % on 200 fresh images
     metrics = evaluate_laplacian(str(MODELS / "laplacian-f10c2.onnx"), L=100, n=200,
                                  progress=False)
     assert metrics["relative_mae"] <= 1e-3
@@ -101,33 +101,42 @@ def test_evaluate_atoms_refuses_a_split_of_another_store():
                            str(MODELS.parent / "data" / "hexagonal-2x2.zarr"), split="test")
 
 
+# Accuracy targets (meV/atom). Where a shipped model does not reach one yet, the test is a
+# strict xfail naming the target; the measured figures are in the models' metadata.
+HEXAGONAL_TARGET = 1.0  # mean |error| on the held-out test cells
+POROUS_TARGET = 4.0  # median |error| on the held-out test cells
+SUPERCELL_TARGET = 2.0  # mean |error| on a supercell store
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="shipped model: 4.84 meV/atom; target 1 meV/atom")
+@pytest.mark.xfail(strict=True, reason=f"target: mean |error| <= {HEXAGONAL_TARGET:g} meV/atom "
+                   "on the held-out test cells")
 def test_hexagonal_accuracy_target():
     _, error, n_atoms = _atomistic_test_errors("hexagonal-f16c24.onnx")
-    assert np.mean(np.abs(error) / n_atoms) * 1e3 <= 1.0
+    assert np.mean(np.abs(error) / n_atoms) * 1e3 <= HEXAGONAL_TARGET
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="shipped model: median 6.08 meV/atom; target 4 meV/atom")
+@pytest.mark.xfail(strict=True, reason=f"target: median |error| <= {POROUS_TARGET:g} meV/atom "
+                   "on the held-out test cells")
 def test_porous_accuracy_target():
     _, error, n_atoms = _atomistic_test_errors("porous-f32c16.onnx")
-    assert np.median(np.abs(error) / n_atoms) * 1e3 <= 4.0
+    assert np.median(np.abs(error) / n_atoms) * 1e3 <= POROUS_TARGET
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("store", [
     pytest.param("hexagonal-2x2.zarr", marks=pytest.mark.xfail(
-        strict=True, reason="shipped model: 6.54 meV/atom on 2x2 (mean signed +5.38: the "
-        "Gamma-point reference's finite-size term, mean abs 3.0 on replicas, and B-N vacancy "
-        "charge transfer beyond the model's window); target 2 meV/atom")),
+        strict=True, reason=f"target: mean |error| <= {SUPERCELL_TARGET:g} meV/atom on the 2x2 "
+        "supercells (limits: the Gamma-point reference's finite-size term, B-N vacancy charge "
+        "transfer beyond the model's window)")),
     pytest.param("hexagonal-3x3.zarr", marks=pytest.mark.xfail(
-        strict=True, reason="shipped model: 5.54 meV/atom on the 12 vacancy-free 3x3 cells "
-        "(mean signed +5.51); target 2 meV/atom")),
+        strict=True, reason=f"target: mean |error| <= {SUPERCELL_TARGET:g} meV/atom on the "
+        "vacancy-free 3x3 supercells")),
 ])
 def test_hexagonal_transfer_to_supercells_target(store):
     from training.atomistic import evaluate_atomistic
 
     result = evaluate_atomistic(str(MODELS / "hexagonal-f16c24.onnx"),
                                 str(MODELS.parent / "data" / store))
-    assert result["mae_meV_per_atom"] <= 2.0
+    assert result["mae_meV_per_atom"] <= SUPERCELL_TARGET

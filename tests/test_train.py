@@ -236,3 +236,16 @@ def test_keeping_freed_memory_changes_no_number():
     digests = [subprocess.run([sys.executable, "-c", TRAIN_STEPS, mode], check=True,
                               capture_output=True, text=True).stdout for mode in ("off", "on")]
     assert len(digests[0]) == 41 and digests[0] == digests[1]
+
+
+def test_lbfgs_polish_is_kept_without_a_validation_split(tmp_path):
+    """With val_fraction=0 the training loss picks the weights: L-BFGS must not be discarded."""
+    ds = sample_ising(200, 4, temperatures=(1.0, 5.0), seed=2, sweeps=10)
+    x, y = ds["spins"].values.astype(np.float32)[:, None], ds["energy"].values
+    errors = {}
+    for steps in (0, 100):
+        ednn = random_mlp_ednn(2)
+        cfg = TrainConfig(epochs=5, lr=3e-3, seed=0, unique_tiles=True, val_fraction=0.0,
+                          lbfgs_steps=steps)
+        errors[steps] = fit(ednn, x, y, cfg, tmp_path / str(steps), progress=False)["test"]["mae"]
+    assert errors[100] < 0.5 * errors[0]

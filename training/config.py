@@ -7,20 +7,26 @@ from dataclasses import dataclass
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of :func:`fit` (the paper's Table 1 uses Adam and MSE).
+    """Hyper-parameters of :func:`training.train.fit` (the paper's Table 1 uses Adam and MSE).
+
+    Adam runs ``epochs`` epochs of mini-batches of ``batch_size``, its learning rate
+    decaying exponentially from ``lr`` to ``lr_final``, and stops early after
+    ``patience`` epochs without a better validation error. ``val_fraction`` and
+    ``test_fraction`` of the samples are held out (split by ``seed``); ``threads``
+    sets torch's CPU threads; a checkpoint is written every ``checkpoint_every``
+    epochs, and a run resumes from it.
 
     ``unique_tiles`` trains full-batch in float64 on the distinct tiles of the data
-    (:class:`TileCounts`, exact for discrete inputs such as spins); ``lbfgs_steps``
-    then polishes the Adam result with L-BFGS on the same full batch (or on the
-    first ``lbfgs_samples`` training samples), in float64 unless ``lbfgs_float64``
-    is off: float32 halves the time where the loss stays far above float32
-    round-off (the Laplacian, 2048 images). ``device``
-    (e.g. ``"cuda"``) is where the data and the net live while training; the
-    trained net is handed back on the CPU, so export and checkpoints do not
-    depend on it. ``augment``
-    (periodic samples only) rolls each mini-batch by a random whole number of
-    pixels and mirrors it at random: exact symmetries of a periodic field that
-    leave its total unchanged but move it against the focus grid.
+    (:class:`~training.train.TileCounts`, exact for discrete inputs such as spins);
+    ``lbfgs_steps`` then polishes the Adam result with L-BFGS on the same full batch
+    (or on the first ``lbfgs_samples`` training samples), in float64 unless
+    ``lbfgs_float64`` is off: float32 is faster and enough where the loss stays far
+    above float32 round-off (the Laplacian). ``device`` (e.g. ``"cuda"``) is where
+    the data and the net live while training; the trained net is handed back on the
+    CPU, so export and checkpoints do not depend on it. ``augment`` (periodic samples
+    only) rolls each mini-batch by a random whole number of pixels and mirrors it at
+    random: exact symmetries of a periodic field that leave its total unchanged but
+    move it against the focus grid.
     """
 
     epochs: int = 100

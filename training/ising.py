@@ -278,7 +278,10 @@ def sample_ising(
     if dim not in (2, 3):
         raise ConfigError(f"dim must be 2 or 3, got {dim}")
     if n < 1 or L < 2 or sweeps < 0:
-        raise ConfigError(f"need n >= 1, L >= 2 and sweeps >= 0; got n={n}, L={L}, sweeps={sweeps}")
+        raise ConfigError(
+            f"an Ising sample needs n >= 1 samples, a side L >= 2 and sweeps >= 0; got n={n}, "
+            f"L={L}, sweeps={sweeps}: choose a larger lattice or more samples."
+        )
     temp_seq, chain_seq = np.random.SeedSequence(seed).spawn(2)
     temps = _resolve_temperatures(
         n, temperatures, near_critical, dim, np.random.default_rng(temp_seq)

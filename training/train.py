@@ -30,12 +30,12 @@ LBFGS_CHUNK = 256  # samples per forward/backward of the full-batch L-BFGS loss
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory in the process instead of handing it back to the OS.
 
-    By default every large tensor is its own mmap, unmapped when freed, so each
-    mini-batch faults its activations in afresh: 42 % of the CPU time of training
-    the porous net was kernel time, and training ran 2.1x faster without it
-    (5.35 -> 2.58 s per epoch, `train porous --net smooth`). The heap then stays
-    at its peak size, which for training is the working set anyway. Returns False
-    where the C library is not glibc (nothing changed).
+    Training frees and reallocates large activation tensors every mini-batch, and by
+    default each is its own mmap that the next batch faults in afresh, so CPU training
+    spends much of its time in the kernel; with this the heap stays at its peak size,
+    which for training is the working set anyway. Process-wide: entry points call it
+    (the CLI's ``train`` does), :func:`fit` does not. Returns False where the C library
+    is not glibc (nothing changed).
     """
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
@@ -64,6 +64,13 @@ def fit(
     per sample, default all of them) turns errors into per-site errors. ``atoms``
     (N,), if given, makes the loss and the validation error (which picks the best
     epoch) per atom: the metric of data sets whose structures differ in size.
+
+    ``ednn`` is left with the best weights, not the last epoch's: those of the Adam
+    epoch with the lowest validation error, replaced by the L-BFGS result
+    (``config.lbfgs_steps``) only where that validates better still; the returned
+    ``best_epoch`` says which Adam epoch it was. fit sets torch's seed and (with
+    ``config.threads``) thread count but no allocator options: for faster CPU
+    training, call :func:`training.train.keep_freed_memory` first, as the CLI does.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,8 +167,9 @@ def fit(
             return total
 
         _lbfgs(ednn, loss_and_gradient, config.lbfgs_steps, progress)
-        if val_mae() < state["best_val"]:
-            state["best_val"] = val_mae()
+        mae = val_mae() if len(val) else -math.inf  # no validation split: keep the polish
+        if mae < state["best_val"]:
+            state["best_val"] = mae if len(val) else state["best_val"]
             best = {k: v.clone() for k, v in ednn.state_dict().items()}
     ednn.load_state_dict(best)
     ednn.float().cpu()

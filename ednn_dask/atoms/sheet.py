@@ -20,7 +20,6 @@ import xarray as xr
 from ednn_dask.atoms.materials import PorousSheet
 from ednn_dask.atoms.raster import rasterize
 from ednn_dask.atoms.stream import AtomsScore, score_atoms
-from ednn_dask.compute import dask_client
 from ednn_dask.field import save_field
 from ednn_dask.model import TileModel, load_model
 from ednn_dask.storage import atomic_output, refuse_existing
@@ -39,8 +38,7 @@ def porous_sheet(
     seed: int = 0,
     out: str | os.PathLike | None = None,
     field: str | os.PathLike | None = None,
-    scheduler: str | None = None,
-    processes: bool = False,
+    client: Any = None,
     chunks: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -57,8 +55,8 @@ def porous_sheet(
         The outputs folder (default :func:`default_out`).
     field : path, optional
         Also write the rasterized field (the model's input) to this Zarr store.
-    scheduler, processes
-        Dask scheduler address, or a LocalCluster with worker processes.
+    client : distributed.Client, optional
+        Where to compute; default the active client, else dask's threads.
 
     Returns
     -------
@@ -72,14 +70,11 @@ def porous_sheet(
         refuse_existing(field, overwrite)
     sheet = PorousSheet.square(side, porosity=porosity, seed=seed)
     model = load_model(model)
-    with dask_client(scheduler, processes=processes) as client:
-        result = score_atoms(sheet, model, client=client, chunks=chunks, progress=progress)
-        if field:
-            spec = model.spec
-            grid = rasterize(sheet, spec.spacing, gamma=spec.raster["gamma"],
-                             cutoff=spec.raster["cutoff"], species=spec.raster["species"],
-                             chunks=chunks)
-            save_field(grid, field, overwrite=overwrite)
+    result = score_atoms(sheet, model, client=client, chunks=chunks, progress=progress)
+    if field:
+        spec = model.spec
+        grid = rasterize(sheet, spec.spacing, chunks=chunks, **spec.raster)
+        save_field(grid, field, overwrite=overwrite)  # on the active client, if any
     summary = {"sheet": {"cells": list(sheet.cells), "size_A": sheet.size.tolist(),
                          "porosity": porosity, "seed": seed},
                **result.to_dict(), "outputs": str(out)}

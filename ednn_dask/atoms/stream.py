@@ -113,6 +113,12 @@ def score_atoms(
     if chunks is None:
         cores, memory_per_core = _machine(client or active_client())
         chunks = default_window(model, shape, cores=cores, memory_per_core=memory_per_core)
+    if chunks < smallest_window(model):
+        raise GeometryError(
+            f"chunks (windows) of {chunks} px are too small for model {model.name!r} (focus "
+            f"{spec.focus[0]} px, context {spec.context[0]} px): a window smaller than one tile "
+            f"scores more halo than window; use chunks of at least {smallest_window(model)} px."
+        )
     step = _chunk_blocks(chunks, spec.focus, blocks)
     template = da.empty((1 + len(elements), *blocks),
                         chunks=(1 + len(elements), *step), dtype=np.float64)
@@ -168,6 +174,15 @@ def _chunk_blocks(chunks: int | None, focus: tuple[int, ...], blocks: tuple[int,
     windows = [[s * f] * math.ceil(n / s) for s, f, n in zip(steps, focus, blocks, strict=True)]
     check_chunk_count(windows, Tiling(focus, (0,) * len(focus)))
     return tuple(steps)
+
+
+def smallest_window(model: TileModel) -> int:
+    """The smallest window side (px) accepted: one tile (focus + 2 x context).
+
+    A smaller window rasterizes and scores more halo than window, and its task
+    count grows as the inverse square of its side.
+    """
+    return max(f + 2 * c for f, c in zip(model.spec.focus, model.spec.context, strict=True))
 
 
 def default_window(

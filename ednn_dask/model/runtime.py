@@ -43,7 +43,10 @@ class TileModel:
         """Read an ONNX file, validate its ednn metadata and its input/output signature."""
         path = Path(path)
         if not path.is_file():
-            raise StoreNotFoundError(f"model file {str(path)!r} does not exist.")
+            raise StoreNotFoundError(
+                f"model file {str(path)!r} does not exist; check the path (the shipped models "
+                "are in the repository's models/ folder)."
+            )
         data = path.read_bytes()
         if b"location" in data:  # cheap pre-check: external data names a "location"
             data = _with_external_data_inlined(data, path)
@@ -189,7 +192,8 @@ def _open_session(data: bytes, path: Path):
     except Exception as err:  # onnxruntime raises several types for "not a model"
         raise ModelFormatError(
             f"{str(path)!r} is not a loadable ONNX model ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200]})."
+            f"{str(err).splitlines()[0][:200]}); give an ONNX file exported by ednn-dask or "
+            "one with ednn metadata added (ednn_dask.model.write_metadata)."
         ) from None
 
 

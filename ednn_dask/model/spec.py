@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -74,6 +75,11 @@ class ModelSpec:
             raise ModelFormatError(f"ednn.kind must be 'dense' or 'tile', got {self.kind!r}.")
         if ndim not in (1, 2, 3):
             raise ModelFormatError(f"ednn.focus must have 1 to 3 axes, got {self.focus!r}.")
+        if min(self.focus) < 1 or min(self.context, default=0) < 0:
+            raise ModelFormatError(
+                f"ednn.focus must be >= 1 and ednn.context >= 0 pixels per axis, got focus "
+                f"{self.focus!r} and context {self.context!r}."
+            )
         if len(self.context) != ndim:
             raise ModelFormatError(
                 f"ednn.context {self.context!r} and ednn.focus {self.focus!r} differ in length."
@@ -96,7 +102,7 @@ class ModelSpec:
         if self.raster is not None:
             self._check_raster(self.raster)
         for symbol, value in (self.reference_energies or {}).items():
-            if not isinstance(symbol, str) or not math.isfinite(value):
+            if not _is_element_symbol(symbol) or not math.isfinite(value):
                 raise ModelFormatError(
                     f"ednn.reference_energies must map element symbols to finite eV, got "
                     f"{symbol!r}: {value!r}."
@@ -161,7 +167,7 @@ class ModelSpec:
                     f"metadata {NAMESPACE}{key} is not JSON: {text!r}."
                 ) from None
         version = values["format_version"]
-        if not isinstance(version, int) or version < 1:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise ModelFormatError(f"metadata ednn.format_version {version!r} is not valid.")
         if version > FORMAT_VERSION:
             raise ModelFormatError(
@@ -202,15 +208,19 @@ class ModelSpec:
             raise ModelFormatError(f"malformed ednn metadata: {err}") from None
 
 
+def _is_element_symbol(symbol: Any) -> bool:
+    """'C', 'Si': one capital letter, then at most one lower-case letter."""
+    return isinstance(symbol, str) and re.fullmatch(r"[A-Z][a-z]?", symbol) is not None
+
+
 def _raster(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
         raise ModelFormatError(f"ednn.raster must be an object, got {value!r}.")
-    missing = [k for k in RASTER_KEYS if k not in value]
-    if missing:
-        raise ModelFormatError(f"ednn.raster must have exactly the keys {RASTER_KEYS}; "
-                               f"missing {missing}.")
+    if set(value) != set(RASTER_KEYS):
+        raise ModelFormatError(f"ednn.raster must have exactly the keys {RASTER_KEYS}, got "
+                               f"{sorted(value)}.")
     species = value["species"]
     return {
         "gamma": float(value["gamma"]),

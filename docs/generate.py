@@ -1,0 +1,474 @@
+"""Generated pages of the documentation site, made from data at build time.
+
+Run by MkDocs as a hook (``hooks:`` in ``mkdocs.yml``), so ``mkdocs build`` alone
+regenerates them; nothing here is written into ``docs/``:
+
+- ``cli.md``: the help of ``ednn-dask`` and of each subcommand, from
+  :func:`ednn_dask.cli.build_parser`;
+- ``models/index.md`` and ``models/<name>.md``: one card per shipped model in
+  ``models/*.onnx``, from the model's own metadata (``load_model(path).spec``);
+- ``benchmarks.md``: one table per benchmark, from the JSON files the bench scripts
+  write to ``bench/results/`` ("not run yet" where a file is missing).
+
+``python docs/generate.py OUT`` writes the same pages into the folder ``OUT`` to read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import os
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+RESULTS = ROOT / "bench" / "results"
+BENCHMARKS = {  # bench script -> its result files under bench/results/
+    "bench_pipeline.py": "pipeline-*.json",
+    "bench_rasterize.py": "rasterize.json",
+    "bench_sheet.py": "sheet.json",
+}
+SYMBOLS = {1: "H", 5: "B", 6: "C", 7: "N", 8: "O"}
+
+if str(ROOT) not in sys.path:  # the hook runs from any working directory
+    sys.path.insert(0, str(ROOT))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def cli_page() -> str:
+    """The CLI reference: ``ednn-dask --help`` and each subcommand's ``--help``."""
+    from ednn_dask.cli import build_parser
+
+    old = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "96"  # argparse wraps its help to this width
+    try:
+        parser = build_parser()
+        lines = [
+            "# Command-line reference",
+            "",
+            "Generated from `ednn_dask.cli.build_parser()`: this is what `--help` prints.",
+            "Errors print one line naming the problem and the remedy, and exit with status 2.",
+            "Nothing is overwritten without `--overwrite`.",
+            "",
+            "```text",
+            parser.format_help().rstrip(),
+            "```",
+        ]
+        for name, sub in _subcommands(parser).items():
+            lines += ["", f"## `ednn-dask {name}`", "", "```text", sub.format_help().rstrip(),
+                      "```"]
+    finally:
+        if old is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = old
+    return "\n".join(lines) + "\n"
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:  # argparse has no public accessor for subparsers
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+# ----------------------------------------------------------------------- model cards
+
+METRICS = {  # provenance["metrics"] key -> what it is
+    "n": "samples in the held-out test split",
+    "mae": "mean absolute error of the total, per sample",
+    "median_ae": "median absolute error of the total, per sample",
+    "max_ae": "largest absolute error of the total",
+    "rmse": "root-mean-square error of the total",
+    "relative_mae": "mean of abs(error) / abs(target)",
+    "mae_per_site": "mean absolute error per {site}",
+    "median_ae_per_site": "median absolute error per {site}",
+}
+
+
+def model_cards() -> dict[str, str]:
+    """``{"<stem>": markdown}``, one card per ``models/*.onnx``, plus ``"index"``."""
+    from ednn_dask import load_model
+
+    cards, rows = {}, []
+    for path in sorted(MODELS.glob("*.onnx")):
+        model = load_model(path)
+        cards[path.stem] = _model_card(path, model)
+        spec = model.spec
+        rows.append(f"| [{path.stem}]({path.stem}.md) | {spec.provenance.get('system', '-')} "
+                    f"| {spec.target} ({_unit(spec) or '-'}) | {spec.kind} "
+                    f"| {_axes(spec.focus)} | {_axes(spec.context)} "
+                    f"| {_metric(spec.provenance.get('metrics', {}), 'mae', spec)} |")
+    cards["index"] = "\n".join([
+        "# Shipped models",
+        "",
+        "One card per ONNX file in `models/`, generated from the file's own metadata",
+        "(`ednn_dask.load_model(path).spec`; `ednn-dask info M.onnx` prints the same).",
+        "The metrics are those the training recipe measured on its held-out test split",
+        "through onnxruntime at export. `make models` retrains them all.",
+        "",
+        "| model | system | target | kind | focus (px) | context (px) | test MAE |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ])
+    return cards
+
+
+def _model_card(path: Path, model) -> str:
+    spec = model.spec
+    prov = dict(spec.provenance)
+    metrics = prov.pop("metrics", {}) or {}
+    command = prov.pop("command", None)
+    data = prov.pop("data", None)
+    out = [f"# `{path.name}`", ""]
+    system = prov.get("system", path.stem)
+    unit = f" in {_unit(spec)}" if _unit(spec) else ""
+    out += [f"An EDNN tile model for the system `{system}` ({spec.kind} kind): the sum of its "
+            f"contributions predicts `{spec.target}`{unit}."]
+    out += ["", "## Input and geometry", "", "| | |", "|---|---|"]
+    out += [f"| dims | {', '.join(spec.spatial_dims)} |",
+            f"| channels | {spec.channels}{_species(spec)} |",
+            f"| focus | {_axes(spec.focus)} px{_angstrom(spec.focus, spec)} |",
+            f"| context | {_axes(spec.context)} px{_angstrom(spec.context, spec)} |",
+            f"| tile | {_axes([f + 2 * c for f, c in zip(spec.focus, spec.context)])} px |",
+            f"| boundary | {spec.boundary} |",
+            f"| spacing | {_spacing(spec)} |"]
+    if spec.input_offset or spec.input_scale != 1:
+        out.append(f"| input scaling | (x - {spec.input_offset:.6g}) * {spec.input_scale:.6g} |")
+    if spec.output_offset or spec.output_scale != 1:
+        out.append(f"| output scaling | raw * {spec.output_scale:.6g} + "
+                   f"{spec.output_offset:.6g} |")
+    if spec.raster:
+        r = spec.raster
+        out.append(f"| raster (eq. 2) | gamma {r['gamma']} Å, cutoff {r['cutoff']} Å |")
+    if spec.reference_energies:
+        energies = ", ".join(f"{k} {v:.4f}" for k, v in sorted(spec.reference_energies.items()))
+        out.append(f"| reference energies (eV per atom, added back by `energy()`) | "
+                   f"{energies} |")
+    out.append(f"| file sha256 | `{model.sha256[:16]}…` |")
+
+    out += ["", "## Data", ""]
+    described = {k: prov.get(k) for k in ("reference", "n_structures", "data_hash", "seed")
+                 if k in prov}
+    if data:
+        described = {**{f"data.{k}": v for k, v in data.items()}, **described}
+    if described:
+        out += ["| | |", "|---|---|"]
+        out += [f"| {k} | {_value(v)} |" for k, v in described.items()]
+    else:
+        out.append("The provenance records no data set.")
+
+    out += ["", "## Recipe", ""]
+    if command:
+        out += ["The command that trained and exported this file, as recorded in its "
+                "provenance:", "", "```bash", _command(command), "```"]
+    else:
+        out.append("The provenance records no command.")
+    rest = {k: v for k, v in prov.items() if k not in described}
+    if rest:
+        out += ["", "| provenance | |", "|---|---|"]
+        out += [f"| {k} | {_value(v)} |" for k, v in sorted(rest.items())]
+
+    out += ["", "## Metrics", ""]
+    if metrics:
+        out += ["On the held-out test split of its training data, through onnxruntime:", "",
+                "| metric | value | what |", "|---|---|---|"]
+        site = "pixel" if spec.raster else "site"
+        for key in metrics:
+            what = METRICS.get(key, "").format(site=site)
+            out.append(f"| `{key}` | {_metric(metrics, key, spec)} | {what} |")
+    else:
+        out.append("The provenance records no metrics.")
+    parity = path.with_name(path.stem + ".parity.png")
+    if parity.exists():
+        out += ["", f"![parity plot of {path.stem}]({parity.name})"]
+
+    out += ["", "## Limits", ""] + [f"- {line}" for line in _limits(spec, data)]
+    return "\n".join(out) + "\n"
+
+
+def _limits(spec, data) -> list[str]:
+    lines = []
+    if spec.spacing is not None:
+        lines.append(f"Fields must have the model's pixel spacing ({_spacing(spec)}); "
+                     "`score` refuses another.")
+    multiple = "a multiple of the focus" if spec.kind == "dense" else "exactly one tile"
+    lines.append(f"Each spatial axis of a field must be {multiple} "
+                 f"({_axes(spec.focus)} px); the outside of the grid is "
+                 + ("periodic." if spec.boundary == "periodic"
+                    else f"the constant {spec.boundary}."))
+    if spec.spacing is not None:
+        reach = ", ".join(f"{c * s:.2f}" for c, s in zip(spec.context, spec.spacing))
+        lines.append(f"Each contribution sees its focus block plus {reach} Å of context: "
+                     "interactions that reach farther are invisible to it "
+                     "(see [findings](../findings.md)).")
+    else:
+        lines.append(f"Each contribution sees its focus block plus {_axes(spec.context)} "
+                     "sites of context.")
+    if spec.raster and spec.raster.get("species"):
+        elements = ", ".join(SYMBOLS.get(z, str(z)) for z in spec.raster["species"])
+        lines.append(f"Only the elements {elements} (one channel each); `energy()` refuses "
+                     "others.")
+    if data and "L" in data:
+        shown = f"Trained on {data['L']}-site-per-axis samples"
+        if "temperatures" in data:
+            shown += " at T in {}..{}".format(*data["temperatures"])
+        lines.append(shown + "; larger fields rely on the model being extensive.")
+    if spec.provenance.get("reference"):
+        lines.append(f"Its target is the {spec.provenance['reference']} energy of the training "
+                     "cells, not an experiment or a higher-level method.")
+    return lines
+
+
+def _species(spec) -> str:
+    if not spec.raster:
+        return ""
+    species = spec.raster.get("species")
+    if species is None:
+        return " (one Z-weighted channel)"
+    return " (" + ", ".join(SYMBOLS.get(z, str(z)) for z in species) + ")"
+
+
+def _axes(values) -> str:
+    return " x ".join(str(v) for v in values)
+
+
+def _angstrom(pixels, spec) -> str:
+    if spec.spacing is None:
+        return ""
+    return " = " + " x ".join(f"{p * s:.2f}" for p, s in zip(pixels, spec.spacing)) + " Å"
+
+
+def _spacing(spec) -> str:
+    if spec.spacing is None:
+        return "none (a lattice model)"
+    return " x ".join(f"{s:.6g}" for s in spec.spacing) + f" {spec.spacing_unit or ''}".rstrip()
+
+
+def _metric(metrics: dict, key: str, spec) -> str:
+    value = metrics.get(key)
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    unit = "" if key == "relative_mae" else f" {_unit(spec)}".rstrip()
+    return f"{value:.4g}{unit}"
+
+
+def _unit(spec) -> str:
+    return "" if spec.target_unit in ("", "1") else spec.target_unit
+
+
+def _value(value) -> str:
+    if isinstance(value, (dict, list)):
+        return f"`{json.dumps(value)}`"
+    return f"`{value}`" if isinstance(value, str) else str(value)
+
+
+def _command(command: str) -> str:
+    """The recorded command with its program shown as ``ednn-dask``."""
+    words = shlex.split(command)
+    if words and (words[0].endswith("ednn-dask") or words[0].endswith("cli.py")):
+        words[0] = "ednn-dask"
+    return shlex.join(words)
+
+
+# ------------------------------------------------------------------------ benchmarks
+
+
+def benchmarks_page() -> str:
+    """One table per benchmark, from the JSON files the bench scripts write."""
+    out = ["# Benchmarks", "",
+           "Generated from the JSON files that the scripts in `bench/` write to "
+           "`bench/results/`; each table names the machine and the date it was measured on.",
+           "`make bench` runs all three. Benchmarks compare against a baseline in the same "
+           "run (a ratio), so their ratios carry across machines better than their times."]
+    render = {"bench_pipeline.py": _pipeline_table, "bench_rasterize.py": _rasterize_table,
+              "bench_sheet.py": _sheet_table}
+    for script, pattern in BENCHMARKS.items():
+        doc = ast.get_docstring(ast.parse((ROOT / "bench" / script).read_text())) or script
+        title, _, body = doc.partition("\n")
+        out += ["", f"## {title.rstrip('.')}", "", _usage_as_code(body), ""]
+        records = [json.loads(p.read_text()) for p in sorted(RESULTS.glob(pattern))]
+        if not records:
+            out.append(f"**Not run yet**: `python bench/{script}` writes "
+                       f"`bench/results/{pattern}`.")
+            continue
+        out += _measured(records) + [""] + render[script](records)
+    return "\n".join(out) + "\n"
+
+
+def _usage_as_code(text: str) -> str:
+    """A docstring body with its indented usage lines as a fenced block."""
+    out, code = [], []
+    for line in text.strip("\n").splitlines() + [""]:
+        if line.startswith("    "):
+            code.append(line[4:])
+            continue
+        if code:
+            out += ["```text", *code, "```"]
+            code = []
+        out.append(line)
+    return "\n".join(out).strip()
+
+
+def _measured(records: list[dict]) -> list[str]:
+    lines = []
+    for r in records:
+        m = r.get("machine", {})
+        memory = f", {m['memory_gib']} GiB" if "memory_gib" in m else ""
+        lines.append(f"Measured on {m.get('processor') or m.get('machine', '?')}, "
+                     f"{m.get('cpu_count', '?')} cores{memory} ({m.get('platform', '?')}), "
+                     f"{r.get('date', '?')}, commit `{r.get('commit')}`: "
+                     f"`{r.get('command', '?')}`")
+    return [line + "  " for line in lines[:-1]] + lines[-1:]
+
+
+def _pipeline_table(records: list[dict]) -> list[str]:
+    out = ["| field | raw onnxruntime | ednn-dask threaded | ednn-dask LocalCluster "
+           "| torch eager | pipeline / raw | speed-up vs torch |",
+           "|---|---|---|---|---|---|---|"]
+    for r in records:
+        s, px = r["seconds"], r["pixels"]
+
+        def rate(name, s=s, px=px):
+            return f"{px / s[name] / 1e6:.1f} Mpx/s" if name in s else "-"
+
+        out.append(f"| {r['system']}, {r['size']}² | {rate('raw onnxruntime')} "
+                   f"| {rate('ednn-dask, threaded')} | {rate('ednn-dask, LocalCluster')} "
+                   f"| {rate('torch eager EDNN')} | {r['fraction_of_raw_ort_threaded']:.2f} "
+                   f"| {r['speedup_vs_torch_eager']:.1f}x |")
+    return out
+
+
+def _rasterize_table(records: list[dict]) -> list[str]:
+    r = records[-1]
+    return [
+        "| method | atoms/s |", "|---|---|",
+        f"| numba kernel, 1 core | {r['numba_atoms_per_s_core']:,.0f} |",
+        f"| per-atom numpy stamp, 1 core | {r['numpy_atoms_per_s_core']:,.0f} |",
+        f"| dask `rasterize`, all cores | {r['dask_pipeline_atoms_per_s']:,.0f} |",
+        "",
+        f"numba / numpy = {r['ratio_numba_over_numpy']:.1f}x; the two agree: "
+        f"{r['numba_equals_numpy']}; {r['atoms']:,} atoms on {r['pixels']:,} pixels.",
+    ]
+
+
+def _sheet_table(records: list[dict]) -> list[str]:
+    r = records[-1]
+    cores = r["cores"]
+    out = ["| sheet side | atoms | wall (warm) | µs/atom warm | µs/atom cold | core-ms/atom "
+           "| peak memory |", "|---|---|---|---|---|---|---|"]
+    for s in r["sizes"]:
+        side = s["side_A"]
+        shown = f"{side / 1e4:g} µm" if side >= 1e4 else f"{side / 10:g} nm"
+        out.append(f"| {shown} | {s['n_atoms']:,} | {s['seconds']:.2f} s "
+                   f"| {s['seconds'] / s['n_atoms'] * 1e6:.2f} "
+                   f"| {s['cold_seconds'] / s['cold_n_atoms'] * 1e6:.2f} "
+                   f"| {s['seconds'] * cores / s['n_atoms'] * 1e3:.4f} "
+                   f"| {s['peak_bytes'] / 2**30:.2f} GiB |")
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in r["one_core_us_per_atom"].items())
+    deviation = r.get("time_per_atom_deviation", math.nan)
+    out += [
+        "",
+        f"- Model `{r['model']}`; the largest sheet costs "
+        f"{r['largest_core_ms_per_atom']:.4f} core-ms per atom (the paper: "
+        f"{r['paper_core_ms_per_atom']}).",
+        f"- Time per atom from 10⁵ atoms up: within {deviation:+.0%} of its median "
+        f"(first sheet of each size: {r.get('cold_time_per_atom_deviation', math.nan):+.0%}).",
+        f"- The sheet job runs at {r['sheet_of_raw_onnxruntime']:.2f} of raw onnxruntime's "
+        f"pixel rate on the same windows ({r['raw_onnxruntime_px_per_s']:.3g} px/s).",
+        f"- One core, µs per atom: {stages}.",
+        f"- One 60-atom cell, atoms -> energy in-process: "
+        f"{r['single_60_atom_structure_ms']:.2f} ms.",
+        "",
+        "![sheet scaling](sheet-scaling.png)",
+    ]
+    return out
+
+
+# ------------------------------------------------------------------------ all pages
+
+
+def pages() -> dict[str, str]:
+    """Every generated page: ``{path under docs/: markdown}``."""
+    out = {"cli.md": cli_page(), "benchmarks.md": benchmarks_page()}
+    for stem, text in model_cards().items():
+        out[f"models/{stem}.md"] = text
+    return out
+
+
+def parity_plots() -> dict[str, Path]:
+    """The parity plots beside the shipped models, shown on their cards."""
+    return {f"models/{p.name}": p for p in sorted(MODELS.glob("*.parity.png"))}
+
+
+# ------------------------------------------------------------------------ MkDocs hooks
+
+
+def on_config(config):
+    """Expand the nav entry ``models/index.md`` into the index and one card per model."""
+    stems = [p.stem for p in sorted(MODELS.glob("*.onnx"))]
+    cards = [{stem: f"models/{stem}.md"} for stem in stems]
+
+    def expand(items):
+        result = []
+        for item in items:
+            if isinstance(item, dict):
+                item = {k: ["models/index.md", *cards] if v == "models/index.md"
+                        else expand(v) if isinstance(v, list) else v
+                        for k, v in item.items()}
+            result.append(item)
+        return result
+
+    if config.get("nav"):
+        config["nav"] = expand(config["nav"])
+    return config
+
+
+def on_files(files, config):
+    """Add the generated pages and the parity plots to the site, in memory only."""
+    from mkdocs.structure.files import File
+
+    for uri, text in pages().items():
+        if files.get_file_from_path(uri) is None:
+            files.append(File.generated(config, uri, content=text))
+    for uri, source in parity_plots().items():
+        if files.get_file_from_path(uri) is None:
+            files.append(File.generated(config, uri, abs_src_path=str(source)))
+    return files
+
+
+def on_page_markdown(markdown, page, config, files):
+    """The model-format page must explain every ``ednn.*`` key the code knows."""
+    if page.file.src_uri == "model-format.md":
+        import logging
+
+        from ednn_dask.model.spec import METADATA_KEYS
+
+        missing = [k for k in METADATA_KEYS if f"`{k}`" not in markdown]
+        if missing:
+            logging.getLogger("mkdocs.hooks.generate").warning(
+                "model-format.md does not describe the metadata keys %s", missing)
+    return markdown
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="write the generated pages to a folder")
+    parser.add_argument("out", type=Path)
+    out = parser.parse_args(argv).out
+    for uri, text in pages().items():
+        (out / uri).parent.mkdir(parents=True, exist_ok=True)
+        (out / uri).write_text(text)
+        print(out / uri)
+
+
+if __name__ == "__main__":
+    main()

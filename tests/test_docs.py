@@ -1,0 +1,185 @@
+"""The documentation: the site builds with ``--strict`` and every Python block in it runs.
+
+Python blocks of README.md and docs/**/*.md run in a fresh interpreter, in a temporary
+working directory where ``models/`` is the repository's. A block is skipped only when
+the line before its fence is ``<!-- no-run -->`` (cluster addresses and the like) or
+its fence carries a title (```` ```python title="..." ````). The README's tour runs
+twice: it must be re-runnable.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+NO_RUN = "<!-- no-run -->"
+FENCE = re.compile(r"^```python(?P<info>[^\n]*)\n(?P<code>.*?)^```\s*$", re.M | re.S)
+DIARY = re.compile(r"earlier session|this morning|the morning|before the fix|the same day|"
+                   r"\b20\d\d-\d\d-\d\d\b", re.I)
+ENV = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+
+
+def python_blocks(path: Path) -> list[tuple[int, str]]:
+    """(line number, code) of each runnable ```python block of a Markdown file."""
+    text = path.read_text()
+    blocks = []
+    for match in FENCE.finditer(text):
+        line = text.count("\n", 0, match.start()) + 1
+        before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1].strip()
+        if "title" in match["info"] or before == NO_RUN:
+            continue
+        blocks.append((line, match["code"]))
+    return blocks
+
+
+BLOCKS = [(path, line, code) for path in PAGES for line, code in python_blocks(path)]
+
+
+def load_generator():
+    spec = importlib.util.spec_from_file_location("docs_generate", ROOT / "docs" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """An empty working directory in which ``models/`` is the repository's."""
+    (tmp_path / "models").symlink_to(ROOT / "models", target_is_directory=True)
+    return tmp_path
+
+
+def run_block(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("path", "line", "code"), BLOCKS,
+    ids=[f"{p.relative_to(ROOT)}:{line}" for p, line, _ in BLOCKS])
+def test_python_block_runs(path: Path, line: int, code: str, workdir: Path):
+    runs = 2 if path.name == "README.md" else 1  # the tour is re-runnable
+    for attempt in range(runs):
+        done = run_block(code, workdir)
+        assert done.returncode == 0, (
+            f"{path.relative_to(ROOT)}:{line} failed (run {attempt + 1}):\n{done.stderr[-3000:]}")
+
+
+def test_blocks_are_found():
+    """The README tour and the guides' examples are among the executed blocks."""
+    where = {p.relative_to(ROOT).as_posix() for p, _, _ in BLOCKS}
+    assert {"README.md", "docs/guide/fields.md", "docs/guide/atoms.md"} <= where
+    skipped = (ROOT / "docs" / "guide" / "clusters.md").read_text().count(NO_RUN)
+    assert skipped >= 1
+
+
+def test_site_builds_strict(tmp_path: Path):
+    for name in ("mkdocs", "material", "mkdocstrings"):
+        if importlib.util.find_spec(name) is None:
+            pytest.skip(f"{name} is not installed: install the docs extra "
+                        "(pip install -e '.[docs]') to build the site")
+    site = tmp_path / "site"
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-5000:]
+    for page in ("index.html", "cli/index.html", "benchmarks/index.html",
+                 "models/index.html", "api/atoms/index.html", "findings/index.html"):
+        assert (site / page).is_file(), page
+    for model in sorted((ROOT / "models").glob("*.onnx")):
+        card = (site / "models" / model.stem / "index.html").read_text()
+        assert model.name in card
+    cli = (site / "cli" / "index.html").read_text()
+    for command in ("score", "sheet", "info", "demo", "data", "train", "evaluate",
+                    "blur-study"):
+        assert f"ednn-dask {command}" in cli
+
+
+def test_readme_is_a_front_page():
+    text = (ROOT / "README.md").read_text()
+    lines = text.splitlines()
+    assert len(lines) <= 150
+    assert lines[2:6] == [
+        "```bash",
+        "make demo   # score a 4096x4096 Ising lattice with the shipped model on a local "
+        "Dask cluster",
+        "make test   # install into .venv (Python 3.11 + pip) and run the test suite",
+        "```",
+    ]
+    from ednn_dask.cli import build_parser
+
+    commands = load_generator()._subcommands(build_parser())
+    for command in commands:
+        assert f"ednn-dask {command}" in text, f"the README synopsis lacks {command!r}"
+    assert "pip install jupyterlab" in text
+    for target in re.findall(r"\]\(([^)#]+)\)", text):
+        if "://" not in target:
+            assert (ROOT / target).exists(), f"the README links to a missing {target!r}"
+
+
+@pytest.mark.parametrize("path", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_no_diary(path: Path):
+    """The docs state what is true now; history lives in git."""
+    found = DIARY.findall(path.read_text())
+    assert not found, f"{path.relative_to(ROOT)} reads like a diary: {found}"
+
+
+def test_model_cards_from_metadata():
+    from ednn_dask import load_model
+
+    cards = load_generator().model_cards()
+    for path in sorted((ROOT / "models").glob("*.onnx")):
+        spec = load_model(path).spec
+        card = cards[path.stem]
+        assert f"| focus | {' x '.join(map(str, spec.focus))} px" in card
+        if "command" in spec.provenance:
+            assert "## Recipe" in card and "ednn-dask train" in card
+        if "metrics" in spec.provenance:
+            assert f"| `n` | {spec.provenance['metrics']['n']:,} |" in card
+    assert all(f"[{p.stem}]({p.stem}.md)" in cards["index"]
+               for p in (ROOT / "models").glob("*.onnx"))
+
+
+def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
+    """Missing results read "not run yet"; present ones become tables with machine and date."""
+    generate = load_generator()
+    monkeypatch.setattr(generate, "RESULTS", tmp_path)
+    empty = generate.benchmarks_page()
+    assert empty.count("**Not run yet**") == len(generate.BENCHMARKS)
+
+    header = {"date": "2030-01-02T03:04:05+00:00", "commit": "abc1234", "command": "python x",
+              "machine": {"platform": "Linux-x86_64", "processor": "Test CPU", "cpu_count": 2,
+                          "memory_gib": 8.0}}
+    seconds = {"raw onnxruntime": 2.0, "ednn-dask, threaded": 1.6,
+               "ednn-dask, LocalCluster": 1.8, "torch eager EDNN": 6.4}
+    (tmp_path / "pipeline-ising.json").write_text(json.dumps({
+        **header, "system": "ising", "size": 1024, "pixels": 1024**2, "seconds": seconds,
+        "fraction_of_raw_ort_threaded": 1.25, "speedup_vs_torch_eager": 4.0}))
+    (tmp_path / "rasterize.json").write_text(json.dumps({
+        **header, "atoms": 1000, "pixels": 4096, "numba_atoms_per_s_core": 2e6,
+        "numpy_atoms_per_s_core": 4e4, "ratio_numba_over_numpy": 50.0,
+        "numba_equals_numpy": True, "dask_pipeline_atoms_per_s": 3e6}))
+    size = {"side_A": 550.0, "n_atoms": 100_000, "seconds": 0.5, "cold_seconds": 0.6,
+            "cold_n_atoms": 100_000, "peak_bytes": 2**29}
+    (tmp_path / "sheet.json").write_text(json.dumps({
+        **header, "model": "porous.onnx", "cores": 2, "sizes": [size, {**size, "side_A": 1e4}],
+        "largest_core_ms_per_atom": 0.01, "paper_core_ms_per_atom": 18.9,
+        "time_per_atom_deviation": 0.05, "cold_time_per_atom_deviation": 0.2,
+        "raw_onnxruntime_px_per_s": 5e7, "sheet_of_raw_onnxruntime": 0.75,
+        "one_core_us_per_atom": {"atoms": 1.0, "rasterize": 0.8, "onnxruntime": 5.8},
+        "single_60_atom_structure_ms": 0.9}))
+    page = generate.benchmarks_page()
+    assert "Not run yet" not in page
+    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 3
+    assert page.count("2030-01-02T03:04:05+00:00") == 3
+    assert "| ising, 1024² | 0.5 Mpx/s | 0.7 Mpx/s |" in page
+    assert "| 1 µm | 100,000 |" in page and "| 55 nm |" in page
