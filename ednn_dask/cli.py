@@ -10,12 +10,9 @@ import argparse
 import contextlib
 import json
 import sys
-from pathlib import Path
 
 from ednn_dask.defaults import CHUNK_PIXELS
 from ednn_dask.errors import ConfigError, EDNNError
-
-REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 def _print(result: dict, as_json: bool) -> None:
@@ -121,8 +118,7 @@ def cmd_sheet(args) -> int:
 def cmd_demo(args) -> int:
     from training.demo import demo_ising
 
-    model = args.model or REPO_MODELS / "ising-2d-f1c1.onnx"
-    result = demo_ising(model, **_given(args, "size", "scheduler", "chunks", "temperature",
+    result = demo_ising(args.model, **_given(args, "size", "scheduler", "chunks", "temperature",
                                         "seed"))
     if args.json:
         _print(result, True)

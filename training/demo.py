@@ -14,9 +14,23 @@ from ednn_dask.field import make_field, open_field, save_field
 from ednn_dask.score import score
 from training.ising import sample_ising
 
+SHIPPED_MODEL = "ising-2d-f1c1.onnx"
+
+
+def shipped_model() -> Path:
+    """The shipped 2-D Ising model: in the checkout this package runs from, else in ./models."""
+    for folder in (Path(__file__).resolve().parents[1] / "models", Path.cwd() / "models"):
+        if (folder / SHIPPED_MODEL).is_file():
+            return folder / SHIPPED_MODEL
+    raise StoreNotFoundError(
+        f"the shipped model models/{SHIPPED_MODEL} was not found: run from a checkout of "
+        f"ednn-dask, pass a model (--model M.onnx), or train one (ednn-dask train ising --out "
+        f"M.onnx)."
+    )
+
 
 def demo_ising(
-    model: str | Path,
+    model: str | Path | None = None,
     *,
     size: int = 4096,
     temperature: float = 2.8,
@@ -27,13 +41,14 @@ def demo_ising(
 ) -> dict[str, Any]:
     """Sample a ``size x size`` Ising lattice, store it as a Zarr field and score it on a cluster.
 
-    Prints the dashboard link and a progress bar; returns the EDNN energy beside
-    the exact one and the throughput.
+    ``model`` defaults to :func:`shipped_model`. Prints the dashboard link and a
+    progress bar; returns the EDNN energy beside the exact one and the throughput.
     """
-    if not Path(model).is_file():
+    model = shipped_model() if model is None else Path(model)
+    if not model.is_file():
         raise StoreNotFoundError(
-            f"model {str(model)!r} not found; run from a checkout (models/ ships it) or pass "
-            f"--model, or train one with `ednn-dask train ising --out {model}`."
+            f"model {str(model)!r} not found; check the path, or train one with "
+            f"`ednn-dask train ising --out {model}`."
         )
     t0 = time.perf_counter()
     ds = sample_ising(1, size, temperatures=temperature, sweeps=sweeps, seed=seed)
