@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ednn_dask.compute import dask_client
+from ednn_dask.defaults import CHUNK_PIXELS
 from ednn_dask.errors import StoreNotFoundError
 from ednn_dask.field import make_field, open_field, save_field
 from ednn_dask.score import score
@@ -57,7 +58,7 @@ def demo_ising(
     t_sample = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="ednn-demo-") as tmp:
         path = save_field(make_field(spins, attrs={"temperature": temperature}, name="spins"),
-                          Path(tmp) / "ising.zarr", chunks={"y": 2048, "x": 2048})
+                          Path(tmp) / "ising.zarr", chunks=dict.fromkeys(("y", "x"), CHUNK_PIXELS[2]))
         with dask_client(scheduler) as client:
             print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
             result = score(open_field(path), model, client=client, chunks=chunks,
