@@ -57,8 +57,9 @@ def demo_ising(
     exact = float(ds["energy"].values[0])
     t_sample = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="ednn-demo-") as tmp:
-        path = save_field(make_field(spins, attrs={"temperature": temperature}, name="spins"),
-                          Path(tmp) / "ising.zarr", chunks=dict.fromkeys(("y", "x"), CHUNK_PIXELS[2]))
+        field = make_field(spins, attrs={"temperature": temperature}, name="spins")
+        path = save_field(field, Path(tmp) / "ising.zarr",
+                          chunks=dict.fromkeys(field.dims, CHUNK_PIXELS[2]))
         with dask_client(scheduler) as client:
             print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
             result = score(open_field(path), model, client=client, chunks=chunks,
