@@ -107,20 +107,26 @@ def score_batch(
 ) -> BatchResult:
     """Score every stored field not yet in ``table`` with ``model``; append a row for each.
 
-    Parameters
-    ----------
-    fields : paths or glob patterns of Zarr fields
-    model : TileModel or path to an ONNX file
-    table : path of the CSV results table; created if missing, resumed if present
-    overwrite : start a new table even if ``table`` exists (the old one is replaced
-        only when the first new row is written)
-    on_field : called with (field, row dict) after each field, or (field, message)
-        when a field fails
-    **score_kwargs : passed to :func:`ednn_dask.score` (client, chunks, boundary, ...)
-
     A field that fails (bad values, wrong spacing, ...) is reported in
     ``BatchResult.failed`` and left out of the table, so a later run retries it;
     the other fields are scored.
+
+    Parameters
+    ----------
+    fields : sequence of str or path
+        Paths or glob patterns of Zarr fields.
+    model : TileModel or path
+        The tile model, or the path of its ONNX file.
+    table : str or path
+        The CSV results table; created if missing, resumed if present.
+    overwrite : bool
+        Start a new table even if ``table`` exists (the old one is replaced only
+        when the first new row is written).
+    on_field : callable, optional
+        Called with (field, row dict) after each field, or (field, message) when
+        a field fails.
+    **score_kwargs
+        Passed to :func:`ednn_dask.score` (client, chunks, boundary, ...).
     """
     model = load_model(model)
     paths = expand_fields(fields)

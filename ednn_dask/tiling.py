@@ -227,6 +227,8 @@ def aligned_chunks(
         focus. Default :data:`~ednn_dask.defaults.CHUNK_PIXELS` (about 4-16 M
         pixels a chunk, where dask's per-block overhead is below 10 %).
 
+    Examples
+    --------
     >>> aligned_chunks((10, 7), Tiling((5, 7), (1, 1)), target=5)
     ((5, 5), (7,))
     """
