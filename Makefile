@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint docs bench models data clean
+.PHONY: demo test lint docs bench evaluations models data clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,18 @@ bench: $(STAMP)
 	$(PY) bench/bench_pipeline.py
 	$(PY) bench/bench_rasterize.py
 	$(PY) bench/bench_sheet.py
+
+# accuracy of the shipped models on data they never saw, as JSON for the docs' findings
+# page (docs/generate.py renders bench/results/evaluate-*.json); about 5 min on 2 cores
+EVALUATE = $(VENV)/bin/ednn-dask evaluate
+evaluations: $(STAMP)
+	$(EVALUATE) ising --model models/ising-2d-f1c1.onnx --json-out bench/results/evaluate-ising-2d.json
+	$(EVALUATE) ising --model models/ising-3d-f1c1.onnx --L 16 --n 20 --json-out bench/results/evaluate-ising-3d.json
+	$(EVALUATE) laplacian --model models/laplacian-f10c2.onnx --json-out bench/results/evaluate-laplacian.json
+	$(EVALUATE) atoms --model models/hexagonal-f16c24.onnx --data data/hexagonal.zarr --split test --json-out bench/results/evaluate-hexagonal.json
+	$(EVALUATE) atoms --model models/hexagonal-f16c24.onnx --data data/hexagonal-2x2.zarr --json-out bench/results/evaluate-hexagonal-2x2.json
+	$(EVALUATE) atoms --model models/hexagonal-f16c24.onnx --data data/hexagonal-3x3.zarr --json-out bench/results/evaluate-hexagonal-3x3.json
+	$(EVALUATE) atoms --model models/porous-f32c16.onnx --data data/porous.zarr --split test --json-out bench/results/evaluate-porous.json
 
 # The shipped atomistic models were trained with TRAIN_DEVICE=cuda (one H100: 6 and 4 min);
 # on 2 CPU cores the same runs take about 3 h and 40 min.

@@ -8,7 +8,11 @@ regenerates them; nothing here is written into ``docs/``:
 - ``models/index.md`` and ``models/<name>.md``: one card per shipped model in
   ``models/*.onnx``, from the model's own metadata (``load_model(path).spec``);
 - ``benchmarks.md``: one table per benchmark, from the JSON files the bench scripts
-  write to ``bench/results/`` ("not run yet" where a file is missing).
+  write to ``bench/results/`` ("not run yet" where a file is missing);
+- the accuracy table of ``findings.md`` (the line ``<!-- generated: accuracy -->``):
+  one row per ``bench/results/evaluate-*.json`` that ``make evaluations`` writes
+  (``ednn-dask evaluate --json-out``), "not run yet" for each of the target's files
+  that is missing.
 
 ``python docs/generate.py OUT`` writes the same pages into the folder ``OUT`` to read them.
 """
@@ -17,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import json
 import math
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -32,6 +38,8 @@ BENCHMARKS = {  # bench script -> its result files under bench/results/
     "bench_rasterize.py": "rasterize.json",
     "bench_sheet.py": "sheet.json",
 }
+EVALUATIONS = "evaluate-*.json"  # ednn-dask evaluate --json-out, from `make evaluations`
+ACCURACY_MARKER = "<!-- generated: accuracy -->"  # in findings.md
 SYMBOLS = {1: "H", 5: "B", 6: "C", 7: "N", 8: "O"}
 
 if str(ROOT) not in sys.path:  # the hook runs from any working directory
@@ -394,6 +402,123 @@ def _sheet_table(records: list[dict]) -> list[str]:
     return out
 
 
+# -------------------------------------------------------------------- accuracy table
+
+
+def planned_evaluations(makefile: Path = ROOT / "Makefile") -> dict[str, str]:
+    """``{result file name: command}`` of the Makefile's ``evaluations`` target, in order."""
+    try:
+        lines = makefile.read_text().splitlines()
+    except OSError:
+        return {}
+    planned, inside = {}, False
+    for line in lines:
+        if line.startswith("evaluations:"):
+            inside = True
+        elif inside and line.startswith("\t"):
+            match = re.search(r"\s--json-out\s+bench/results/(\S+)", line)
+            if match:
+                command = (line[: match.start()] + line[match.end():]).strip()
+                command = command.replace("$(EVALUATE)", "ednn-dask evaluate")
+                planned[match[1]] = command.replace("$(VENV)/bin/ednn-dask", "ednn-dask")
+        elif inside:
+            break
+    return planned
+
+
+def accuracy_table() -> str:
+    """The accuracy of the shipped models: one row per ``bench/results/evaluate-*.json``."""
+    records = {p.name: json.loads(p.read_text()) for p in sorted(RESULTS.glob(EVALUATIONS))}
+    planned = planned_evaluations()
+    out = ["Generated from the JSON files that `make evaluations` (`ednn-dask evaluate "
+           "... --json-out`) writes to `bench/results/`: through onnxruntime, on samples "
+           "the model never saw. Per site for the lattice models (spin, pixel), per atom "
+           "for the atomistic ones.", "",
+           "| model | evaluated on | n | MAE | median AE | command | measured |",
+           "|---|---|---|---|---|---|---|"]
+    for name in [*planned, *(n for n in records if n not in planned)]:
+        record = records.get(name)
+        if record is None:
+            model = _command_option(planned[name], "--model")
+            out.append(f"| {_model_link(model)} | **not run yet**: `make evaluations` writes "
+                       f"`bench/results/{name}` | - | - | - | `{planned[name]}` | - |")
+            continue
+        mae, median = _accuracy(record)
+        date = str(record.get("date", "?"))[:10]
+        commit = f" (`{record['commit']}`)" if record.get("commit") else ""
+        out.append(f"| {_model_link(record.get('model', '?'), record.get('model_sha256'))} "
+                   f"| {_evaluated(record)} | {record.get('n', '?')} | {mae} | {median} "
+                   f"| `{record.get('command', '?')}` | {date}{commit} |")
+    machines = sorted({_machine(r.get("machine", {})) for r in records.values()})
+    if machines:
+        out += ["", "Measured on " + "; ".join(machines) + "."]
+    return "\n".join(out)
+
+
+def _accuracy(record: dict) -> tuple[str, str]:
+    """The MAE and median AE cells of one evaluation."""
+    if "mae_meV_per_atom" in record:
+        signed = record.get("mean_signed_meV_per_atom")
+        shown = f", mean signed {signed:+.2f}" if signed is not None else ""
+        return (f"{record['mae_meV_per_atom']:.2f} meV/atom{shown}",
+                f"{record.get('median_meV_per_atom', math.nan):.2f} meV/atom")
+    unit = record.get("target_unit", "")
+    unit = f" {unit}" if unit not in ("", "1") else ""
+    relative = record.get("relative_mae")
+    shown = f" ({relative * 100:.3g} % relative)" if relative is not None else ""
+    return (f"{record.get('mae_per_site', math.nan):.3g}{unit} per site{shown}",
+            f"{record.get('median_ae_per_site', math.nan):.3g}{unit} per site")
+
+
+def _evaluated(record: dict) -> str:
+    """What an evaluation scored: the store and split, or the fresh samples."""
+    if "data" in record:
+        atoms = record.get("atoms") or []
+        sizes = (f"; {atoms[0]} atoms" if len(atoms) == 1
+                 else f"; {atoms[0]}-{atoms[-1]} atoms" if atoms else "")
+        split = record.get("split", "all")
+        which = "all structures" if split == "all" else f"{split} split"
+        return f"`{record['data']}`, {which}{sizes}"
+    side = "x".join([str(record.get("L", "?"))] * int(record.get("dim", 2)))
+    if "near_critical" in record:
+        temps = "T in T_c ± 0.1" if record["near_critical"] else "T in 1..5"
+        return f"fresh {side} Monte Carlo configurations, {temps}"
+    return f"fresh {side} smooth random images"
+
+
+def _model_link(model: str | None, sha256: str | None = None) -> str:
+    """The model's name, linked to its card when it is a shipped model."""
+    if not model:
+        return "?"
+    path = MODELS / Path(model).name
+    if not path.exists():
+        return f"`{Path(model).name}`"
+    shown = f"[{path.stem}](models/{path.stem}.md)"
+    if sha256 and hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+        shown += " (measured on an older file: rerun `make evaluations`)"
+    return shown
+
+
+def _command_option(command: str, option: str) -> str | None:
+    words = shlex.split(command)
+    return words[words.index(option) + 1] if option in words[:-1] else None
+
+
+def _machine(m: dict) -> str:
+    memory = f", {m['memory_gib']} GiB" if "memory_gib" in m else ""
+    return (f"{m.get('processor') or m.get('machine', '?')}, {m.get('cpu_count', '?')} cores"
+            f"{memory} ({m.get('platform', '?')})")
+
+
+def render_markers(markdown: str, uri: str) -> str:
+    """A hand-written page with its generated parts in place (findings: the accuracy table)."""
+    if uri == "findings.md":
+        if ACCURACY_MARKER not in markdown:
+            raise ValueError(f"findings.md lacks the line {ACCURACY_MARKER!r}")
+        markdown = markdown.replace(ACCURACY_MARKER, accuracy_table())
+    return markdown
+
+
 # ------------------------------------------------------------------------ all pages
 
 
@@ -447,7 +572,9 @@ def on_files(files, config):
 
 
 def on_page_markdown(markdown, page, config, files):
-    """The model-format page must explain every ``ednn.*`` key the code knows."""
+    """Generated tables into hand-written pages; every ``ednn.*`` key on the format page."""
+    if page.file.src_uri == "findings.md":
+        return render_markers(markdown, "findings.md")
     if page.file.src_uri == "model-format.md":
         import logging
 
@@ -464,7 +591,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="write the generated pages to a folder")
     parser.add_argument("out", type=Path)
     out = parser.parse_args(argv).out
-    for uri, text in pages().items():
+    findings = render_markers((ROOT / "docs" / "findings.md").read_text(), "findings.md")
+    for uri, text in {**pages(), "findings.md": findings}.items():
         (out / uri).parent.mkdir(parents=True, exist_ok=True)
         (out / uri).write_text(text)
         print(out / uri)

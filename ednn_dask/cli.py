@@ -188,17 +188,32 @@ def cmd_evaluate(args) -> int:
 
         if not args.data:
             raise ConfigError("evaluate atoms needs --data STORE (a GFN1-xTB reference store).")
-        _print(evaluate_atomistic(args.model, args.data, plot=args.plot, split=args.split),
-               args.json)
-        return 0
-    options = _given(args, "L", "n", "seed", "plot")
-    if args.system == "ising":
+        result = evaluate_atomistic(args.model, args.data, plot=args.plot, split=args.split)
+    elif args.system == "ising":
         result = evaluation.evaluate_ising(args.model, near_critical=not args.any_temperature,
-                                           **options)
+                                           **_given(args, "L", "n", "seed", "plot"))
     else:
-        result = evaluation.evaluate_laplacian(args.model, **options)
+        result = evaluation.evaluate_laplacian(args.model, **_given(args, "L", "n", "seed", "plot"))
+    if args.json_out:
+        evaluation.write_evaluation(result, args.json_out, model=args.model,
+                                    command=_evaluate_command(args))
     _print(result, args.json)
     return 0
+
+
+def _evaluate_command(args) -> str:
+    """The command line that reproduces an evaluation (its output options left out)."""
+    import shlex
+
+    words = ["ednn-dask", "evaluate", args.system, "--model", args.model]
+    if args.system == "atoms":
+        words += ["--data", args.data, "--split", args.split]
+    else:
+        for name, value in _given(args, "L", "n", "seed").items():
+            words += [f"--{name}", str(value)]
+        if args.any_temperature:
+            words.append("--any-temperature")
+    return shlex.join(words)
 
 
 def cmd_blur_study(args) -> int:
@@ -374,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=NON_NEGATIVE, help="seed of the fresh samples (default 1234)")
     p.add_argument("--plot", help="write a parity plot PNG here")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--json-out", metavar="PATH",
+                   help="also write the result as JSON with the model's sha256, the date, the "
+                        "machine and the command (replaces PATH)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("blur-study", help="the paper's Fig. 6: blur tile edges vs tile centres")

@@ -119,3 +119,24 @@ def test_a_truncated_store_is_refused_not_read_as_fill_values(exact_ising2d, tmp
     assert main(["score", str(path), "--model", str(model.path)]) == 2
     assert "incomplete" in capsys.readouterr().err
     assert (open_field(path, allow_missing_chunks=True).values[16:, 16:] == 0).all()
+
+
+def test_evaluate_json_out_records_the_printed_metrics(tmp_path, capsys):
+    import hashlib
+    from pathlib import Path
+
+    model = Path(__file__).resolve().parents[1] / "models" / "ising-2d-f1c1.onnx"
+    out = tmp_path / "results" / "evaluate.json"
+    out.parent.mkdir()
+    out.write_text("{}")  # replaced, not refused
+    argv = ["evaluate", "ising", "--model", str(model), "--L", "16", "--n", "3"]
+    assert main([*argv, "--json", "--json-out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    record = json.loads(out.read_text())
+    assert {k: record[k] for k in printed} == printed
+    assert printed["n"] == 3 and printed["L"] == 16 and printed["mae_per_site"] >= 0
+    assert record["model_file"] == "ising-2d-f1c1.onnx"
+    assert record["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert record["command"] == "ednn-dask " + " ".join(argv)
+    assert record["date"] and record["machine"]["cpu_count"] >= 1
+    assert [p.name for p in out.parent.iterdir()] == ["evaluate.json"]  # no temporary left

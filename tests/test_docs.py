@@ -9,6 +9,7 @@ twice: it must be re-runnable.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -183,3 +184,51 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
     assert page.count("2030-01-02T03:04:05+00:00") == 3
     assert "| ising, 1024² | 0.5 Mpx/s | 0.7 Mpx/s |" in page
     assert "| 1 µm | 100,000 |" in page and "| 55 nm |" in page
+
+
+def test_accuracy_table_from_json(tmp_path: Path, monkeypatch):
+    """One row per evaluate-*.json; each planned evaluation without one reads "not run yet"."""
+    generate = load_generator()
+    monkeypatch.setattr(generate, "RESULTS", tmp_path)
+    planned = generate.planned_evaluations()
+    assert "evaluate-ising-2d.json" in planned and "evaluate-porous.json" in planned
+    assert all(c.startswith("ednn-dask evaluate ") and "--json-out" not in c
+               for c in planned.values())
+    empty = generate.accuracy_table()
+    assert empty.count("**not run yet**") == len(planned)
+    assert "| [ising-2d-f1c1](models/ising-2d-f1c1.md) | **not run yet**" in empty
+
+    sha = hashlib.sha256((ROOT / "models" / "ising-2d-f1c1.onnx").read_bytes()).hexdigest()
+    header = {"date": "2030-01-02T03:04:05+00:00", "commit": "abc1234",
+              "machine": {"platform": "Linux-x86_64", "processor": "Test CPU", "cpu_count": 2}}
+    (tmp_path / "evaluate-ising-2d.json").write_text(json.dumps({
+        **header, "model": "models/ising-2d-f1c1.onnx", "dim": 2, "L": 128, "n": 100,
+        "near_critical": True, "mae_per_site": 1.28e-5, "median_ae_per_site": 9.1e-6,
+        "relative_mae": 9.0e-6, "model_sha256": sha, "target_unit": "J",
+        "command": "ednn-dask evaluate ising --model models/ising-2d-f1c1.onnx"}))
+    (tmp_path / "evaluate-porous.json").write_text(json.dumps({
+        **header, "model": "models/porous-f32c16.onnx", "data": "data/porous.zarr",
+        "split": "test", "n": 100, "mae_meV_per_atom": 8.68, "median_meV_per_atom": 6.08,
+        "mean_signed_meV_per_atom": -0.5, "atoms": [23, 60, 116], "model_sha256": "0" * 64,
+        "command": "ednn-dask evaluate atoms --model models/porous-f32c16.onnx"}))
+    (tmp_path / "evaluate-extra.json").write_text(json.dumps({
+        **header, "model": "/elsewhere/mine.onnx", "dim": 1, "L": 50, "n": 3,
+        "mae_per_site": 0.5, "median_ae_per_site": 0.25, "command": "x"}))
+    table = generate.accuracy_table()
+    assert table.count("**not run yet**") == len(planned) - 2
+    assert ("| [ising-2d-f1c1](models/ising-2d-f1c1.md) | fresh 128x128 Monte Carlo "
+            "configurations, T in T_c ± 0.1 | 100 | 1.28e-05 J per site (0.0009 % relative) "
+            "| 9.1e-06 J per site | `ednn-dask evaluate ising --model "
+            "models/ising-2d-f1c1.onnx` | 2030-01-02 (`abc1234`) |") in table
+    assert ("| [porous-f32c16](models/porous-f32c16.md) (measured on an older file: rerun "
+            "`make evaluations`) | `data/porous.zarr`, test split; 23-116 atoms | 100 "
+            "| 8.68 meV/atom, mean signed -0.50 | 6.08 meV/atom |") in table
+    assert "| `mine.onnx` | fresh 50 smooth random images | 3 | 0.5 per site |" in table
+    assert "Measured on Test CPU, 2 cores (Linux-x86_64)." in table
+
+    findings = (ROOT / "docs" / "findings.md").read_text()
+    assert generate.ACCURACY_MARKER in findings
+    page = generate.render_markers(findings, "findings.md")
+    assert generate.ACCURACY_MARKER not in page and table in page
+    with pytest.raises(ValueError, match="lacks"):
+        generate.render_markers("# Findings\n", "findings.md")

@@ -259,7 +259,8 @@ def evaluate_atomistic(model: str, data: str, *, plot: str | None = None,
     predicted = energy(structures, model)
     n_atoms = ds["n_atoms"].values
     error = (predicted - ds["energy"].values) / n_atoms
-    result = {"n": len(structures), "mae_meV_per_atom": float(np.abs(error).mean() * 1e3),
+    result = {"model": str(model), "data": str(data), "split": split,
+              "n": len(structures), "mae_meV_per_atom": float(np.abs(error).mean() * 1e3),
               "median_meV_per_atom": float(np.median(np.abs(error)) * 1e3),
               "max_meV_per_atom": float(np.abs(error).max() * 1e3),
               # a shared offset, not scatter: e.g. the reference's finite-size term

@@ -2,10 +2,14 @@
 
 Each ``evaluate_*`` samples new configurations, scores them with onnxruntime
 (the scoring side; no torch) and compares with the exact target.
+:func:`write_evaluation` keeps a result as JSON with the model's identity and the
+provenance of the run (``ednn-dask evaluate --json-out``).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +19,7 @@ from ednn_dask.model import TileModel
 from training.ising import sample_ising
 from training.laplacian import TRAIN_CORRELATION, laplacian_images, laplacian_target
 from training.metrics import error_metrics, parity_plot
+from training.records import write_record
 
 
 def score_samples(samples: np.ndarray, model: TileModel) -> np.ndarray:
@@ -42,7 +47,8 @@ def evaluate_ising(
     if plot:
         parity_plot(ds["energy"].values, predicted, plot, sites=L**dim, unit="J",
                     title=f"Ising {L}^{dim}, {'near Tc' if near_critical else 'T in 1..5'}")
-    return {"model": str(model), "L": L, "n": n, "near_critical": near_critical, **metrics}
+    return {"model": str(model), "dim": dim, "L": L, "n": n, "near_critical": near_critical,
+            **metrics}
 
 
 def evaluate_laplacian(
@@ -60,3 +66,18 @@ def evaluate_laplacian(
     if plot:
         parity_plot(target, predicted, plot, title=f"Laplacian {L}x{L}")
     return {"model": str(model), "L": L, "n": n, **metrics}
+
+
+def write_evaluation(result: dict[str, Any], path: str | os.PathLike, *, model: str,
+                     command: str) -> Path:
+    """Write an ``evaluate_*`` result as JSON, atomically (replacing ``path``).
+
+    The record is ``result`` plus the model's file name, sha256, target and unit, and
+    the date, machine, commit and ``command`` of the run
+    (:func:`training.records.write_record`); ``docs/generate.py`` renders the files
+    ``bench/results/evaluate-*.json`` as the accuracy table of the findings page.
+    """
+    m = TileModel.load(model)
+    identity = {"model_file": Path(model).name, "model_sha256": m.sha256,
+                "target": m.spec.target, "target_unit": m.spec.target_unit}
+    return write_record({**result, **identity}, path, command)
