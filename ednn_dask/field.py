@@ -47,6 +47,15 @@ def make_field(
         Without ``dims`` the number of spatial axes is ``len(spacing)`` when spacing
         is a sequence, else every axis of ``data`` (give one of them for channels).
     """
+    if dims is not None and CHANNEL_DIM in dims:
+        raise FieldError(
+            f"dims {tuple(dims)!r} name the channel axis; dims are the spatial axes only: a "
+            f"leading axis beyond them is taken as {CHANNEL_DIM!r} (e.g. dims=('y', 'x'))."
+        )
+    if spacing is not None and dims is not None and np.ndim(spacing) == 1 \
+            and len(spacing) != len(dims):
+        raise FieldError(f"spacing {tuple(spacing)!r} must give one value per spatial dim "
+                         f"{tuple(dims)!r}, or one value for all.")
     if dims is not None:
         ndim = len(dims)
     elif spacing is not None and np.ndim(spacing) == 1:

@@ -270,3 +270,11 @@ def test_nan_is_named_with_the_fields_coordinates_and_channel(models):
     three[2, 5, 31] = np.nan
     with pytest.raises(NonFiniteFieldError, match=re.escape("NaN at channel=2, y=5, x=31")):
         contributions(three, load_model(MODELS / "hexagonal-f16c24.onnx"))
+
+
+@pytest.mark.parametrize("dims, spacing", [(("channel", "y", "x"), 0.2), (("y", "x"), (0.1,))])
+def test_make_field_refuses_dims_that_do_not_fit(dims, spacing):
+    from ednn_dask import make_field
+
+    with pytest.raises(FieldError, match="channel axis|one value per spatial dim"):
+        make_field(np.zeros((2, 4, 4), np.float32), spacing=spacing, dims=dims)
