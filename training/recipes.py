@@ -100,7 +100,6 @@ def train_ising(
     L, n, epochs = L or defaults["L"], n or defaults["n"], epochs or defaults["epochs"]
     lbfgs_steps = defaults["lbfgs_steps"] if lbfgs_steps is None else lbfgs_steps
     work = run_dir(out_path, workdir)
-    work.mkdir(parents=True, exist_ok=True)
     ds = _dataset(
         data,
         lambda: sample_ising(n, L, dim=dim, temperatures=(0.5, 6.0), seed=seed,
@@ -169,7 +168,6 @@ def train_laplacian(
     lbfgs_steps = LAPLACIAN_DEFAULTS["lbfgs_steps"] if lbfgs_steps is None else lbfgs_steps
     lbfgs_samples = lbfgs_samples or LAPLACIAN_DEFAULTS["lbfgs_samples"]
     work = run_dir(out_path, workdir)
-    work.mkdir(parents=True, exist_ok=True)
     ds = _dataset(data, lambda: laplacian_dataset(n, L, seed=seed, progress=progress),
                   work / "data.zarr")
     x = ds["image"].values.astype(np.float32)[:, None]
