@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -70,14 +71,17 @@ def active_client() -> Any:
 def compute(targets: Sequence[Any], client: Any = None, progress: bool = False) -> tuple:
     """Compute dask collections on ``client``, the active client, or dask's threads.
 
-    ``progress`` shows distributed's progress bar with a client, dask's otherwise.
+    ``progress`` shows distributed's progress bar with a client, dask's otherwise,
+    on stderr.
     """
     if client is not None:
         futures = client.compute(list(targets))
         if progress:
             from distributed import progress as show_progress
 
-            show_progress(futures)
+            # progress goes to stderr: stdout stays for results (``--json``)
+            with contextlib.redirect_stdout(sys.stderr):
+                show_progress(futures)
             # the scheduler's progress feed polls every 100 ms; let it see the closed bar
             # before a cluster shutdown cancels it (and logs a CancelledError)
             time.sleep(0.3)
@@ -85,7 +89,7 @@ def compute(targets: Sequence[Any], client: Any = None, progress: bool = False) 
     if progress and active_client() is None:
         from dask.diagnostics import ProgressBar
 
-        with ProgressBar():
+        with ProgressBar(out=sys.stderr):
             return dask.compute(*targets)
     return dask.compute(*targets)
 

@@ -140,3 +140,10 @@ def test_evaluate_json_out_records_the_printed_metrics(tmp_path, capsys):
     assert record["command"] == "ednn-dask " + " ".join(argv)
     assert record["date"] and record["machine"]["cpu_count"] >= 1
     assert [p.name for p in out.parent.iterdir()] == ["evaluate.json"]  # no temporary left
+
+
+def test_json_output_is_the_whole_stdout_progress_goes_to_stderr(capsys):
+    assert main(["demo", "--size", "64", "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)  # nothing but the JSON object
+    assert result["lattice"] == "64x64" and "Completed" in captured.err
