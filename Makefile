@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_pipeline.py
 	$(PY) bench/bench_rasterize.py
 	$(PY) bench/bench_sheet.py
+	$(PY) bench/bench_mc.py
 
 # accuracy of the shipped models on data they never saw, as JSON for the docs' findings
 # page (docs/generate.py renders bench/results/evaluate-*.json); about 5 min on 2 cores

@@ -37,6 +37,7 @@ BENCHMARKS = {  # bench script -> its result files under bench/results/
     "bench_pipeline.py": "pipeline-*.json",
     "bench_rasterize.py": "rasterize.json",
     "bench_sheet.py": "sheet.json",
+    "bench_mc.py": "mc-ising.json",
 }
 EVALUATIONS = "evaluate-*.json"  # ednn-dask evaluate --json-out, from `make evaluations`
 ACCURACY_MARKER = "<!-- generated: accuracy -->"  # in findings.md
@@ -296,10 +297,10 @@ def benchmarks_page() -> str:
     out = ["# Benchmarks", "",
            "Generated from the JSON files that the scripts in `bench/` write to "
            "`bench/results/`; each table names the machine and the date it was measured on.",
-           "`make bench` runs all three. Benchmarks compare against a baseline in the same "
+           "`make bench` runs them all. Benchmarks compare against a baseline in the same "
            "run (a ratio), so their ratios carry across machines better than their times."]
     render = {"bench_pipeline.py": _pipeline_table, "bench_rasterize.py": _rasterize_table,
-              "bench_sheet.py": _sheet_table}
+              "bench_sheet.py": _sheet_table, "bench_mc.py": _mc_table}
     for script, pattern in BENCHMARKS.items():
         doc = ast.get_docstring(ast.parse((ROOT / "bench" / script).read_text())) or script
         title, _, body = doc.partition("\n")
@@ -367,6 +368,17 @@ def _rasterize_table(records: list[dict]) -> list[str]:
         f"numba / numpy = {r['ratio_numba_over_numpy']:.1f}x; the two agree: "
         f"{r['numba_equals_numpy']}; {r['atoms']:,} atoms on {r['pixels']:,} pixels.",
     ]
+
+
+def _mc_table(records: list[dict]) -> list[str]:
+    r = records[-1]
+    out = ["| lattice side | spin flips/s | acceptance |", "|---|---|---|"]
+    out += [f"| {row['side']} | {row['flips_per_second']:,.0f} | {row['acceptance']:.3f} |"
+            for row in r["rows"]]
+    return out + ["", f"Full rescoring at L = 256: "
+                  f"{r['full_rescoring_flips_per_second_256']:,.1f} flips/s; local rescoring is "
+                  f"{r['speedup_over_full_rescoring_256']:,.0f}x faster there, and its rate "
+                  f"varies {r['flips_per_second_max_over_min']:.2f}x over the sides."]
 
 
 def _sheet_table(records: list[dict]) -> list[str]:

@@ -225,6 +225,29 @@ def cmd_blur_study(args) -> int:
     return 0
 
 
+def cmd_mc(args) -> int:
+    from ednn_dask.mc import ising_scan
+
+    rows = ising_scan(args.model, args.L, args.T, args.sweeps, seed=args.seed,
+                      **_given(args, "thermalize"))
+    for row in rows:
+        if args.json:
+            _print(row, True)
+            continue
+        print(f"T = {row['temperature']:g}: <E>/N = {row['energy_per_site']:.5f} "
+              f"± {row['energy_per_site_sem']:.5f}, <|m|> = {row['abs_magnetization']:.4f} "
+              f"± {row['abs_magnetization_sem']:.4f}, C/N = {row['specific_heat_per_site']:.3f}, "
+              f"Binder U = {row['binder_cumulant']:.4f}, acceptance {row['acceptance']:.3f}, "
+              f"{row['moves_per_second']:,.0f} flips/s ({row['sweeps']} sweeps of "
+              f"{row['sites']} sites)")
+    return 0
+
+
+def _temperatures(text: str) -> list[float]:
+    """'2.0,2.269,2.5' -> [2.0, 2.269, 2.5], each positive."""
+    return [_positive_float(t) for t in text.split(",")]
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line, like every other error of the CLI."""
 
@@ -403,6 +426,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=POSITIVE, default=6, help="number of blurred areas")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_blur_study)
+
+    p = sub.add_parser("mc", help="Metropolis Monte Carlo with a model as the energy")
+    p.add_argument("system", choices=["ising"])
+    p.add_argument("--model", required=True, help="periodic lattice model (spins +-1)")
+    p.add_argument("--L", type=_count(2), default=32, help="lattice side")
+    p.add_argument("--T", type=_temperatures, required=True,
+                   help="temperature(s) in J/k_B, comma-separated: 2.0,2.269,2.5")
+    p.add_argument("--sweeps", type=POSITIVE, default=2000, help="measured sweeps")
+    p.add_argument("--thermalize", type=NON_NEGATIVE,
+                   help="sweeps before measuring (default a fifth of --sweeps)")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
+    p.add_argument("--json", action="store_true", help="one JSON object per temperature")
+    p.set_defaults(func=cmd_mc)
     return parser
 
 

@@ -178,10 +178,16 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
         "raw_onnxruntime_px_per_s": 5e7, "sheet_of_raw_onnxruntime": 0.75,
         "one_core_us_per_atom": {"atoms": 1.0, "rasterize": 0.8, "onnxruntime": 5.8},
         "single_60_atom_structure_ms": 0.9}))
+    (tmp_path / "mc-ising.json").write_text(json.dumps({
+        **header, "model": "ising.onnx", "sweeps": 5,
+        "rows": [{"side": 64, "flips_per_second": 9e4, "acceptance": 0.4}],
+        "full_rescoring_flips_per_second_256": 7.5, "speedup_over_full_rescoring_256": 1.2e4,
+        "flips_per_second_max_over_min": 1.3}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
-    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 3
-    assert page.count("2030-01-02T03:04:05+00:00") == 3
+    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 4
+    assert page.count("2030-01-02T03:04:05+00:00") == 4
+    assert "| 64 | 90,000 | 0.400 |" in page and "12,000x faster" in page
     assert "| ising, 1024² | 0.5 Mpx/s | 0.7 Mpx/s |" in page
     assert "| 1 µm | 100,000 |" in page and "| 55 nm |" in page
 

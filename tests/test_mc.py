@@ -1,4 +1,4 @@
-"""Monte Carlo on EDNNs: local energy differences equal full rescoring; Metropolis samples Boltzmann."""
+"""Monte Carlo on EDNNs: local energy changes equal full rescoring; Metropolis samples Boltzmann."""
 
 from __future__ import annotations
 
@@ -102,3 +102,73 @@ def test_a_colour_class_of_sites_prices_and_commits_like_single_changes(request,
     full = _full(after, model)
     np.testing.assert_allclose(local.contributions, full, rtol=1e-5, atol=1e-5)
     assert local.drift() == pytest.approx(0, abs=1e-5 * np.abs(full).sum() + 1e-5)
+
+
+def _exact_energy_distribution(side: int, temperature: float) -> dict[float, float]:
+    """P(E) of the periodic side x side Ising model, all 2^(side^2) states enumerated."""
+    from training.ising import ising_energy
+
+    n = side * side
+    states = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(np.int8) * 2 - 1
+    energies = ising_energy(states.reshape(-1, side, side), dim=2)
+    levels, counts = np.unique(energies, return_counts=True)
+    weights = counts * np.exp(-(levels - levels.min()) / temperature)
+    return dict(zip(levels.tolist(), (weights / weights.sum()).tolist(), strict=True))
+
+
+def test_metropolis_with_the_exact_energy_samples_the_boltzmann_distribution(exact_ising2d):
+    """4x4 Ising, exact energy in the same engine: the visited-energy histogram against
+    the exact Boltzmann distribution of all 2^16 states (chi-square)."""
+    from scipy.stats import chisquare
+
+    from ednn_dask.mc import ising_chain
+
+    temperature = 2.5
+    run = ising_chain(exact_ising2d[1], 4, temperature, 3000, thermalize=100, seed=11)
+    energies = np.rint(run.energy[::2] * 16)  # every other sweep: nearly independent at T=2.5
+    exact = _exact_energy_distribution(4, temperature)
+    levels = np.array(sorted(exact))
+    assert set(np.unique(energies)) <= set(levels)
+    observed = np.array([(energies == e).sum() for e in levels], float)
+    expected = np.array([exact[e] for e in levels]) * len(energies)
+    keep = expected >= 5  # the rare levels are pooled into one bin
+    observed = np.append(observed[keep], observed[~keep].sum())
+    expected = np.append(expected[keep], expected[~keep].sum())
+    assert chisquare(observed, expected).pvalue > 1e-3
+    assert run.drift == 0.0  # integer energies: the running total is exact
+
+
+def test_the_shipped_ising_model_samples_like_the_exact_energy(exact_ising2d):
+    """L = 16, T = 2.5: <E>/N and <|m|> of the shipped 2-D EDNN and of the exact energy
+    agree within 3 standard errors (blocking analysis)."""
+    from pathlib import Path
+
+    from ednn_dask.mc import ising_chain
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "ising-2d-f1c1.onnx"
+    a = ising_chain(shipped, 16, 2.5, 1000, seed=5).summary()
+    b = ising_chain(exact_ising2d[1], 16, 2.5, 1000, seed=6).summary()
+    for key in ("energy_per_site", "abs_magnetization"):
+        sem = np.hypot(a[f"{key}_sem"], b[f"{key}_sem"])
+        assert abs(a[key] - b[key]) < 3 * sem, (key, a[key], b[key], sem)
+    assert abs(a["energy_drift"]) < 1e-3
+
+
+def test_mc_command_prints_one_summary_per_temperature(capsys):
+    import json
+    from pathlib import Path
+
+    from ednn_dask.cli import main
+
+    model = Path(__file__).resolve().parents[1] / "models" / "ising-2d-f1c1.onnx"
+    assert main(["mc", "ising", "--model", str(model), "--L", "8", "--T", "1.5,4",
+                 "--sweeps", "200", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["temperature"] for r in rows] == [1.5, 4.0]
+    for key in ("energy_per_site", "energy_per_site_sem", "abs_magnetization", "acceptance",
+                "moves_per_second"):
+        assert all(np.isfinite(r[key]) for r in rows), key
+    assert rows[0]["abs_magnetization"] > 0.9 > 0.5 > rows[1]["abs_magnetization"]
+    porous = model.with_name("porous-f32c16.onnx")
+    assert main(["mc", "ising", "--model", str(porous), "--T", "2", "--sweeps", "5"]) == 2
+    assert "not a periodic one-channel lattice model" in capsys.readouterr().err

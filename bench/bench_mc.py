@@ -1,0 +1,79 @@
+"""Spin-flip Monte Carlo with an EDNN: local rescoring against full rescoring, one run.
+
+    python bench/bench_mc.py [--model models/ising-2d-f1c1.onnx] [--sides 64 256 1024]
+                             [--sweeps 5] [--json-out bench/results/mc-ising.json]
+
+For each lattice side, a Metropolis chain (``ednn_dask.mc.ising_chain``: colour
+classes of sites priced in one onnxruntime call each) runs ``--sweeps`` sweeps at
+T = 2.269 and reports attempted flips per second. The baseline, in the same
+process, prices one flip by rescoring the whole L = 256 lattice before and after
+(``contributions`` twice), as an energy function without locality would.
+Prints a table and writes the JSON (with the machine and date) to ``--json-out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from record import RESULTS, write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def full_rescoring_flips_per_second(model, side: int, repeats: int = 5) -> float:
+    from ednn_dask.inference import contributions
+
+    spins = np.random.default_rng(0).choice(np.float32([-1, 1]), size=(side, side))
+    contributions(spins, model)  # warm-up: session and buffers
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        before = contributions(spins, model).sum(dtype=np.float64)
+        spins[0, 0] *= -1
+        after = contributions(spins, model).sum(dtype=np.float64)
+        spins[0, 0] *= -1
+        del before, after
+    return repeats / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    from ednn_dask.mc import ising_chain
+    from ednn_dask.model import load_model
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(ROOT / "models" / "ising-2d-f1c1.onnx"))
+    parser.add_argument("--sides", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--sweeps", type=int, default=5)
+    parser.add_argument("--json-out", default=str(RESULTS / "mc-ising.json"))
+    args = parser.parse_args()
+    model = load_model(args.model)
+    rows = []
+    for side in args.sides:
+        run = ising_chain(model, side, 2.269, args.sweeps, thermalize=0, seed=0)
+        rows.append({"side": side, "flips_per_second": run.moves / run.seconds,
+                     "acceptance": run.acceptance, "energy_drift": run.drift})
+    baseline = full_rescoring_flips_per_second(model, 256)
+    local_256 = next((r["flips_per_second"] for r in rows if r["side"] == 256), float("nan"))
+    rates = [r["flips_per_second"] for r in rows]
+    result = {
+        "model": Path(args.model).name,
+        "sweeps": args.sweeps,
+        "rows": rows,
+        "full_rescoring_flips_per_second_256": baseline,
+        "speedup_over_full_rescoring_256": local_256 / baseline,
+        "flips_per_second_max_over_min": max(rates) / min(rates),
+    }
+    print(f"{'side':>6} {'flips/s':>12} {'acceptance':>10}")
+    for r in rows:
+        print(f"{r['side']:>6} {r['flips_per_second']:>12,.0f} {r['acceptance']:>10.3f}")
+    print(f"full rescoring at L = 256: {baseline:,.1f} flips/s; local is "
+          f"{result['speedup_over_full_rescoring_256']:,.0f}x faster; flips/s vary "
+          f"{result['flips_per_second_max_over_min']:.2f}x over the sides")
+    write_result(result, args.json_out, sys.argv)
+
+
+if __name__ == "__main__":
+    main()
