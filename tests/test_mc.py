@@ -172,3 +172,48 @@ def test_mc_command_prints_one_summary_per_temperature(capsys):
     porous = model.with_name("porous-f32c16.onnx")
     assert main(["mc", "ising", "--model", str(porous), "--T", "2", "--sweeps", "5"]) == 2
     assert "not a periodic one-channel lattice model" in capsys.readouterr().err
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(atom=st.integers(0, 59), dx=st.floats(-0.3, 0.3), dy=st.floats(-0.3, 0.3),
+       seed=st.integers(0, 100))
+def test_an_atom_move_costs_the_difference_of_two_full_energies(atomistic, atom, dx, dy, seed):
+    """The stamp moved on the field prices a move as energy() of the two structures does."""
+    from ednn_dask import energy
+    from ednn_dask.atoms import hexagonal_sheet
+    from ednn_dask.mc import AtomsChain
+
+    model = atomistic[1]
+    cell = hexagonal_sheet(np.random.default_rng(seed), "hetero", displacement=0.05)
+    chain = AtomsChain(cell, model, 1000.0)
+    assert chain.energy == pytest.approx(energy(cell, model), abs=1e-4)
+    move = np.array([dx, dy])
+    proposal = chain.propose_move(atom, move)
+    moved = cell.positions.copy()
+    moved[atom, :2] += move
+    after = type(cell)(moved, cell.numbers, cell.cell, cell.pbc).wrapped()
+    assert proposal.delta == pytest.approx(energy(after, model, check=False)
+                                           - energy(cell, model), abs=2e-4)
+    chain.accept_move(atom, move, proposal)
+    assert chain.energy == pytest.approx(energy(after, model, check=False), abs=2e-4)
+
+
+def test_an_atoms_chain_keeps_its_running_energy(atomistic):
+    from ednn_dask import energy
+    from ednn_dask.atoms import hexagonal_sheet
+    from ednn_dask.mc import AtomsChain
+
+    model = atomistic[1]
+    cell = hexagonal_sheet(np.random.default_rng(1), "graphene")
+    chain = AtomsChain(cell, model, 1000.0, step=0.05, seed=3)
+    run = chain.run(200, equilibrate=200)
+    assert 0 < run.acceptance <= 1 and len(run.energy) == 200
+    # the untrained model barely changes with a move, so every window of the equilibration
+    # accepts more than the target: the step grew four times (200 / 50), then stayed fixed
+    assert run.step == pytest.approx(0.05 * 1.1**4)
+    assert abs(run.drift) < 1e-3
+    assert chain.energy == pytest.approx(energy(chain.structure(), model, check=False),
+                                         abs=2e-3)
+    s = run.summary()
+    assert s["moves_per_second"] > 0 and np.isfinite(s["energy_sem"])
