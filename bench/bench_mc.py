@@ -1,13 +1,17 @@
-"""Spin-flip Monte Carlo with an EDNN: local rescoring against full rescoring, one run.
+"""Monte Carlo with an EDNN: local rescoring against full rescoring, one run.
 
     python bench/bench_mc.py [--model models/ising-2d-f1c1.onnx] [--sides 64 256 1024]
-                             [--sweeps 5] [--json-out bench/results/mc-ising.json]
+                             [--sweeps 5] [--atoms-model models/hexagonal-f16c24.onnx]
+                             [--cells 1 4 13 41] [--json-out bench/results/mc-ising.json]
 
 For each lattice side, a Metropolis chain (``ednn_dask.mc.ising_chain``: colour
 classes of sites priced in one onnxruntime call each) runs ``--sweeps`` sweeps at
 T = 2.269 and reports attempted flips per second. The baseline, in the same
 process, prices one flip by rescoring the whole L = 256 lattice before and after
 (``contributions`` twice), as an energy function without locality would.
+For atoms (``ednn_dask.mc.AtomsChain``, single-atom moves at 1000 K on graphene
+sheets of ``--cells`` x ``--cells`` 60-atom cells), attempted moves per second
+against pricing each move with a full ``ednn_dask.energy`` of the sheet.
 Prints a table and writes the JSON (with the machine and date) to ``--json-out``.
 """
 
@@ -39,6 +43,28 @@ def full_rescoring_flips_per_second(model, side: int, repeats: int = 5) -> float
     return repeats / (time.perf_counter() - t0)
 
 
+def atoms_rows(model, cells: list[int], moves: int = 200) -> list[dict]:
+    from ednn_dask import energy
+    from ednn_dask.atoms import hexagonal_sheet
+    from ednn_dask.atoms.materials import TRAINING_CELLS
+    from ednn_dask.mc import AtomsChain
+
+    rows = []
+    for n in cells:
+        sheet = hexagonal_sheet(np.random.default_rng(0), "graphene", displacement=0.05,
+                                cells=(TRAINING_CELLS[0] * n, TRAINING_CELLS[1] * n))
+        chain = AtomsChain(sheet, model, 1000.0, seed=0)
+        chain.run(20)  # warm-up
+        run = chain.run(moves)
+        t0 = time.perf_counter()
+        energy(sheet, model, check=False)  # one move priced by rescoring the whole sheet
+        full = time.perf_counter() - t0
+        rows.append({"atoms": len(sheet), "moves_per_second": run.moves / run.seconds,
+                     "full_rescoring_moves_per_second": 1 / full,
+                     "acceptance": run.acceptance})
+    return rows
+
+
 def main() -> None:
     from ednn_dask.mc import ising_chain
     from ednn_dask.model import load_model
@@ -47,6 +73,9 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "models" / "ising-2d-f1c1.onnx"))
     parser.add_argument("--sides", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--sweeps", type=int, default=5)
+    parser.add_argument("--atoms-model", default=str(ROOT / "models" / "hexagonal-f16c24.onnx"))
+    parser.add_argument("--cells", type=int, nargs="+", default=[1, 4, 13, 41],
+                        help="sheets of N x N training cells (60 N^2 atoms)")
     parser.add_argument("--json-out", default=str(RESULTS / "mc-ising.json"))
     args = parser.parse_args()
     model = load_model(args.model)
@@ -65,6 +94,8 @@ def main() -> None:
         "full_rescoring_flips_per_second_256": baseline,
         "speedup_over_full_rescoring_256": local_256 / baseline,
         "flips_per_second_max_over_min": max(rates) / min(rates),
+        "atoms_model": Path(args.atoms_model).name,
+        "atoms": atoms_rows(load_model(args.atoms_model), args.cells),
     }
     print(f"{'side':>6} {'flips/s':>12} {'acceptance':>10}")
     for r in rows:
@@ -72,6 +103,10 @@ def main() -> None:
     print(f"full rescoring at L = 256: {baseline:,.1f} flips/s; local is "
           f"{result['speedup_over_full_rescoring_256']:,.0f}x faster; flips/s vary "
           f"{result['flips_per_second_max_over_min']:.2f}x over the sides")
+    print(f"{'atoms':>8} {'moves/s':>10} {'full rescoring moves/s':>24}")
+    for r in result["atoms"]:
+        print(f"{r['atoms']:>8,} {r['moves_per_second']:>10,.0f} "
+              f"{r['full_rescoring_moves_per_second']:>24,.2f}")
     write_result(result, args.json_out, sys.argv)
 
 

@@ -375,10 +375,16 @@ def _mc_table(records: list[dict]) -> list[str]:
     out = ["| lattice side | spin flips/s | acceptance |", "|---|---|---|"]
     out += [f"| {row['side']} | {row['flips_per_second']:,.0f} | {row['acceptance']:.3f} |"
             for row in r["rows"]]
-    return out + ["", f"Full rescoring at L = 256: "
-                  f"{r['full_rescoring_flips_per_second_256']:,.1f} flips/s; local rescoring is "
-                  f"{r['speedup_over_full_rescoring_256']:,.0f}x faster there, and its rate "
-                  f"varies {r['flips_per_second_max_over_min']:.2f}x over the sides."]
+    out += ["", f"Full rescoring at L = 256: "
+            f"{r['full_rescoring_flips_per_second_256']:,.1f} flips/s; local rescoring is "
+            f"{r['speedup_over_full_rescoring_256']:,.0f}x faster there, and its rate "
+            f"varies {r['flips_per_second_max_over_min']:.2f}x over the sides."]
+    if r.get("atoms"):
+        out += ["", f"Single-atom moves at 1000 K, graphene, `{r.get('atoms_model')}`:", "",
+                "| atoms | moves/s (local) | moves/s (full rescoring) |", "|---|---|---|"]
+        out += [f"| {a['atoms']:,} | {a['moves_per_second']:,.0f} "
+                f"| {a['full_rescoring_moves_per_second']:,.2f} |" for a in r["atoms"]]
+    return out
 
 
 def _sheet_table(records: list[dict]) -> list[str]:

@@ -182,12 +182,15 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
         **header, "model": "ising.onnx", "sweeps": 5,
         "rows": [{"side": 64, "flips_per_second": 9e4, "acceptance": 0.4}],
         "full_rescoring_flips_per_second_256": 7.5, "speedup_over_full_rescoring_256": 1.2e4,
-        "flips_per_second_max_over_min": 1.3}))
+        "flips_per_second_max_over_min": 1.3, "atoms_model": "hex.onnx",
+        "atoms": [{"atoms": 960, "moves_per_second": 250.0,
+                   "full_rescoring_moves_per_second": 33.5, "acceptance": 0.5}]}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
     assert page.count("Test CPU, 2 cores, 8.0 GiB") == 4
     assert page.count("2030-01-02T03:04:05+00:00") == 4
     assert "| 64 | 90,000 | 0.400 |" in page and "12,000x faster" in page
+    assert "| 960 | 250 | 33.50 |" in page
     assert "| ising, 1024² | 0.5 Mpx/s | 0.7 Mpx/s |" in page
     assert "| 1 µm | 100,000 |" in page and "| 55 nm |" in page
 
