@@ -217,3 +217,22 @@ def test_an_atoms_chain_keeps_its_running_energy(atomistic):
                                          abs=2e-3)
     s = run.summary()
     assert s["moves_per_second"] > 0 and np.isfinite(s["energy_sem"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("temperature", [1.5, 2.0, 2.269, 2.5, 3.5])
+def test_the_shipped_ising_model_matches_the_exact_energy_at_l32(exact_ising2d, temperature):
+    """L = 32: <E>/N, <|m|> and the specific heat of the shipped 2-D EDNN and of the exact
+    energy agree within 3 standard errors (blocking analysis; C/N from blocked E^2)."""
+    from pathlib import Path
+
+    from ednn_dask.mc import blocked_mean, ising_chain
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "ising-2d-f1c1.onnx"
+    runs = [ising_chain(m, 32, temperature, 4000, thermalize=1000, seed=s)
+            for m, s in ((shipped, 21), (exact_ising2d[1], 22))]
+    for name, series in (("energy", lambda r: r.energy),
+                         ("|m|", lambda r: np.abs(r.magnetization)),
+                         ("e^2", lambda r: r.energy**2)):
+        (a, sa), (b, sb) = (blocked_mean(series(r)) for r in runs)
+        assert abs(a - b) < 3 * np.hypot(sa, sb), (name, temperature, a, b, np.hypot(sa, sb))
