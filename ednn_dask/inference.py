@@ -25,6 +25,19 @@ from ednn_dask.model import TileModel
 Method = Literal["auto", "dense", "tiles"]
 
 
+def with_channels(array: np.ndarray, model: TileModel, what: str = "field") -> np.ndarray:
+    """``array`` as ``(C, *spatial)`` for ``model`` (a channel axis added to a one-channel grid)."""
+    spec = model.spec
+    if array.ndim == spec.ndim:
+        array = array[np.newaxis]
+    if array.ndim != spec.ndim + 1 or array.shape[0] != spec.channels:
+        raise FieldError(
+            f"a {what} of shape {array.shape!r} does not fit model {model.name!r}: expected "
+            f"({spec.channels} channels, {spec.ndim} spatial axes)."
+        )
+    return array
+
+
 def resolve_method(method: str, model: TileModel) -> Literal["dense", "tiles"]:
     """``"auto"`` picks the dense path when the model allows it."""
     if method == "auto":
@@ -77,13 +90,7 @@ def block_contributions(
         float32 of shape ``grid`` (``m`` per axis).
     """
     spec = model.spec
-    if block.ndim == spec.ndim:
-        block = block[np.newaxis]
-    if block.ndim != spec.ndim + 1 or block.shape[0] != spec.channels:
-        raise FieldError(
-            f"block of shape {block.shape!r} does not fit model {model.name!r}: expected "
-            f"({spec.channels} channels, {spec.ndim} spatial axes)."
-        )
+    block = with_channels(block, model, "block")
     padded_shape = block.shape[1:]
     grid = tuple(
         n // f for n, f in zip(spec.tiling.unpadded_shape(padded_shape), spec.focus, strict=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ednn_dask.errors import FieldError, GeometryError
-from ednn_dask.inference import block_contributions, contributions
+from ednn_dask.inference import block_contributions, contributions, with_channels
 from ednn_dask.model import TileModel
 
 
@@ -60,14 +60,7 @@ class LocalEnergy:
 
     def __init__(self, field: np.ndarray, model: TileModel, *, boundary=None, threads: int = 1):
         spec = model.spec
-        field = np.asarray(field, dtype=np.float32)
-        if field.ndim == spec.ndim:
-            field = field[np.newaxis]
-        if field.ndim != spec.ndim + 1 or field.shape[0] != spec.channels:
-            raise FieldError(
-                f"a field of shape {field.shape!r} does not fit model {model.name!r}: expected "
-                f"{spec.ndim} spatial axes and {spec.channels} channel(s)."
-            )
+        field = with_channels(np.asarray(field, dtype=np.float32), model)
         self.model, self.threads = model, threads
         self.tiling = spec.tiling.with_boundary(boundary)
         self.tiling.check(field.shape[1:])
