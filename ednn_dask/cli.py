@@ -225,11 +225,16 @@ def cmd_blur_study(args) -> int:
     return 0
 
 
-def cmd_mc(args) -> int:
+def cmd_mc_ising(args) -> int:
     from ednn_dask.mc import ising_scan
 
-    rows = ising_scan(args.model, args.L, args.T, args.sweeps, seed=args.seed,
-                      **_given(args, "thermalize"))
+    if args.plot and not args.out:
+        raise ConfigError("--plot draws the traces of a stored run; give --out RUN.zarr too.")
+    rows = ising_scan(args.model, args.L, args.T, args.sweeps, seed=args.seed, out=args.out,
+                      overwrite=args.overwrite, progress=not args.json,
+                      checkpoint_seconds=args.checkpoint, **_given(args, "thermalize"))
+    if args.plot:
+        _plot_scan(args, rows)
     for row in rows:
         if args.json:
             _print(row, True)
@@ -241,6 +246,39 @@ def cmd_mc(args) -> int:
               f"{row['moves_per_second']:,.0f} flips/s ({row['sweeps']} sweeps of "
               f"{row['sites']} sites)")
     return 0
+
+
+def _plot_scan(args, rows) -> None:
+    import xarray as xr
+
+    from ednn_dask.mc.plots import plot_scan
+
+    plot_scan(xr.open_zarr(args.out, zarr_format=3, consolidated=False).load(), args.plot)
+
+
+def cmd_mc_atoms(args) -> int:
+    from ednn_dask.atoms.structure import read_structure
+    from ednn_dask.mc import run_atoms
+    from ednn_dask.mc.plots import plot_atoms_run
+
+    run = run_atoms(read_structure(args.structure), args.model, args.T, args.steps,
+                    every=args.every, seed=args.seed, out=args.out, overwrite=args.overwrite,
+                    progress=not args.json, checkpoint_seconds=args.checkpoint,
+                    **_given(args, "equilibrate", "step"))
+    if args.plot:
+        plot_atoms_run(run, args.plot)
+    _print(run.summary(), args.json)
+    return 0
+
+
+def _run_output_arguments(p, holds: str) -> None:
+    p.add_argument("--out", help=f"Zarr store of the run ({holds}) and the chain's state; "
+                                 "the same command again continues it")
+    p.add_argument("--overwrite", action="store_true", help="replace another run's --out")
+    p.add_argument("--checkpoint", type=_positive_float, default=5.0,
+                   help="seconds between writes of --out (frames and chain state)")
+    p.add_argument("--plot", help="PNG of the energy trace" if "g(r)" not in holds
+                   else "PNG of the energy trace and g(r)")
 
 
 def _temperatures(text: str) -> list[float]:
@@ -428,17 +466,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_blur_study)
 
     p = sub.add_parser("mc", help="Metropolis Monte Carlo with a model as the energy")
-    p.add_argument("system", choices=["ising"])
-    p.add_argument("--model", required=True, help="periodic lattice model (spins +-1)")
-    p.add_argument("--L", type=_count(2), default=32, help="lattice side")
-    p.add_argument("--T", type=_temperatures, required=True,
+    systems = p.add_subparsers(dest="system", required=True, parser_class=_Parser)
+    q = systems.add_parser("ising", help="spin flips on a periodic lattice (Ising models)")
+    q.add_argument("--model", required=True, help="periodic lattice model (spins +-1)")
+    q.add_argument("--L", type=_count(2), default=32, help="lattice side")
+    q.add_argument("--T", type=_temperatures, required=True,
                    help="temperature(s) in J/k_B, comma-separated: 2.0,2.269,2.5")
-    p.add_argument("--sweeps", type=POSITIVE, default=2000, help="measured sweeps")
-    p.add_argument("--thermalize", type=NON_NEGATIVE,
+    q.add_argument("--sweeps", type=POSITIVE, default=2000, help="measured sweeps")
+    q.add_argument("--thermalize", type=NON_NEGATIVE,
                    help="sweeps before measuring (default a fifth of --sweeps)")
-    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
-    p.add_argument("--json", action="store_true", help="one JSON object per temperature")
-    p.set_defaults(func=cmd_mc)
+    q.add_argument("--seed", type=NON_NEGATIVE, default=0)
+    _run_output_arguments(q, "per-sweep energy and magnetization")
+    q.add_argument("--json", action="store_true", help="one JSON object per temperature")
+    q.set_defaults(func=cmd_mc_ising)
+    q = systems.add_parser("atoms", help="single-atom in-plane moves in a periodic sheet")
+    q.add_argument("--model", required=True, help="atomistic model")
+    q.add_argument("--structure", required=True,
+                   help="the cell: extxyz or any file ase.io reads, periodic in x and y")
+    q.add_argument("--T", type=_positive_float, required=True, help="temperature in K")
+    q.add_argument("--steps", type=POSITIVE, default=20000, help="measured moves (attempts)")
+    q.add_argument("--every", type=POSITIVE, default=10, help="moves between frames")
+    q.add_argument("--equilibrate", type=NON_NEGATIVE,
+                   help="moves before measuring, step size adapted (default a fifth of --steps)")
+    q.add_argument("--step", type=_positive_float, help="initial largest displacement (Å)")
+    q.add_argument("--seed", type=NON_NEGATIVE, default=0)
+    _run_output_arguments(q, "positions, numbers, cell, energy per frame and g(r)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_mc_atoms)
     return parser
 
 

@@ -15,13 +15,15 @@ a :class:`~ednn_dask.atoms.materials.PorousSheet` or an
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ednn_dask.errors import StructureError
+from ednn_dask.errors import ConfigError, StructureError
 
 ELEMENTS = {1: "H", 5: "B", 6: "C", 7: "N", 8: "O"}
 SYMBOLS = {v: k for k, v in ELEMENTS.items()}
@@ -212,6 +214,22 @@ class Structure:
             if dist[r, c] < best[2]:
                 best = (start + r, c, float(dist[r, c]))
         return best
+
+
+def read_structure(path: str | os.PathLike) -> Structure:
+    """Read one structure from any file ``ase.io.read`` understands (extxyz, CIF, POSCAR, ...)."""
+    try:
+        import ase.io
+    except ImportError:
+        raise ConfigError("reading structure files needs ASE: pip install 'ednn-dask[reference]'."
+                          ) from None
+    if not Path(path).is_file():
+        raise StructureError(f"no structure file at {str(path)!r}.")
+    try:
+        atoms = ase.io.read(path)
+    except Exception as error:  # ase raises many kinds for unreadable files
+        raise StructureError(f"ase.io cannot read {str(path)!r}: {error}") from None
+    return Structure.from_ase(atoms)
 
 
 def as_source(obj: Any) -> Any:

@@ -3,12 +3,16 @@
     local     LocalEnergy: a change in a box rescores only the focus blocks that see it
     lattice   spin-flip chains of lattice models (colour classes, one onnxruntime call each)
     atoms     single-atom displacement chains of atomistic models (stamps moved, not re-rasterized)
+    runs      resumable runs: a Zarr store of frames plus the chain's state
+    rdf       the in-plane g(r)
+    plots     energy traces and g(r)
     stats     blocking-analysis error bars
 """
 
-from ednn_dask.mc.atoms import AtomsChain, AtomsRun
-from ednn_dask.mc.lattice import ChainResult, colour_spacing, ising_chain, ising_scan
+from ednn_dask.mc.atoms import AtomsChain, AtomsRun, run_atoms
+from ednn_dask.mc.lattice import ChainResult, IsingChain, colour_spacing, ising_chain, ising_scan
 from ednn_dask.mc.local import Change, LocalEnergy, Proposal
+from ednn_dask.mc.rdf import InPlaneRDF
 from ednn_dask.mc.stats import blocked_mean
 
 __all__ = [
@@ -16,10 +20,13 @@ __all__ = [
     "AtomsRun",
     "ChainResult",
     "Change",
+    "InPlaneRDF",
+    "IsingChain",
     "LocalEnergy",
     "Proposal",
     "blocked_mean",
     "colour_spacing",
     "ising_chain",
     "ising_scan",
+    "run_atoms",
 ]

@@ -13,19 +13,25 @@ the measured part of the chain is a fixed Metropolis kernel.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xarray as xr
 
 from ednn_dask.atoms.raster import cell_field, channel_table, grid_shape, stamp
 from ednn_dask.atoms.references import reference_sum, require_atomistic
 from ednn_dask.atoms.structure import Structure, as_source, species_counts
+from ednn_dask.compute import progress_bar
 from ednn_dask.errors import ConfigError, StructureError
 from ednn_dask.mc.local import Change, LocalEnergy, Proposal
+from ednn_dask.mc.rdf import InPlaneRDF
+from ednn_dask.mc.runs import CHECKPOINT_SECONDS, RunStore, restore_rng, rng_state
 from ednn_dask.mc.stats import blocked_mean
 from ednn_dask.model import TileModel, load_model
 
@@ -38,22 +44,27 @@ ADAPT_EVERY = 50
 
 @dataclass
 class AtomsRun:
-    """Energies (eV, total) of the measured steps of an :class:`AtomsChain` run."""
+    """The measured frames of an :class:`AtomsChain` run: energies (eV, total) and g(r)."""
 
     temperature: float
+    n_atoms: int
     energy: np.ndarray
     acceptance: float
     moves: int
     seconds: float
     step: float
     drift: float
+    rdf: InPlaneRDF
+    out: Path | None = None
 
     def summary(self) -> dict[str, Any]:
         mean, sem = blocked_mean(self.energy)
-        return {"temperature_K": self.temperature, "steps": int(self.moves),
-                "energy_mean": mean, "energy_sem": sem, "acceptance": self.acceptance,
+        return {"temperature_K": self.temperature, "atoms": self.n_atoms, "steps": int(self.moves),
+                "frames": len(self.energy), "energy_mean": mean, "energy_sem": sem,
+                "energy_per_atom_mean": mean / self.n_atoms, "acceptance": self.acceptance,
                 "moves_per_second": self.moves / self.seconds if self.seconds else math.nan,
-                "step_A": self.step, "energy_drift": self.drift}
+                "step_A": self.step, "energy_drift": self.drift,
+                **({"out": str(self.out)} if self.out else {})}
 
 
 class AtomsChain:
@@ -148,21 +159,201 @@ class AtomsChain:
             return True
         return False
 
+    def state(self) -> dict[str, Any]:
+        """Everything the chain needs to continue bit for bit (see :mod:`ednn_dask.mc.runs`)."""
+        return {"field": self.local.field, "contributions": self.local.contributions,
+                "xy": self.xy, "local_energy": self.local.energy, "step": self.step,
+                "rng": rng_state(self.rng)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state` of a chain built on the same cell and model."""
+        self.local.field[...] = state["field"]
+        self.local.contributions[...] = state["contributions"]
+        self.local.energy = float(state["local_energy"])
+        self.xy[...] = state["xy"]
+        self.step = float(state["step"])
+        self.rng = restore_rng(state["rng"])
+
     def run(self, steps: int, *, equilibrate: int = 0, target_acceptance: float = 0.5,
             every: int = 1) -> AtomsRun:
-        """``equilibrate`` moves (step size adapted), then ``steps`` measured moves."""
-        window = 0
-        for k in range(equilibrate):
-            window += self.attempt()
-            if k % ADAPT_EVERY == ADAPT_EVERY - 1:  # step towards the target acceptance
-                self.step *= 1.1 if window / ADAPT_EVERY > target_acceptance else 0.9
-                window = 0
-        energies, accepted = [], 0
-        t0 = time.perf_counter()
-        for k in range(steps):
-            accepted += self.attempt()
-            if k % every == 0:
-                energies.append(self.energy)
-        seconds = time.perf_counter() - t0
-        return AtomsRun(self.temperature, np.array(energies), accepted / max(steps, 1), steps,
-                        seconds, self.step, self.local.drift())
+        """``equilibrate`` moves (step size adapted), then ``steps`` measured moves, in memory."""
+        return _Run(self, steps, every, equilibrate, target_acceptance).go()
+
+
+def run_atoms(
+    atoms: Any,
+    model: TileModel | str | os.PathLike,
+    temperature: float,
+    steps: int,
+    *,
+    every: int = 10,
+    equilibrate: int | None = None,
+    seed: int = 0,
+    step: float = 0.05,
+    target_acceptance: float = 0.5,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    threads: int = 1,
+    rdf_bins: int = 120,
+    checkpoint_seconds: float = CHECKPOINT_SECONDS,
+) -> AtomsRun:
+    """Run (or continue) a Metropolis chain of single-atom moves, optionally into a store.
+
+    Parameters
+    ----------
+    atoms : Structure or ase.Atoms
+        A cell periodic in x and y.
+    model : TileModel or path
+        An atomistic model.
+    temperature, steps
+        Kelvin; measured moves (attempts).
+    every : int
+        Moves between frames (energy, positions and g(r) are measured every ``every``).
+    equilibrate : int, optional
+        Moves before measuring, with the step size adapted; default ``steps // 5``.
+    out : path, optional
+        A Zarr store (``positions``, ``numbers``, ``cell``, ``energy``, ``g_r``) written
+        as the chain goes, with the chain's state: running the same call again continues
+        it, bit for bit (:mod:`ednn_dask.mc.runs`). Another run's store is refused
+        unless ``overwrite``.
+    """
+    if not (steps >= 1 and 1 <= every <= steps):
+        raise ConfigError(f"a run needs steps >= 1 and 1 <= every <= steps; got steps = {steps}, "
+                          f"every = {every}.")
+    equilibrate = steps // 5 if equilibrate is None else equilibrate
+    chain = AtomsChain(atoms, model, temperature, step=step, seed=seed, threads=threads)
+    run = _Run(chain, steps, every, equilibrate, target_acceptance, rdf_bins=rdf_bins,
+               progress=progress, checkpoint_seconds=checkpoint_seconds)
+    if out is not None:
+        template = _trajectory_template(chain, steps // every, every, run.rdf)
+        run.attach(out, template, {"seed": seed, "step_A": step}, overwrite)
+    return run.go()
+
+
+class _Run:
+    """The loop of one chain: equilibration, measured moves, frames, checkpoints."""
+
+    def __init__(self, chain: AtomsChain, steps: int, every: int, equilibrate: int,
+                 target_acceptance: float, *, rdf_bins: int = 120, progress: bool = False,
+                 checkpoint_seconds: float = CHECKPOINT_SECONDS):
+        self.chain, self.steps, self.every = chain, steps, every
+        self.equilibrate, self.target = equilibrate, target_acceptance
+        self.rdf = InPlaneRDF(chain.cell, len(chain.numbers), bins=rdf_bins)
+        self.progress, self.checkpoint_seconds = progress, checkpoint_seconds
+        self.store: RunStore | None = None
+        self.moves = self.accepted = self.window = self.frames_done = 0
+        self.seconds = 0.0
+        self.energy = np.full(steps // every, np.nan)
+
+    def config(self) -> dict[str, Any]:
+        chain = self.chain
+        return {"kind": "atoms", "model_sha256": chain.model.sha256,
+                "structure_sha256": _structure_digest(chain), "temperature_K": chain.temperature,
+                "steps": self.steps, "every": self.every, "equilibrate": self.equilibrate,
+                "target_acceptance": self.target, "rdf_bins": len(self.rdf.counts)}
+
+    def attach(self, out, template: xr.Dataset, settings: dict, overwrite: bool) -> None:
+        """Write frames and checkpoints to the store ``out``, continuing its saved state."""
+        config = self.config() | settings
+        self.store = RunStore.open(out, template, config, overwrite=overwrite)
+        state = self.store.load_state()
+        if state is not None:
+            self.chain.restore(state)
+            self.moves, self.accepted = int(state["moves"]), int(state["accepted"])
+            self.window, self.frames_done = int(state["window"]), int(state["frames_done"])
+            self.seconds = float(state["seconds"])
+            self.rdf.counts[...], self.rdf.frames = state["rdf_counts"], int(state["rdf_frames"])
+            self.energy[:self.frames_done] = self.store.group["energy"][:self.frames_done]
+
+    def go(self) -> AtomsRun:
+        total = self.equilibrate + self.steps
+        bar = progress_bar(total, self.progress, "Monte Carlo", "move")
+        bar.update(self.moves)
+        pending: list[tuple[float, np.ndarray]] = []
+        last_save = time.perf_counter()
+        while self.moves < total:
+            t0 = time.perf_counter()
+            burst = min(total - self.moves, ADAPT_EVERY)
+            for _ in range(burst):
+                self._move(pending)
+            self.seconds += time.perf_counter() - t0
+            bar.update(burst)
+            if self.store is not None and time.perf_counter() - last_save > self.checkpoint_seconds:
+                self._save(pending)
+                pending, last_save = [], time.perf_counter()
+        bar.close()
+        if self.store is not None:
+            self._save(pending)
+            self.store.group["g_r"][:] = self.rdf.g()
+            self.store.finish()
+        measured = max(self.moves - self.equilibrate, 0)
+        return AtomsRun(self.chain.temperature, len(self.chain.numbers), self.energy,
+                        self.accepted / max(measured, 1), measured, self.seconds,
+                        self.chain.step, self.chain.local.drift(), self.rdf,
+                        None if self.store is None else self.store.path)
+
+    def _move(self, pending: list) -> None:
+        chain = self.chain
+        accepted = chain.attempt()
+        self.moves += 1
+        if self.moves <= self.equilibrate:  # adapt the step towards the target acceptance
+            self.window += accepted
+            if self.moves % ADAPT_EVERY == 0:
+                chain.step *= 1.1 if self.window / ADAPT_EVERY > self.target else 0.9
+                self.window = 0
+            return
+        self.accepted += accepted
+        if (self.moves - self.equilibrate) % self.every == 0:
+            frame = (self.moves - self.equilibrate) // self.every - 1
+            self.energy[frame] = chain.energy
+            self.rdf.add(chain.xy)
+            pending.append((chain.energy, chain.xy.copy()))
+
+    def _save(self, pending: list) -> None:
+        """Write the frames measured since the last save, then commit the chain's state."""
+        start = self.frames_done
+        if pending:
+            xyz = np.stack([np.column_stack([xy, self.chain.z]) for _, xy in pending])
+            self.store.write_frames(start, {"energy": np.array([e for e, _ in pending]),
+                                            "positions": xyz})
+        self.frames_done = start + len(pending)
+        self.store.save_state(self.chain.state() | {
+            "moves": self.moves, "accepted": self.accepted, "window": self.window,
+            "frames_done": self.frames_done, "seconds": self.seconds,
+            "rdf_counts": self.rdf.counts, "rdf_frames": self.rdf.frames})
+
+
+def _structure_digest(chain: AtomsChain) -> str:
+    digest = hashlib.sha256()
+    for array in (chain.xy, chain.z, chain.numbers, chain.cell):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _trajectory_template(chain: AtomsChain, frames: int, every: int,
+                         rdf: InPlaneRDF) -> xr.Dataset:
+    """The lazy, all-NaN store of a run: frames of positions and energies, and g(r)."""
+    import dask.array as da
+
+    n = len(chain.numbers)
+    per_chunk = max(1, min(frames, (8 << 20) // (n * 3 * 8)))
+    structure = chain.structure()
+    return xr.Dataset(
+        {
+            "positions": (("frame", "atom", "xyz"),
+                          da.full((frames, n, 3), np.nan, chunks=(per_chunk, n, 3)),
+                          {"units": "angstrom"}),
+            "energy": ("frame", da.full(frames, np.nan, chunks=max(frames, 1)),
+                       {"units": "eV", "long_name": "total energy (model's reference convention)"}),
+            "numbers": ("atom", chain.numbers.astype(np.int32)),
+            "cell": (("vector", "xyz"), structure.cell, {"units": "angstrom"}),
+            "g_r": ("r", da.full(len(rdf.counts), np.nan, chunks=-1),
+                    {"long_name": "in-plane radial distribution function"}),
+        },
+        coords={"frame": np.arange(frames),
+                "move": ("frame", (np.arange(frames) + 1) * every,
+                         {"long_name": "measured moves before the frame"}),
+                "r": ("r", rdf.r, {"units": "angstrom"})},
+        attrs={"temperature_K": chain.temperature},
+    )

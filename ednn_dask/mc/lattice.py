@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import xarray as xr
 
+from ednn_dask.compute import progress_bar
 from ednn_dask.errors import ConfigError
 from ednn_dask.mc.local import LocalEnergy
+from ednn_dask.mc.runs import CHECKPOINT_SECONDS, RunStore, restore_rng, rng_state
 from ednn_dask.mc.stats import blocked_mean
 from ednn_dask.model import TileModel, load_model
 
@@ -75,6 +78,73 @@ class ChainResult:
         }
 
 
+class IsingChain:
+    """Metropolis single spin flips on a periodic ``side``^d lattice, a colour class at a time.
+
+    Parameters
+    ----------
+    model : TileModel or path
+        A lattice model (one channel, periodic) whose input is the spins ±1.
+    side, temperature
+        Lattice side; temperature in the model's energy unit over k_B.
+    seed : int
+        Seeds the start (a random lattice unless ``spins`` is given) and the chain.
+    """
+
+    def __init__(self, model: TileModel | str | os.PathLike, side: int, temperature: float, *,
+                 seed: int = 0, spins: np.ndarray | None = None, threads: int = 1):
+        model = load_model(model)
+        spec = model.spec
+        if spec.channels != 1 or spec.boundary != "periodic" or spec.spacing is not None:
+            raise ConfigError(f"model {model.name!r} is not a periodic one-channel lattice model "
+                              f"(no pixel spacing); spin-flip Monte Carlo needs one, e.g. "
+                              f"models/ising-2d-f1c1.onnx.")
+        if not (temperature > 0 and side >= 2):
+            raise ConfigError(f"a chain needs temperature > 0 and side >= 2; got "
+                              f"T = {temperature}, side = {side}.")
+        self.model, self.temperature = model, temperature
+        self.rng = np.random.default_rng(seed)
+        shape = (side,) * spec.ndim
+        if spins is None:
+            spins = self.rng.choice(np.float32([-1, 1]), size=shape)
+        self.local = LocalEnergy(spins, model, threads=threads)
+        self.classes = _colour_classes(shape, spec.focus, spec.context)
+        self.accepted = self.attempted = 0
+
+    def sweep(self) -> None:
+        """One flip attempt per site: the colour classes in random order."""
+        local = self.local
+        for k in self.rng.permutation(len(self.classes)):
+            sites = self.classes[k]
+            flipped = -local.field[(0, *sites.T)][:, None]
+            delta = local.propose_sites(sites, flipped)
+            accept = self.rng.random(len(sites)) < np.exp(-np.maximum(delta, 0) / self.temperature)
+            local.accept_sites(accept)
+            self.accepted += int(accept.sum())
+            self.attempted += len(sites)
+
+    @property
+    def energy_per_site(self) -> float:
+        return self.local.energy / self.local.field.size
+
+    @property
+    def magnetization(self) -> float:
+        return float(self.local.field.mean(dtype=np.float64))
+
+    def state(self) -> dict[str, Any]:
+        """Everything the chain needs to continue bit for bit."""
+        return {"field": self.local.field, "contributions": self.local.contributions,
+                "local_energy": self.local.energy, "accepted": self.accepted,
+                "attempted": self.attempted, "rng": rng_state(self.rng)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.local.field[...] = state["field"]
+        self.local.contributions[...] = state["contributions"]
+        self.local.energy = float(state["local_energy"])
+        self.accepted, self.attempted = int(state["accepted"]), int(state["attempted"])
+        self.rng = restore_rng(state["rng"])
+
+
 def ising_chain(
     model: TileModel | str | os.PathLike,
     side: int,
@@ -86,54 +156,16 @@ def ising_chain(
     spins: np.ndarray | None = None,
     threads: int = 1,
 ) -> ChainResult:
-    """Run a Metropolis chain of single spin flips on a periodic ``side``^d lattice.
+    """Run a Metropolis chain of single spin flips (:class:`IsingChain`) in memory.
 
-    Parameters
-    ----------
-    model : TileModel or path
-        A lattice model (one channel, periodic) whose input is the spins ±1.
-    side, temperature, sweeps
-        Lattice side, temperature (in the model's energy unit over k_B) and the
-        number of measured sweeps (one flip attempt per site each).
-    thermalize : int, optional
-        Sweeps before measuring; default ``sweeps // 5``.
-    seed : int
-        Seeds the start (a random lattice unless ``spins`` is given) and the chain.
+    ``sweeps`` measured sweeps (one flip attempt per site each) follow ``thermalize``
+    sweeps (default ``sweeps // 5``).
     """
-    model = load_model(model)
-    spec = model.spec
-    if spec.channels != 1 or spec.boundary != "periodic" or spec.spacing is not None:
-        raise ConfigError(f"model {model.name!r} is not a periodic one-channel lattice model "
-                          f"(no pixel spacing); spin-flip Monte Carlo needs one, e.g. "
-                          f"models/ising-2d-f1c1.onnx.")
-    if not (temperature > 0 and sweeps >= 1 and side >= 2):
-        raise ConfigError(f"a chain needs temperature > 0, sweeps >= 1 and side >= 2; got "
-                          f"T = {temperature}, sweeps = {sweeps}, side = {side}.")
-    rng = np.random.default_rng(seed)
-    shape = (side,) * spec.ndim
-    if spins is None:
-        spins = rng.choice(np.float32([-1, 1]), size=shape)
-    local = LocalEnergy(spins, model, threads=threads)
-    classes = _colour_classes(shape, spec.focus, spec.context)
+    if sweeps < 1:
+        raise ConfigError(f"a chain needs sweeps >= 1; got {sweeps}.")
+    chain = IsingChain(model, side, temperature, seed=seed, spins=spins, threads=threads)
     thermalize = sweeps // 5 if thermalize is None else thermalize
-    energy, magnetization = np.empty(sweeps), np.empty(sweeps)
-    accepted = attempted = 0
-    t0 = time.perf_counter()
-    for sweep in range(thermalize + sweeps):
-        for k in rng.permutation(len(classes)):
-            sites = classes[k]
-            flipped = -local.field[(0, *sites.T)][:, None]
-            delta = local.propose_sites(sites, flipped)
-            accept = rng.random(len(sites)) < np.exp(-np.maximum(delta, 0) / temperature)
-            local.accept_sites(accept)
-            accepted += int(accept.sum())
-            attempted += len(sites)
-        if sweep >= thermalize:
-            energy[sweep - thermalize] = local.energy / local.field.size
-            magnetization[sweep - thermalize] = float(local.field.mean(dtype=np.float64))
-    seconds = time.perf_counter() - t0
-    return ChainResult(temperature, local.field.size, energy, magnetization,
-                       accepted / attempted, attempted, seconds, local.drift())
+    return _Scan([chain], sweeps, thermalize).go()[0]
 
 
 def _colour_classes(shape, focus, context) -> list[np.ndarray]:
@@ -155,8 +187,128 @@ def ising_scan(
     *,
     thermalize: int | None = None,
     seed: int = 0,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    threads: int = 1,
+    checkpoint_seconds: float = CHECKPOINT_SECONDS,
 ) -> list[dict[str, Any]]:
-    """The summaries of :func:`ising_chain` at each temperature (seed ``seed + k`` for the k-th)."""
+    """The summaries of one chain per temperature (seed ``seed + k`` for the k-th), in turn.
+
+    With ``out``, a Zarr store of ``energy`` and ``magnetization`` per site
+    (temperature, sweep) is written as the chains go, with their state: the same
+    call again continues the scan bit for bit (:mod:`ednn_dask.mc.runs`).
+    """
+    if sweeps < 1 or not temperatures:
+        raise ConfigError(f"a scan needs sweeps >= 1 and a temperature; got sweeps = {sweeps}, "
+                          f"temperatures {temperatures}.")
     model = load_model(model)
-    return [ising_chain(model, side, t, sweeps, thermalize=thermalize, seed=seed + k).summary()
-            for k, t in enumerate(temperatures)]
+    thermalize = sweeps // 5 if thermalize is None else thermalize
+    chains = [IsingChain(model, side, t, seed=seed + k, threads=threads)
+              for k, t in enumerate(temperatures)]
+    scan = _Scan(chains, sweeps, thermalize, progress=progress,
+                 checkpoint_seconds=checkpoint_seconds)
+    if out is not None:
+        config = {"kind": "ising", "model_sha256": model.sha256, "side": side,
+                  "temperatures": [float(t) for t in temperatures], "sweeps": sweeps,
+                  "thermalize": thermalize, "seed": seed}
+        scan.attach(RunStore.open(out, _scan_template(temperatures, sweeps), config,
+                                  overwrite=overwrite))
+    return [result.summary() for result in scan.go()]
+
+
+class _Scan:
+    """Chains run in turn, sweep by sweep, measured after thermalizing, checkpointed."""
+
+    def __init__(self, chains: list[IsingChain], sweeps: int, thermalize: int, *,
+                 progress: bool = False, checkpoint_seconds: float = CHECKPOINT_SECONDS):
+        self.chains, self.sweeps, self.thermalize = chains, sweeps, thermalize
+        self.progress, self.checkpoint_seconds = progress, checkpoint_seconds
+        self.energy = np.full((len(chains), sweeps), np.nan)
+        self.magnetization = np.full((len(chains), sweeps), np.nan)
+        self.current = self.done = 0  # chain in progress, its sweeps so far
+        self.seconds = [0.0] * len(chains)
+        self.drift = [math.nan] * len(chains)
+        self.store: RunStore | None = None
+
+    def attach(self, store: RunStore) -> None:
+        self.store = store
+        state = store.load_state()
+        if state is None:
+            return
+        self.current, self.done = int(state["current"]), int(state["done"])
+        self.seconds, self.drift = list(state["seconds"]), list(state["drift"])
+        for k, chain in enumerate(self.chains[:self.current]):
+            chain.accepted, chain.attempted = state["counts"][k]
+        if self.current < len(self.chains):
+            self.chains[self.current].restore(state)
+        self.energy[...] = store.group["energy"][...]
+        self.magnetization[...] = store.group["magnetization"][...]
+
+    def go(self) -> list[ChainResult]:
+        per_chain = self.thermalize + self.sweeps
+        bar = progress_bar(per_chain * len(self.chains), self.progress, "Monte Carlo", "sweep")
+        bar.update(self.current * per_chain + self.done)
+        last_save, written = time.perf_counter(), self._measured()
+        while self.current < len(self.chains):
+            chain = self.chains[self.current]
+            t0 = time.perf_counter()
+            chain.sweep()
+            self.seconds[self.current] += time.perf_counter() - t0
+            if self.done >= self.thermalize:
+                self.energy[self.current, self.done - self.thermalize] = chain.energy_per_site
+                self.magnetization[self.current, self.done - self.thermalize] = \
+                    chain.magnetization
+            self.done += 1
+            bar.update(1)
+            if self.done == per_chain:
+                self.drift[self.current] = chain.local.drift()
+                self.current, self.done = self.current + 1, 0
+            if self.store is not None and (self.current == len(self.chains) or
+                                           time.perf_counter() - last_save
+                                           > self.checkpoint_seconds):
+                written = self._save(written)
+                last_save = time.perf_counter()
+        bar.close()
+        if self.store is not None:
+            self.store.finish()
+        return [ChainResult(chain.temperature, chain.local.field.size, self.energy[k],
+                            self.magnetization[k], chain.accepted / max(chain.attempted, 1),
+                            chain.attempted, self.seconds[k], self.drift[k])
+                for k, chain in enumerate(self.chains)]
+
+    def _measured(self) -> tuple[int, int]:
+        """(chain, sweep) up to which measurements exist: everything before it."""
+        return self.current, max(self.done - self.thermalize, 0)
+
+    def _save(self, written: tuple[int, int]) -> tuple[int, int]:
+        """Write the sweeps measured since ``written``, then commit the scan's state."""
+        now = self._measured()
+        for k in range(written[0], min(now[0], len(self.chains) - 1) + 1):
+            start = written[1] if k == written[0] else 0
+            stop = now[1] if k == now[0] else self.sweeps
+            if stop > start:
+                self.store.write_frames(start, {"energy": self.energy[k, start:stop],
+                                                "magnetization": self.magnetization[k, start:stop]},
+                                        index=(k,))
+        active = self.chains[min(self.current, len(self.chains) - 1)]
+        self.store.save_state(active.state() | {
+            "current": self.current, "done": self.done, "seconds": self.seconds,
+            "drift": self.drift, "counts": [[c.accepted, c.attempted] for c in self.chains],
+            "frames_done": self.current * self.sweeps + now[1]})
+        return now
+
+
+def _scan_template(temperatures: list[float], sweeps: int) -> xr.Dataset:
+    """The lazy, all-NaN store of a scan: per-site energy and magnetization per sweep."""
+    import dask.array as da
+
+    shape, chunks = (len(temperatures), sweeps), (1, min(sweeps, 1 << 16))
+    return xr.Dataset(
+        {"energy": (("temperature", "sweep"), da.full(shape, np.nan, chunks=chunks),
+                    {"long_name": "energy per site (model's unit)"}),
+         "magnetization": (("temperature", "sweep"), da.full(shape, np.nan, chunks=chunks),
+                           {"long_name": "magnetization per site"})},
+        coords={"temperature": np.asarray(temperatures, dtype=np.float64),
+                "sweep": np.arange(sweeps)},
+    )

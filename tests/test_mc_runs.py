@@ -1,0 +1,225 @@
+"""Monte Carlo runs on disk: resumed runs equal uninterrupted ones bit for bit; g(r); the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ednn_dask.errors import ConfigError, OutputExistsError, StructureError
+from ednn_dask.mc import InPlaneRDF, ising_scan, run_atoms
+from ednn_dask.mc import atoms as mc_atoms
+from ednn_dask.mc import lattice as mc_lattice
+from ednn_dask.mc.rdf import _cell_list_distances, pair_distances
+
+ROOT = Path(__file__).resolve().parents[1]
+ISING = ROOT / "models" / "ising-2d-f1c1.onnx"
+HEXAGONAL = ROOT / "models" / "hexagonal-f16c24.onnx"
+
+
+def _open(path) -> xr.Dataset:
+    return xr.open_zarr(path, zarr_format=3, consolidated=False).load()
+
+
+def _graphene(displacement=0.0, seed=0):
+    from ednn_dask.atoms import hexagonal_sheet
+
+    return hexagonal_sheet(np.random.default_rng(seed), "graphene", displacement=displacement)
+
+
+def _interrupt_after(monkeypatch, cls, name, calls):
+    """Make ``cls.name`` raise KeyboardInterrupt on its ``calls``-th call (a kill, in process)."""
+    original, count = getattr(cls, name), [0]
+
+    def interrupted(self, *args):
+        count[0] += 1
+        if count[0] == calls:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(cls, name, interrupted)
+
+
+@pytest.mark.parametrize("stop", [7, 250, 431, 599])
+def test_an_interrupted_ising_scan_continues_bit_for_bit(tmp_path, monkeypatch, stop):
+    args = (ISING, 8, [2.0, 2.6, 3.0], 160)
+    options = dict(seed=4, thermalize=40)
+    whole = ising_scan(*args, **options, out=tmp_path / "whole.zarr")
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, mc_lattice.IsingChain, "sweep", stop)
+        with pytest.raises(KeyboardInterrupt):
+            ising_scan(*args, **options, out=tmp_path / "cut.zarr", checkpoint_seconds=0)
+    assert not _open(tmp_path / "cut.zarr").attrs["complete"]
+    resumed = ising_scan(*args, **options, out=tmp_path / "cut.zarr")
+    assert _open(tmp_path / "whole.zarr").identical(_open(tmp_path / "cut.zarr"))
+    assert [r["energy_per_site"] for r in whole] == [r["energy_per_site"] for r in resumed]
+    assert [r["acceptance"] for r in whole] == [r["acceptance"] for r in resumed]
+    in_memory = ising_scan(*args, **options)
+    assert [r["energy_per_site"] for r in in_memory] == [r["energy_per_site"] for r in whole]
+
+
+def test_an_interrupted_atoms_run_continues_bit_for_bit(tmp_path, monkeypatch):
+    cell = _graphene()
+    args = (cell, HEXAGONAL, 1000.0, 300)
+    options = dict(every=15, equilibrate=120, seed=2, progress=False)
+    whole = run_atoms(*args, **options, out=tmp_path / "whole.zarr")
+    with monkeypatch.context() as patch:  # inside equilibration, and again while measuring
+        _interrupt_after(patch, mc_atoms.AtomsChain, "attempt", 70)
+        with pytest.raises(KeyboardInterrupt):
+            run_atoms(*args, **options, out=tmp_path / "cut.zarr", checkpoint_seconds=0)
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, mc_atoms.AtomsChain, "attempt", 200)
+        with pytest.raises(KeyboardInterrupt):
+            run_atoms(*args, **options, out=tmp_path / "cut.zarr", checkpoint_seconds=0)
+    resumed = run_atoms(*args, **options, out=tmp_path / "cut.zarr")
+    a, b = _open(tmp_path / "whole.zarr"), _open(tmp_path / "cut.zarr")
+    assert a.identical(b)
+    np.testing.assert_array_equal(whole.energy, resumed.energy)
+    assert whole.acceptance == resumed.acceptance and whole.step == resumed.step
+    # what the store holds: the issue's layout, in the model's total-energy convention
+    assert a["positions"].dims == ("frame", "atom", "xyz") and a.sizes["frame"] == 20
+    assert a["positions"].attrs["units"] == "angstrom" and a["energy"].attrs["units"] == "eV"
+    np.testing.assert_array_equal(a["numbers"], cell.numbers)
+    np.testing.assert_allclose(a["cell"][:2, :2], cell.cell[:2, :2])
+    np.testing.assert_array_equal(a["move"], np.arange(1, 21) * 15)
+    np.testing.assert_array_equal(a["positions"][:, :, 2], np.broadcast_to(cell.positions[:, 2],
+                                                                           (20, len(cell))))
+    from ednn_dask import energy
+    from ednn_dask.atoms import Structure
+
+    last = Structure(a["positions"][-1].values, cell.numbers, cell.cell, cell.pbc)
+    assert a["energy"][-1] == pytest.approx(energy(last, HEXAGONAL, check=False), abs=2e-3)
+    assert np.isfinite(a["g_r"]).all() and a["g_r"].max() > 1
+
+
+def test_another_run_is_refused_and_overwrite_replaces_it(tmp_path):
+    out = tmp_path / "run.zarr"
+    ising_scan(ISING, 8, [2.5], 20, out=out)
+    with pytest.raises(OutputExistsError, match="temperatures.*--overwrite"):
+        ising_scan(ISING, 8, [2.6], 20, out=out)
+    with pytest.raises(OutputExistsError, match="seed"):
+        ising_scan(ISING, 8, [2.5], 20, out=out, seed=1)
+    (tmp_path / "other").mkdir()
+    with pytest.raises(OutputExistsError, match="not a Monte Carlo run"):
+        ising_scan(ISING, 8, [2.5], 20, out=tmp_path / "other")
+    again = ising_scan(ISING, 8, [2.6], 20, out=out, overwrite=True)
+    assert _open(out)["temperature"].values.tolist() == [2.6]
+    assert again[0]["sweeps"] == 20
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 400), lx=st.floats(20, 60), ly=st.floats(20, 60),
+       r_max=st.floats(1.0, 6.6), seed=st.integers(0, 2**16))
+def test_the_cell_list_finds_every_pair_within_the_cutoff(n, lx, ly, r_max, seed):
+    cell = np.array([lx, ly])
+    xy = np.random.default_rng(seed).random((n, 2)) * cell
+    i, j = np.triu_indices(n, 1)
+    d = xy[i] - xy[j]
+    d -= cell * np.round(d / cell)
+    expected = np.sort(np.hypot(d[:, 0], d[:, 1]))
+    expected = expected[expected < r_max]
+    np.testing.assert_allclose(np.sort(_cell_list_distances(xy, cell, r_max)), expected,
+                               rtol=1e-12)
+    np.testing.assert_allclose(np.sort(pair_distances(xy, cell, r_max)), expected, rtol=1e-12)
+
+
+def test_g_of_r_counts_the_three_neighbours_of_graphene_and_is_one_for_a_gas():
+    sheet = _graphene()
+    cell = np.diag(sheet.cell)[:2]
+    rdf = InPlaneRDF(cell, len(sheet), bins=300)
+    rdf.add(sheet.positions[:, :2])
+    density = len(sheet) / np.prod(cell)
+    first = rdf.r < 1.8
+    shells = math.pi * np.diff(rdf.edges**2)
+    # rho * sum g 2 pi r dr over the first shell: 3 N / (N - 1) with g normalized by N - 1 pairs
+    assert (density * rdf.g() * shells)[first].sum() == pytest.approx(3 * len(sheet)
+                                                                      / (len(sheet) - 1))
+    assert rdf.r[np.argmax(rdf.g())] == pytest.approx(1.42, abs=0.03)
+    gas = InPlaneRDF([80.0, 80.0], 20000, r_max=10, bins=10)
+    gas.add(np.random.default_rng(0).random((20000, 2)) * 80)
+    np.testing.assert_allclose(gas.g(), 1, atol=0.02)
+    with pytest.raises(ConfigError, match="half the shorter side"):
+        InPlaneRDF(cell, len(sheet), r_max=7.0)
+
+
+def test_bad_settings_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="every <= steps"):
+        run_atoms(_graphene(), HEXAGONAL, 1000.0, 10, every=20)
+    with pytest.raises(ConfigError, match="sweeps >= 1"):
+        ising_scan(ISING, 8, [2.0], 0)
+    from ednn_dask.atoms.structure import read_structure
+
+    with pytest.raises(StructureError, match="no structure file"):
+        read_structure(tmp_path / "missing.extxyz")
+    (tmp_path / "junk.xyz").write_text("not a structure\n")
+    with pytest.raises(StructureError, match="cannot read"):
+        read_structure(tmp_path / "junk.xyz")
+
+
+def _cli(*argv, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "ednn_dask.cli", *map(str, argv)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_mc_atoms_killed_and_run_again_equals_the_uninterrupted_run(tmp_path):
+    """SIGKILL a real `ednn-dask mc atoms` once it has saved its state; the same command
+    continues it, and the store equals that of a run never interrupted."""
+    structure = tmp_path / "graphene.extxyz"
+    _graphene(0.02, seed=1).to_ase().write(structure)
+    argv = ["mc", "atoms", "--model", HEXAGONAL, "--structure", structure, "--T", "1000",
+            "--steps", "1200", "--every", "10", "--equilibrate", "200", "--seed", "5",
+            "--checkpoint", "0.3"]
+    whole, cut = tmp_path / "whole.zarr", tmp_path / "cut.zarr"
+    done = _cli(*argv, "--out", whole, "--json")
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    summary = json.loads(out)
+    assert {"acceptance", "moves_per_second", "energy_mean", "energy_sem"} <= summary.keys()
+    proc = _cli(*argv, "--out", cut)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        attrs = json.loads((cut / "zarr.json").read_text())["attributes"] \
+            if (cut / "zarr.json").exists() else {}
+        if attrs.get("frames_done", 0) >= 20:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not _open(cut).attrs["complete"], "the run ended before it could be killed"
+    again = _cli(*argv, "--out", cut, "--json", "--plot", tmp_path / "run.png")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert _open(whole).identical(_open(cut))
+    assert json.loads(out)["energy_mean"] == summary["energy_mean"]
+    assert (tmp_path / "run.png").stat().st_size > 10_000
+    other = _cli(*argv[:-2], "--checkpoint", "1", "--T", "900", "--out", cut)
+    _, err = other.communicate(timeout=300)
+    assert other.returncode == 2 and "settings differ: temperature_K" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_mc_ising_cli_writes_the_scan_and_its_plot(tmp_path):
+    proc = _cli("mc", "ising", "--model", ISING, "--L", "8", "--T", "2.0,3.0", "--sweeps", "50",
+                "--out", tmp_path / "scan.zarr", "--plot", tmp_path / "scan.png", "--json")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["temperature"] for r in rows] == [2.0, 3.0]
+    scan = _open(tmp_path / "scan.zarr")
+    assert scan["energy"].shape == (2, 50) and np.isfinite(scan["energy"]).all()
+    assert rows[1]["energy_per_site"] == pytest.approx(float(scan["energy"][1].mean()))
+    assert (tmp_path / "scan.png").stat().st_size > 10_000
+    proc = _cli("mc", "ising", "--model", ISING, "--T", "2.0", "--plot", tmp_path / "x.png")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "--out" in err
