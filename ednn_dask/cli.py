@@ -230,13 +230,38 @@ def cmd_mc_ising(args) -> int:
 
     if args.plot and not args.out:
         raise ConfigError("--plot draws the traces of a stored run; give --out RUN.zarr too.")
+    if args.regions:
+        return _mc_ising_decomposed(args)
     rows = ising_scan(args.model, args.L, args.T, args.sweeps, seed=args.seed, out=args.out,
                       overwrite=args.overwrite, progress=not args.json,
                       checkpoint_seconds=args.checkpoint, **_given(args, "thermalize"))
     if args.plot:
         _plot_scan(args, rows)
+    _print_scan(rows, args.json)
+    return 0
+
+
+def _mc_ising_decomposed(args) -> int:
+    from ednn_dask.mc.domains import decomposed_ising_chain
+
+    if args.out:
+        raise ConfigError("--regions runs are not stored; drop --out (or --regions for a "
+                          "resumable single-process run).")
+    args.processes = True  # one worker process per core, each region a task
+    with _client(args) as client:
+        rows = [decomposed_ising_chain(args.model, args.L, t, args.sweeps, regions=args.regions,
+                                       sweeps_per_phase=args.sweeps_per_phase,
+                                       seed=args.seed + k, client=client, start=args.start,
+                                       progress=not args.json,
+                                       **_given(args, "thermalize")).summary()
+                for k, t in enumerate(args.T)]
+    _print_scan(rows, args.json)
+    return 0
+
+
+def _print_scan(rows, as_json) -> None:
     for row in rows:
-        if args.json:
+        if as_json:
             _print(row, True)
             continue
         print(f"T = {row['temperature']:g}: <E>/N = {row['energy_per_site']:.5f} "
@@ -245,7 +270,6 @@ def cmd_mc_ising(args) -> int:
               f"Binder U = {row['binder_cumulant']:.4f}, acceptance {row['acceptance']:.3f}, "
               f"{row['moves_per_second']:,.0f} flips/s ({row['sweeps']} sweeps of "
               f"{row['sites']} sites)")
-    return 0
 
 
 def _plot_scan(args, rows) -> None:
@@ -476,6 +500,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--thermalize", type=NON_NEGATIVE,
                    help="sweeps before measuring (default a fifth of --sweeps)")
     q.add_argument("--seed", type=NON_NEGATIVE, default=0)
+    q.add_argument("--regions", type=POSITIVE,
+                   help="split the lattice into REGIONS^d tasks on a Dask cluster (domain "
+                        "decomposition; --sweeps then counts phases)")
+    q.add_argument("--sweeps-per-phase", type=POSITIVE, default=1,
+                   help="with --regions: sweeps of each region's interior between shifts")
+    q.add_argument("--start", choices=["random", "up"], default="random",
+                   help="with --regions: the first lattice")
+    q.add_argument("--scheduler", help="with --regions: dask scheduler address "
+                                       "(default: a LocalCluster)")
     _run_output_arguments(q, "per-sweep energy and magnetization")
     q.add_argument("--json", action="store_true", help="one JSON object per temperature")
     q.set_defaults(func=cmd_mc_ising)

@@ -20,7 +20,7 @@ import dask
 
 @contextlib.contextmanager
 def dask_client(
-    scheduler: str | None = None,
+    scheduler: Any = None,
     *,
     n_workers: int | None = None,
     threads_per_worker: int | None = None,
@@ -28,12 +28,16 @@ def dask_client(
 ) -> Iterator:
     """A ``distributed.Client``: to ``scheduler`` (``tcp://host:port``) or to a new LocalCluster.
 
-    The default LocalCluster runs in this process (``processes=False``): one
-    worker with one thread per core, no data transfer, and the dashboard on a
-    free port. ``processes=True`` starts separate worker processes instead.
+    A ``Client`` given as ``scheduler`` is used as it is (and left open). The
+    default LocalCluster runs in this process (``processes=False``): one worker
+    with one thread per core, no data transfer, and the dashboard on a free port.
+    ``processes=True`` starts separate worker processes instead.
     """
     from distributed import Client, LocalCluster
 
+    if isinstance(scheduler, Client):
+        yield scheduler
+        return
     if scheduler:
         with Client(scheduler) as client:
             yield client

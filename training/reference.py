@@ -202,12 +202,6 @@ def compute_energies(
 
 def _client(client: object):
     """Use a given Client; else connect to an address or start one worker process per core."""
-    import contextlib
-
-    from distributed import Client
-
-    if isinstance(client, Client):
-        return contextlib.nullcontext(client)
     # worker processes: the nanny sets OMP_NUM_THREADS=1, so tblite runs one thread each
     return dask_client(client, processes=True, threads_per_worker=1)
 

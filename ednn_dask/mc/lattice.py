@@ -78,6 +78,15 @@ class ChainResult:
         }
 
 
+def require_lattice_model(model: TileModel) -> None:
+    """Refuse a model that is not a periodic one-channel lattice model (spins ±1)."""
+    spec = model.spec
+    if spec.channels != 1 or spec.boundary != "periodic" or spec.spacing is not None:
+        raise ConfigError(f"model {model.name!r} is not a periodic one-channel lattice model "
+                          f"(no pixel spacing); spin-flip Monte Carlo needs one, e.g. "
+                          f"models/ising-2d-f1c1.onnx.")
+
+
 class IsingChain:
     """Metropolis single spin flips on a periodic ``side``^d lattice, a colour class at a time.
 
@@ -95,10 +104,7 @@ class IsingChain:
                  seed: int = 0, spins: np.ndarray | None = None, threads: int = 1):
         model = load_model(model)
         spec = model.spec
-        if spec.channels != 1 or spec.boundary != "periodic" or spec.spacing is not None:
-            raise ConfigError(f"model {model.name!r} is not a periodic one-channel lattice model "
-                              f"(no pixel spacing); spin-flip Monte Carlo needs one, e.g. "
-                              f"models/ising-2d-f1c1.onnx.")
+        require_lattice_model(model)
         if not (temperature > 0 and side >= 2):
             raise ConfigError(f"a chain needs temperature > 0 and side >= 2; got "
                               f"T = {temperature}, side = {side}.")
