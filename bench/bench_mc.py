@@ -11,7 +11,9 @@ process, prices one flip by rescoring the whole L = 256 lattice before and after
 (``contributions`` twice), as an energy function without locality would.
 For atoms (``ednn_dask.mc.AtomsChain``, single-atom moves at 1000 K on graphene
 sheets of ``--cells`` x ``--cells`` 60-atom cells), attempted moves per second
-against pricing each move with a full ``ednn_dask.energy`` of the sheet.
+against pricing each move with a full ``ednn_dask.energy`` of the sheet, and where
+the time of one move goes (stamp update of the field, window assembly,
+onnxruntime, and the rest).
 Prints a table and writes the JSON (with the machine and date) to ``--json-out``.
 """
 
@@ -43,6 +45,44 @@ def full_rescoring_flips_per_second(model, side: int, repeats: int = 5) -> float
     return repeats / (time.perf_counter() - t0)
 
 
+class _Timed:
+    """Wraps a callable, adding up the seconds spent in it (for the per-move breakdown)."""
+
+    def __init__(self, fn):
+        self.fn, self.seconds = fn, 0.0
+
+    def __call__(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+def move_breakdown(chain, moves: int) -> dict:
+    """Milliseconds per attempted move in the stamp update, window assembly, onnxruntime
+    and the rest (affected blocks, Metropolis, bookkeeping)."""
+    import ednn_dask.mc.atoms as mc_atoms
+
+    local = chain.local
+    parts = {"field_update": _Timed(mc_atoms.stamp), "window_assembly": _Timed(local.window),
+             "onnxruntime": _Timed(local._score_batch)}
+    mc_atoms.stamp, local.window, local._score_batch = (
+        parts["field_update"], parts["window_assembly"], parts["onnxruntime"])
+    try:
+        t0 = time.perf_counter()
+        for _ in range(moves):
+            chain.attempt()
+        total = time.perf_counter() - t0
+    finally:
+        mc_atoms.stamp = parts["field_update"].fn
+        del local.window, local._score_batch
+    out = {name: 1e3 * timer.seconds / moves for name, timer in parts.items()}
+    out["bookkeeping"] = 1e3 * total / moves - sum(out.values())
+    out["total"] = 1e3 * total / moves
+    return out
+
+
 def atoms_rows(model, cells: list[int], moves: int = 200) -> list[dict]:
     from ednn_dask import energy
     from ednn_dask.atoms import hexagonal_sheet
@@ -61,7 +101,8 @@ def atoms_rows(model, cells: list[int], moves: int = 200) -> list[dict]:
         full = time.perf_counter() - t0
         rows.append({"atoms": len(sheet), "moves_per_second": run.moves / run.seconds,
                      "full_rescoring_moves_per_second": 1 / full,
-                     "acceptance": run.acceptance})
+                     "acceptance": run.acceptance,
+                     "ms_per_move": move_breakdown(chain, moves)})
     return rows
 
 
@@ -103,10 +144,13 @@ def main() -> None:
     print(f"full rescoring at L = 256: {baseline:,.1f} flips/s; local is "
           f"{result['speedup_over_full_rescoring_256']:,.0f}x faster; flips/s vary "
           f"{result['flips_per_second_max_over_min']:.2f}x over the sides")
-    print(f"{'atoms':>8} {'moves/s':>10} {'full rescoring moves/s':>24}")
+    parts = list(result["atoms"][0]["ms_per_move"])
+    print(f"{'atoms':>8} {'moves/s':>10} {'full rescoring moves/s':>24}  ms per move: "
+          + " ".join(parts))
     for r in result["atoms"]:
         print(f"{r['atoms']:>8,} {r['moves_per_second']:>10,.0f} "
-              f"{r['full_rescoring_moves_per_second']:>24,.2f}")
+              f"{r['full_rescoring_moves_per_second']:>24,.2f}  "
+              + " ".join(f"{r['ms_per_move'][k]:.3f}" for k in parts))
     write_result(result, args.json_out, sys.argv)
 
 
