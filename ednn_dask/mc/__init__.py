@@ -3,6 +3,8 @@
     local     LocalEnergy: a change in a box rescores only the focus blocks that see it
     lattice   spin-flip chains of lattice models (colour classes, one onnxruntime call each)
     atoms     single-atom displacement chains of atomistic models (stamps moved, not re-rasterized)
+    checkerboard  batched atom moves: one per cell of a shifted checkerboard, one onnxruntime call
+    domains   lattices split into regions, one task each, on a Dask cluster
     runs      resumable runs: a Zarr store of frames plus the chain's state
     rdf       the in-plane g(r)
     plots     energy traces and g(r)
@@ -10,6 +12,8 @@
 """
 
 from ednn_dask.mc.atoms import AtomsChain, AtomsRun, run_atoms
+from ednn_dask.mc.checkerboard import Checkerboard
+from ednn_dask.mc.domains import decomposed_ising_chain
 from ednn_dask.mc.lattice import ChainResult, IsingChain, colour_spacing, ising_chain, ising_scan
 from ednn_dask.mc.local import Change, LocalEnergy, Proposal
 from ednn_dask.mc.rdf import InPlaneRDF
@@ -20,12 +24,14 @@ __all__ = [
     "AtomsRun",
     "ChainResult",
     "Change",
+    "Checkerboard",
     "InPlaneRDF",
     "IsingChain",
     "LocalEnergy",
     "Proposal",
     "blocked_mean",
     "colour_spacing",
+    "decomposed_ising_chain",
     "ising_chain",
     "ising_scan",
     "run_atoms",
