@@ -106,6 +106,25 @@ def atoms_rows(model, cells: list[int], moves: int = 200) -> list[dict]:
     return rows
 
 
+def porous_rows(model, sides_nm: list[float], moves: int = 200) -> list[dict]:
+    """Single-atom moves per second on porous sheets with the porous model, and what ten
+    sweeps of the 100 nm sheet (the decomposed-sheet target) would take on one core."""
+    from ednn_dask.atoms.materials import PorousSheet
+    from ednn_dask.mc import AtomsChain
+
+    rows = []
+    for side in sides_nm:
+        sheet = PorousSheet.square(side * 10.0, seed=0).structure()
+        chain = AtomsChain(sheet, model, 1000.0, seed=0)
+        chain.run(20)  # warm-up
+        run = chain.run(moves)
+        rate = run.moves / run.seconds
+        rows.append({"side_nm": side, "atoms": len(sheet), "moves_per_second": rate,
+                     "acceptance": run.acceptance,
+                     "hours_for_10_sweeps_of_100nm_one_core": 10 * 330_000 / rate / 3600})
+    return rows
+
+
 def main() -> None:
     from ednn_dask.mc import ising_chain
     from ednn_dask.model import load_model
@@ -117,6 +136,9 @@ def main() -> None:
     parser.add_argument("--atoms-model", default=str(ROOT / "models" / "hexagonal-f16c24.onnx"))
     parser.add_argument("--cells", type=int, nargs="+", default=[1, 4, 13, 41],
                         help="sheets of N x N training cells (60 N^2 atoms)")
+    parser.add_argument("--porous-model", default=str(ROOT / "models" / "porous-f32c16.onnx"))
+    parser.add_argument("--porous-sides", type=float, nargs="+", default=[5.0, 20.0],
+                        help="porous sheets of these sides (nm)")
     parser.add_argument("--json-out", default=str(RESULTS / "mc-ising.json"))
     args = parser.parse_args()
     model = load_model(args.model)
@@ -137,6 +159,8 @@ def main() -> None:
         "flips_per_second_max_over_min": max(rates) / min(rates),
         "atoms_model": Path(args.atoms_model).name,
         "atoms": atoms_rows(load_model(args.atoms_model), args.cells),
+        "porous_model": Path(args.porous_model).name,
+        "porous": porous_rows(load_model(args.porous_model), args.porous_sides),
     }
     print(f"{'side':>6} {'flips/s':>12} {'acceptance':>10}")
     for r in rows:
@@ -151,6 +175,10 @@ def main() -> None:
         print(f"{r['atoms']:>8,} {r['moves_per_second']:>10,.0f} "
               f"{r['full_rescoring_moves_per_second']:>24,.2f}  "
               + " ".join(f"{r['ms_per_move'][k]:.3f}" for k in parts))
+    for r in result["porous"]:
+        print(f"porous {r['side_nm']:g} nm ({r['atoms']:,} atoms): {r['moves_per_second']:,.0f} "
+              f"moves/s; 10 sweeps of 100 nm: {r['hours_for_10_sweeps_of_100nm_one_core']:.1f} "
+              f"h on one core")
     write_result(result, args.json_out, sys.argv)
 
 
