@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--cells", type=int, nargs="+", default=[1, 4, 13, 41],
                         help="sheets of N x N training cells (60 N^2 atoms)")
     parser.add_argument("--porous-model", default=str(ROOT / "models" / "porous-f32c16.onnx"))
-    parser.add_argument("--porous-sides", type=float, nargs="+", default=[5.0, 20.0],
+    parser.add_argument("--porous-sides", type=float, nargs="+", default=[5.0],
                         help="porous sheets of these sides (nm)")
     parser.add_argument("--json-out", default=str(RESULTS / "mc-ising.json"))
     args = parser.parse_args()

@@ -38,6 +38,8 @@ BENCHMARKS = {  # bench script -> its result files under bench/results/
     "bench_rasterize.py": "rasterize.json",
     "bench_sheet.py": "sheet.json",
     "bench_mc.py": "mc-ising.json",
+    "binder.py": "mc-binder-*.json",
+    "mc_gr_compare.py": "mc-gr-*.json",
 }
 EVALUATIONS = "evaluate-*.json"  # ednn-dask evaluate --json-out, from `make evaluations`
 ACCURACY_MARKER = "<!-- generated: accuracy -->"  # in findings.md
@@ -300,7 +302,8 @@ def benchmarks_page() -> str:
            "`make bench` runs them all. Benchmarks compare against a baseline in the same "
            "run (a ratio), so their ratios carry across machines better than their times."]
     render = {"bench_pipeline.py": _pipeline_table, "bench_rasterize.py": _rasterize_table,
-              "bench_sheet.py": _sheet_table, "bench_mc.py": _mc_table}
+              "bench_sheet.py": _sheet_table, "bench_mc.py": _mc_table,
+              "binder.py": _binder_table, "mc_gr_compare.py": _gr_table}
     for script, pattern in BENCHMARKS.items():
         doc = ast.get_docstring(ast.parse((ROOT / "bench" / script).read_text())) or script
         title, _, body = doc.partition("\n")
@@ -384,6 +387,53 @@ def _mc_table(records: list[dict]) -> list[str]:
                 "| atoms | moves/s (local) | moves/s (full rescoring) |", "|---|---|---|"]
         out += [f"| {a['atoms']:,} | {a['moves_per_second']:,.0f} "
                 f"| {a['full_rescoring_moves_per_second']:,.2f} |" for a in r["atoms"]]
+    parts = [a["ms_per_move"] for a in r.get("atoms", []) if "ms_per_move" in a]
+    if parts:
+        names = list(parts[0])
+        out += ["", "Where the time of one move goes (ms per attempted move):", "",
+                "| atoms | " + " | ".join(n.replace("_", " ") for n in names) + " |",
+                "|---|" + "---|" * len(names)]
+        out += [f"| {a['atoms']:,} | " + " | ".join(f"{a['ms_per_move'][n]:.3f}" for n in names)
+                + " |" for a in r["atoms"]]
+    if r.get("porous"):
+        out += ["", f"Porous sheets, `{r['porous_model']}`, single-atom moves at 1000 K:", "",
+                "| side | atoms | moves/s | 10 sweeps of a 100 nm sheet (330 k atoms), one core |",
+                "|---|---|---|---|"]
+        out += [f"| {p['side_nm']:g} nm | {p['atoms']:,} | {p['moves_per_second']:,.0f} "
+                f"| {p['hours_for_10_sweeps_of_100nm_one_core']:.1f} h |" for p in r["porous"]]
+    return out
+
+
+def _binder_table(records: list[dict]) -> list[str]:
+    out = ["| model | sides | T_c (Binder crossing) | exact T_c | deviation |",
+           "|---|---|---|---|---|"]
+    for r in records:
+        for c in r["crossings"]:
+            found = math.isfinite(c.get("tc", math.nan))
+            tc = f"{c['tc']:.4f} ± {c['tc_error']:.4f}" if found else "no crossing in range"
+            deviation = f"{100 * c['relative_deviation']:+.2f} %" if found else "-"
+            out.append(f"| `{r['model']}` | {c['sides'][0]}, {c['sides'][1]} | {tc} "
+                       f"| {c['exact_tc']:.4f} | {deviation} |")
+    out += ["", "| model | side | cluster steps | steps/s | correction acceptance |",
+            "|---|---|---|---|---|"]
+    for r in records:
+        out += [f"| `{r['model']}` | {c['side']} | {c['steps']:,} | {c['steps_per_second']:,.0f} "
+                f"| {c['acceptance']:.3f} |" for c in r["chains"]]
+    return out
+
+
+def _gr_table(records: list[dict]) -> list[str]:
+    r = records[-1]
+    out = ["| run | frames | first g(r) peak | peak height | RMS displacement per coordinate |",
+           "|---|---|---|---|---|"]
+    for name, label in (("md", "GFN1-xTB molecular dynamics"),
+                        ("mc", f"EDNN Monte Carlo (`{r['model']}`)")):
+        row = r[name]
+        out.append(f"| {label} | {row['frames']} | {row['first_peak']['position_A']:.3f} Å "
+                   f"| {row['first_peak']['height']:.2f} | {row['rms_displacement_A']:.4f} Å |")
+    out += ["", f"{r['atoms']} atoms at {r['temperature_K']:g} K; the mean absolute difference "
+            f"of the two g(r) is {r['g_r_mean_abs_difference']:.3f}. "
+            f"![g(r) of EDNN Monte Carlo and GFN1-xTB MD](mc-gr-1000K.png)"]
     return out
 
 

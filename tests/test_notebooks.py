@@ -15,6 +15,7 @@ SMALL = {  # appended to each notebook's parameters cell
     "01-ising-quickstart.ipynb": "N_TRAIN = 1000\nEPOCHS = 100\nLBFGS_STEPS = 1000\nBIG = 512",
     "02-graphene-micron.ipynb": "SIDE_A = 100.0\nSCALING_SIDES = [60.0, 100.0, 200.0]",
     "03-model-exchange.ipynb": "",
+    "04-monte-carlo.ipynb": "SIZES = [8, 16]\nSTEPS = 3000\nMOVES = 2000",
 }
 
 
@@ -25,7 +26,8 @@ def test_every_notebook_is_tested_and_built_from_build_py():
     cells = runpy.run_path(str(NOTEBOOKS / "build.py"))
     for name, source in (("01-ising-quickstart.ipynb", cells["QUICKSTART"]),
                          ("02-graphene-micron.ipynb", cells["GRAPHENE"]),
-                         ("03-model-exchange.ipynb", cells["EXCHANGE"])):
+                         ("03-model-exchange.ipynb", cells["EXCHANGE"]),
+                         ("04-monte-carlo.ipynb", cells["MONTE_CARLO"])):
         written = [c.source for c in nbformat.read(NOTEBOOKS / name, as_version=4).cells]
         assert written == [src for _, src in source], f"run python notebooks/build.py ({name})"
 

@@ -2,6 +2,8 @@
 
     local     LocalEnergy: a change in a box rescores only the focus blocks that see it
     lattice   spin-flip chains of lattice models (colour classes, one onnxruntime call each)
+    cluster   Wolff cluster proposals corrected to the EDNN energy (exact near T_c)
+    binder    resumable cluster runs, histogram reweighting, Binder-cumulant crossings
     atoms     single-atom displacement chains of atomistic models (stamps moved, not re-rasterized)
     checkerboard  batched atom moves: one per cell of a shifted checkerboard, one onnxruntime call
     domains   lattices split into regions, one task each, on a Dask cluster
@@ -13,6 +15,7 @@
 
 from ednn_dask.mc.atoms import AtomsChain, AtomsRun, run_atoms
 from ednn_dask.mc.checkerboard import Checkerboard
+from ednn_dask.mc.cluster import WolffChain, wolff_chain
 from ednn_dask.mc.domains import decomposed_ising_chain
 from ednn_dask.mc.lattice import ChainResult, IsingChain, colour_spacing, ising_chain, ising_scan
 from ednn_dask.mc.local import Change, LocalEnergy, Proposal
@@ -29,10 +32,12 @@ __all__ = [
     "IsingChain",
     "LocalEnergy",
     "Proposal",
+    "WolffChain",
     "blocked_mean",
     "colour_spacing",
     "decomposed_ising_chain",
     "ising_chain",
     "ising_scan",
     "run_atoms",
+    "wolff_chain",
 ]

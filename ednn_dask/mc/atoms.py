@@ -54,7 +54,7 @@ class AtomsRun:
     seconds: float
     step: float
     drift: float
-    rdf: InPlaneRDF
+    rdf: InPlaneRDF | None  # None for in-memory runs (AtomsChain.run)
     out: Path | None = None
 
     def summary(self) -> dict[str, Any]:
@@ -176,8 +176,11 @@ class AtomsChain:
 
     def run(self, steps: int, *, equilibrate: int = 0, target_acceptance: float = 0.5,
             every: int = 1) -> AtomsRun:
-        """``equilibrate`` moves (step size adapted), then ``steps`` measured moves, in memory."""
-        return _Run(self, steps, every, equilibrate, target_acceptance).go()
+        """``equilibrate`` moves (step size adapted), then ``steps`` measured moves, in memory.
+
+        Measures the energy every ``every`` moves (no g(r): see :func:`run_atoms`).
+        """
+        return _Run(self, steps, every, equilibrate, target_acceptance, rdf_bins=None).go()
 
 
 def run_atoms(
@@ -235,11 +238,12 @@ class _Run:
     """The loop of one chain: equilibration, measured moves, frames, checkpoints."""
 
     def __init__(self, chain: AtomsChain, steps: int, every: int, equilibrate: int,
-                 target_acceptance: float, *, rdf_bins: int = 120, progress: bool = False,
+                 target_acceptance: float, *, rdf_bins: int | None = 120, progress: bool = False,
                  checkpoint_seconds: float = CHECKPOINT_SECONDS):
         self.chain, self.steps, self.every = chain, steps, every
         self.equilibrate, self.target = equilibrate, target_acceptance
-        self.rdf = InPlaneRDF(chain.cell, len(chain.numbers), bins=rdf_bins)
+        self.rdf = (None if rdf_bins is None
+                    else InPlaneRDF(chain.cell, len(chain.numbers), bins=rdf_bins))
         self.progress, self.checkpoint_seconds = progress, checkpoint_seconds
         self.store: RunStore | None = None
         self.moves = self.accepted = self.window = self.frames_done = 0
@@ -307,7 +311,8 @@ class _Run:
         if (self.moves - self.equilibrate) % self.every == 0:
             frame = (self.moves - self.equilibrate) // self.every - 1
             self.energy[frame] = chain.energy
-            self.rdf.add(chain.xy)
+            if self.rdf is not None:
+                self.rdf.add(chain.xy)
             pending.append((chain.energy, chain.xy.copy()))
 
     def _save(self, pending: list) -> None:

@@ -17,6 +17,9 @@ from ednn_dask.errors import ConfigError
 ALL_PAIRS_ATOMS = 2000
 """Up to this many atoms, every pair is measured directly (N² distances)."""
 
+R_MAX = 8.0
+"""Default largest distance (Å), when half the shorter cell side is larger."""
+
 
 class InPlaneRDF:
     """Accumulates pair-distance histograms over frames; :meth:`g` gives g(r).
@@ -26,14 +29,14 @@ class InPlaneRDF:
     cell : (2,) float
         The rectangular cell's sides in x and y (Å).
     r_max : float, optional
-        Default, and upper limit, half the shorter side.
+        At most half the shorter side; default that or :data:`R_MAX`, the smaller.
     bins : int
     """
 
     def __init__(self, cell, n_atoms: int, *, r_max: float | None = None, bins: int = 120):
         self.cell = np.asarray(cell, dtype=np.float64)
         limit = float(self.cell.min()) / 2
-        r_max = limit if r_max is None else float(r_max)
+        r_max = min(limit, R_MAX) if r_max is None else float(r_max)
         if not 0 < r_max <= limit or bins < 1 or n_atoms < 2:
             raise ConfigError(f"g(r) needs 0 < r_max <= half the shorter side ({limit:.3f} Å), "
                               f"bins >= 1 and two atoms; got r_max = {r_max}, bins = {bins}, "
