@@ -409,7 +409,7 @@ def _binder_table(records: list[dict]) -> list[str]:
            "|---|---|---|---|---|"]
     for r in records:
         for c in r["crossings"]:
-            found = math.isfinite(c.get("tc", math.nan))
+            found = isinstance(c.get("tc"), (int, float)) and math.isfinite(c["tc"])
             tc = f"{c['tc']:.4f} ± {c['tc_error']:.4f}" if found else "no crossing in range"
             deviation = f"{100 * c['relative_deviation']:+.2f} %" if found else "-"
             out.append(f"| `{r['model']}` | {c['sides'][0]}, {c['sides'][1]} | {tc} "

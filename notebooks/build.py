@@ -383,7 +383,7 @@ ax_g.plot(traj["r"], traj["g_r"], label="EDNN Monte Carlo")
 md_store = ROOT / "data" / "md-graphene-1000K.zarr"
 if md_store.exists():   # the GFN1-xTB reference of bench/md_reference.py
     md = xr.open_zarr(md_store, consolidated=False)
-    md = md.isel(frame=slice(0, int(md.attrs["frames"])))
+    md = md.isel(frame=slice(0, int(md.attrs["frames"]))).load()
     md = md.sel(frame=md["step"] >= md.attrs["equilibrate_steps"])
     rdf = InPlaneRDF(np.diag(md["cell"].values)[:2], md.sizes["atom"], bins=traj.sizes["r"])
     for xyz in md["positions"].values:

@@ -185,10 +185,24 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
         "flips_per_second_max_over_min": 1.3, "atoms_model": "hex.onnx",
         "atoms": [{"atoms": 960, "moves_per_second": 250.0,
                    "full_rescoring_moves_per_second": 33.5, "acceptance": 0.5}]}))
+    crossing = {"sides": [16, 32], "tc": 2.2711, "tc_error": 0.0019, "exact_tc": 2.2692,
+                "relative_deviation": 0.0008}
+    (tmp_path / "mc-binder-2d.json").write_text(json.dumps({
+        **header, "model": "ising-2d.onnx", "crossings": [crossing, {**crossing, "tc": None}],
+        "chains": [{"side": 16, "steps": 1000, "steps_per_second": 900.0, "acceptance": 0.99}]}))
+    peak = {"position_A": 1.426, "height": 6.6}
+    (tmp_path / "mc-gr-1000K.json").write_text(json.dumps({
+        **header, "model": "hex.onnx", "atoms": 60, "temperature_K": 1000.0,
+        "g_r_mean_abs_difference": 0.05,
+        "md": {"frames": 251, "first_peak": peak, "rms_displacement_A": 0.054},
+        "mc": {"frames": 1000, "first_peak": peak, "rms_displacement_A": 0.051}}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
-    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 4
-    assert page.count("2030-01-02T03:04:05+00:00") == 4
+    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 6
+    assert page.count("2030-01-02T03:04:05+00:00") == 6
+    assert "| `ising-2d.onnx` | 16, 32 | 2.2711 ± 0.0019 | 2.2692 | +0.08 % |" in page
+    assert "no crossing in range" in page
+    assert "| GFN1-xTB molecular dynamics | 251 | 1.426 Å | 6.60 | 0.0540 Å |" in page
     assert "| 64 | 90,000 | 0.400 |" in page and "12,000x faster" in page
     assert "| 960 | 250 | 33.50 |" in page
     assert "| ising, 1024² | 0.5 Mpx/s | 0.7 Mpx/s |" in page

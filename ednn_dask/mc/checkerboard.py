@@ -132,6 +132,8 @@ class Checkerboard:
         into at least two cells, wide enough for an interior of one focus block. Default
         the smallest such side per axis.
 
+    Notes
+    -----
     Cell sizes depend on ``chain.step``; changing the step later is fine while the
     interiors still fit (checked every round).
     """
