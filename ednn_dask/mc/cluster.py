@@ -50,6 +50,7 @@ import numpy as np
 from ednn_dask.errors import ConfigError
 from ednn_dask.mc.lattice import ChainResult
 from ednn_dask.mc.local import Change, LocalEnergy
+from ednn_dask.mc.runs import restore_rng, rng_state
 from ednn_dask.model import TileModel, load_model
 
 DENSE_COST = 0.5
@@ -366,7 +367,7 @@ class WolffChain:
         return {"spins": self.local.field[0].astype(np.int8),
                 "contributions": self.local.contributions.copy(),
                 "energy": self.local.energy,
-                "rng": self.rng.bit_generator.state,
+                "rng": rng_state(self.rng),
                 "temperature": self.temperature, "coupling": self.coupling,
                 "steps": self.steps, "accepted": self.accepted, "flipped": self.flipped}
 
@@ -374,9 +375,7 @@ class WolffChain:
     def restore(cls, model: TileModel | str | os.PathLike, state: dict[str, Any], *,
                 threads: int = 1) -> WolffChain:
         """The chain that :meth:`state` described: same spins, running energy and random stream."""
-        rng = getattr(np.random, state["rng"]["bit_generator"])()
-        rng.state = state["rng"]
-        chain = cls(model, state["spins"], state["temperature"], rng=np.random.Generator(rng),
+        chain = cls(model, state["spins"], state["temperature"], rng=restore_rng(state["rng"]),
                     coupling=state["coupling"], threads=threads)
         contributions = np.asarray(state["contributions"], np.float32)
         if contributions.shape != chain.local.contributions.shape:
