@@ -40,6 +40,7 @@ BENCHMARKS = {  # bench script -> its result files under bench/results/
     "bench_mc.py": "mc-ising.json",
     "binder.py": "mc-binder-*.json",
     "mc_gr_compare.py": "mc-gr-*.json",
+    "mc_sheet.py": "mc-sheet.json",
 }
 EVALUATIONS = "evaluate-*.json"  # ednn-dask evaluate --json-out, from `make evaluations`
 ACCURACY_MARKER = "<!-- generated: accuracy -->"  # in findings.md
@@ -303,7 +304,8 @@ def benchmarks_page() -> str:
            "run (a ratio), so their ratios carry across machines better than their times."]
     render = {"bench_pipeline.py": _pipeline_table, "bench_rasterize.py": _rasterize_table,
               "bench_sheet.py": _sheet_table, "bench_mc.py": _mc_table,
-              "binder.py": _binder_table, "mc_gr_compare.py": _gr_table}
+              "binder.py": _binder_table, "mc_gr_compare.py": _gr_table,
+              "mc_sheet.py": _mc_sheet_table}
     for script, pattern in BENCHMARKS.items():
         doc = ast.get_docstring(ast.parse((ROOT / "bench" / script).read_text())) or script
         title, _, body = doc.partition("\n")
@@ -435,6 +437,20 @@ def _gr_table(records: list[dict]) -> list[str]:
             f"of the two g(r) is {r['g_r_mean_abs_difference']:.3f}. "
             f"![g(r) of EDNN Monte Carlo and GFN1-xTB MD](mc-gr-1000K.png)"]
     return out
+
+
+def _mc_sheet_table(records: list[dict]) -> list[str]:
+    out = ["| sheet | atoms | regions, workers | sweeps | moves/s | serial chain moves/s "
+           "| ratio | acceptance | largest worker RSS, first → last phase |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        memory = r["worker_memory_MiB"]
+        out.append(f"| {r['side_nm']:g} nm | {r['atoms']:,} | {r['regions'][0]}×{r['regions'][1]}"
+                   f", {r['workers']} | {r['phases']} | {r['moves_per_second']:,.0f} "
+                   f"| {r['serial_moves_per_second']:,.0f} | {r['speedup_over_serial']:.2f}x "
+                   f"| {r['acceptance']:.3f} | {memory[0]:,.0f} → {memory[-1]:,.0f} MiB "
+                   f"({r['memory_last_over_first']:.3f}x) |")
+    return out + ["", "![Worker memory and energy per phase](mc-sheet.png)"]
 
 
 def _sheet_table(records: list[dict]) -> list[str]:

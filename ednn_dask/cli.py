@@ -280,19 +280,50 @@ def _plot_scan(args, rows) -> None:
     plot_scan(xr.open_zarr(args.out, zarr_format=3, consolidated=False).load(), args.plot)
 
 
+STEPS, EVERY = 20000, 10
+"""``mc atoms`` defaults: measured moves and moves between frames."""
+
+
 def cmd_mc_atoms(args) -> int:
     from ednn_dask.atoms.structure import read_structure
     from ednn_dask.mc import run_atoms
     from ednn_dask.mc.plots import plot_atoms_run
 
-    run = run_atoms(read_structure(args.structure), args.model, args.T, args.steps,
-                    every=args.every, seed=args.seed, out=args.out, overwrite=args.overwrite,
-                    progress=not args.json, checkpoint_seconds=args.checkpoint,
-                    **_given(args, "equilibrate", "step"))
+    if args.regions:
+        run = _mc_atoms_decomposed(args)
+    else:
+        phased = sorted(_given(args, "sweeps", "sweeps_per_phase", "thermalize", "scheduler"))
+        if phased:
+            raise ConfigError(f"--{phased[0].replace('_', '-')} counts phases of a run split "
+                              f"into regions; add --regions N, or use --steps, --every and "
+                              f"--equilibrate for a single-process run.")
+        run = run_atoms(read_structure(args.structure), args.model, args.T,
+                        args.steps or STEPS, every=args.every or EVERY, seed=args.seed,
+                        out=args.out, overwrite=args.overwrite, progress=not args.json,
+                        checkpoint_seconds=args.checkpoint,
+                        **_given(args, "equilibrate", "step"))
     if args.plot:
         plot_atoms_run(run, args.plot)
     _print(run.summary(), args.json)
     return 0
+
+
+def _mc_atoms_decomposed(args):
+    from ednn_dask.atoms.structure import read_structure
+    from ednn_dask.mc import decomposed_atoms_chain
+
+    serial = sorted(_given(args, "steps", "every", "equilibrate"))
+    if serial:
+        raise ConfigError(f"--{serial[0]} counts moves of a single-process run; with --regions "
+                          f"the run is counted in phases: use --sweeps, --sweeps-per-phase and "
+                          f"--thermalize.")
+    args.processes = True  # one worker process per core, each region a task
+    with _client(args) as client:
+        return decomposed_atoms_chain(
+            read_structure(args.structure), args.model, args.T, args.sweeps or 10,
+            regions=args.regions, seed=args.seed, out=args.out, overwrite=args.overwrite,
+            client=client, progress=not args.json,
+            **_given(args, "sweeps_per_phase", "thermalize", "step"))
 
 
 def _run_output_arguments(p, holds: str) -> None:
@@ -517,12 +548,25 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--structure", required=True,
                    help="the cell: extxyz or any file ase.io reads, periodic in x and y")
     q.add_argument("--T", type=_positive_float, required=True, help="temperature in K")
-    q.add_argument("--steps", type=POSITIVE, default=20000, help="measured moves (attempts)")
-    q.add_argument("--every", type=POSITIVE, default=10, help="moves between frames")
+    q.add_argument("--steps", type=POSITIVE, help=f"measured moves (attempts; default {STEPS})")
+    q.add_argument("--every", type=POSITIVE, help=f"moves between frames (default {EVERY})")
     q.add_argument("--equilibrate", type=NON_NEGATIVE,
                    help="moves before measuring, step size adapted (default a fifth of --steps)")
-    q.add_argument("--step", type=_positive_float, help="initial largest displacement (Å)")
+    q.add_argument("--step", type=_positive_float,
+                   help="largest displacement (Å; initial value, adapted while equilibrating; "
+                        "fixed with --regions)")
     q.add_argument("--seed", type=NON_NEGATIVE, default=0)
+    q.add_argument("--regions", type=POSITIVE,
+                   help="split the sheet into REGIONS x REGIONS tasks on a Dask cluster (domain "
+                        "decomposition; one frame per phase)")
+    q.add_argument("--sweeps", type=POSITIVE,
+                   help="with --regions: measured phases (default 10)")
+    q.add_argument("--sweeps-per-phase", type=_positive_float,
+                   help="with --regions: move attempts per atom between shifts (default 1)")
+    q.add_argument("--thermalize", type=NON_NEGATIVE,
+                   help="with --regions: phases before measuring (default 0)")
+    q.add_argument("--scheduler", help="with --regions: dask scheduler address "
+                                       "(default: a LocalCluster)")
     _run_output_arguments(q, "positions, numbers, cell, energy per frame and g(r)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_mc_atoms)

@@ -143,3 +143,29 @@ def test_a_worker_killed_mid_job_costs_nothing_but_time(cluster, exact_ising2d, 
         assert len(client.scheduler_info()["workers"]) == 1
     assert result.energy == expected
     assert result.n_chunks == 144
+
+
+def test_mc_atoms_in_regions_through_the_scheduler(cluster, tmp_path, capsys):
+    """`mc atoms --regions --scheduler`: the regions run on the remote workers, whose running
+    total is the energy of the positions they leave (rasterized anew)."""
+    import xarray as xr
+
+    from ednn_dask import energy
+    from ednn_dask.atoms.structure import Structure
+
+    address, _ = cluster
+    porous = Path(__file__).resolve().parents[1] / "models" / "porous-f32c16.onnx"
+    sheet = PorousSheet.square(60.0, seed=0).structure()
+    structure = tmp_path / "porous.extxyz"
+    sheet.to_ase().write(structure)
+    assert main(["mc", "atoms", "--model", str(porous), "--structure", str(structure),
+                 "--T", "1000", "--regions", "2", "--sweeps", "2", "--sweeps-per-phase", "0.25",
+                 "--seed", "3", "--scheduler", address, "--out", str(tmp_path / "run.zarr"),
+                 "--json"]) == 0
+    remote = json.loads(capsys.readouterr().out)
+    assert remote["regions"] == [2, 2] and remote["steps"] > 0
+    assert remote["energy_drift"] == pytest.approx(0, abs=1e-6)
+    stored = xr.open_zarr(tmp_path / "run.zarr", zarr_format=3, consolidated=False).load()
+    assert stored.positions.shape == (2, len(sheet), 3) and stored.attrs["complete"]
+    last = Structure(stored.positions[-1].values, sheet.numbers, sheet.cell, sheet.pbc)
+    assert float(stored.energy[-1]) == pytest.approx(energy(last, porous), abs=2e-3)

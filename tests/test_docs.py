@@ -196,10 +196,17 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
         "g_r_mean_abs_difference": 0.05,
         "md": {"frames": 251, "first_peak": peak, "rms_displacement_A": 0.054},
         "mc": {"frames": 1000, "first_peak": peak, "rms_displacement_A": 0.051}}))
+    (tmp_path / "mc-sheet.json").write_text(json.dumps({
+        **header, "side_nm": 100.0, "atoms": 330_826, "regions": [2, 2], "workers": 2,
+        "phases": 10, "moves_per_second": 1500.0, "serial_moves_per_second": 1000.0,
+        "speedup_over_serial": 1.5, "acceptance": 0.65, "worker_memory_MiB": [900.0, 910.0],
+        "memory_last_over_first": 1.011}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
-    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 6
-    assert page.count("2030-01-02T03:04:05+00:00") == 6
+    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 7
+    assert page.count("2030-01-02T03:04:05+00:00") == 7
+    assert "| 100 nm | 330,826 | 2×2, 2 | 10 | 1,500 | 1,000 | 1.50x | 0.650 " \
+           "| 900 → 910 MiB (1.011x) |" in page
     assert "| `ising-2d.onnx` | 16, 32 | 2.2711 ± 0.0019 | 2.2692 | +0.08 % |" in page
     assert "no crossing in range" in page
     assert "| GFN1-xTB molecular dynamics | 251 | 1.426 Å | 6.60 | 0.0540 Å |" in page

@@ -7,6 +7,7 @@
     atoms     single-atom displacement chains of atomistic models (stamps moved, not re-rasterized)
     checkerboard  batched atom moves: one per cell of a shifted checkerboard, one onnxruntime call
     domains   lattices split into regions, one task each, on a Dask cluster
+    sheet_domains  atom sheets split into regions the same way (atoms cross boundaries through dask)
     runs      resumable runs: a Zarr store of frames plus the chain's state
     rdf       the in-plane g(r)
     plots     energy traces and g(r)
@@ -20,6 +21,7 @@ from ednn_dask.mc.domains import decomposed_ising_chain
 from ednn_dask.mc.lattice import ChainResult, IsingChain, colour_spacing, ising_chain, ising_scan
 from ednn_dask.mc.local import Change, LocalEnergy, Proposal
 from ednn_dask.mc.rdf import InPlaneRDF
+from ednn_dask.mc.sheet_domains import SheetRun, decomposed_atoms_chain
 from ednn_dask.mc.stats import blocked_mean
 
 __all__ = [
@@ -32,9 +34,11 @@ __all__ = [
     "IsingChain",
     "LocalEnergy",
     "Proposal",
+    "SheetRun",
     "WolffChain",
     "blocked_mean",
     "colour_spacing",
+    "decomposed_atoms_chain",
     "decomposed_ising_chain",
     "ising_chain",
     "ising_scan",

@@ -94,20 +94,42 @@ class AtomsChain:
         if not (temperature > 0 and step > 0):
             raise ConfigError(f"temperature (K) and step (Å) must be > 0; got {temperature} "
                               f"and {step}.")
+        field = cell_field(structure, model.spec.spacing, **model.spec.raster)
+        wrapped = structure.wrapped()
+        self._bind(model, temperature, step, np.random.default_rng(seed), field,
+                   wrapped.positions, structure.numbers, structure.cell, structure.pbc, threads)
+        self.reference = reference_sum(species_counts(structure), model.spec.reference_energies)
+
+    @classmethod
+    def on_field(cls, field: np.ndarray, positions: np.ndarray, numbers: np.ndarray,
+                 cell: np.ndarray, model: TileModel, temperature: float, *, step: float,
+                 rng: np.random.Generator, threads: int = 1) -> AtomsChain:
+        """A chain on a field rasterized already (a region of a larger sheet).
+
+        ``field`` must hold the stamps of ``positions`` (Å, inside ``cell``) and of any
+        atoms around them; nothing is rasterized. The reference energy is 0: only
+        energy changes are meaningful.
+        """
+        chain = cls.__new__(cls)
+        chain._bind(model, temperature, step, rng, field, positions, numbers, cell,
+                    (True, True, False), threads)
+        chain.reference = 0.0
+        return chain
+
+    def _bind(self, model, temperature, step, rng, field, positions, numbers, cell, pbc,
+              threads) -> None:
         spec = model.spec
         self.model, self.spec, self.temperature, self.step = model, spec, temperature, step
-        self.rng = np.random.default_rng(seed)
-        self.cell = np.array([structure.cell[0, 0], structure.cell[1, 1]])
-        self.xy = structure.wrapped().positions[:, :2].copy()
-        self.z = structure.positions[:, 2].copy()
-        self.numbers = structure.numbers.copy()
-        self.pbc = structure.pbc
-        self.shape = grid_shape(structure.cell, spec.spacing)
+        self.rng = rng
+        self.cell = np.array([cell[0, 0], cell[1, 1]])
+        self.xy = np.array(positions[:, :2], dtype=np.float64)
+        self.z = np.array(positions[:, 2], dtype=np.float64)
+        self.numbers = np.array(numbers)
+        self.pbc = pbc
+        self.shape = grid_shape(cell, spec.spacing)
         lut = channel_table(spec.raster["species"])
         self.channel = np.zeros(len(self.numbers), np.int64) if lut is None else lut[self.numbers]
-        field = cell_field(structure, spec.spacing, **spec.raster)
         self.local = LocalEnergy(field, model, boundary="periodic", threads=threads)
-        self.reference = reference_sum(species_counts(structure), spec.reference_energies)
 
     @property
     def energy(self) -> float:
@@ -121,22 +143,28 @@ class AtomsChain:
         cell[2, 2] = max(1.0, float(np.ptp(self.z)) + 20.0)
         return Structure(positions, self.numbers, cell, self.pbc)
 
+    def change_box(self, atom: int, displacement: np.ndarray) -> tuple[list[int], list[int]]:
+        """The pixel box ``[lo, hi)`` (y, x; unwrapped) that moving ``atom`` changes."""
+        cutoff = self.spec.raster["cutoff"]
+        old = self.xy[atom]
+        new = old + displacement
+        lo = [math.floor((min(old[a], new[a]) - cutoff) / s - 0.5)
+              for a, s in ((1, self.spec.spacing[0]), (0, self.spec.spacing[1]))]
+        hi = [math.floor((max(old[a], new[a]) + cutoff) / s - 0.5) + 1
+              for a, s in ((1, self.spec.spacing[0]), (0, self.spec.spacing[1]))]
+        return lo, hi
+
     def propose_move(self, atom: int, displacement: np.ndarray) -> Proposal:
         """Price moving ``atom`` by ``displacement`` (Å, in-plane) without committing it."""
         sy, sx = self.spec.spacing
-        raster = self.spec.raster
-        cutoff, gamma = raster["cutoff"], raster["gamma"]
-        old = self.xy[atom]
-        new = old + displacement
-        lo = [math.floor((min(old[a], new[a]) - cutoff) / s - 0.5) for a, s in ((1, sy), (0, sx))]
-        hi = [math.floor((max(old[a], new[a]) + cutoff) / s - 0.5) + 1
-              for a, s in ((1, sy), (0, sx))]
+        lo, hi = self.change_box(atom, displacement)
         delta = np.zeros((self.local.field.shape[0], hi[0] - lo[0], hi[1] - lo[1]))
         corner = np.array([lo[1] * sx, lo[0] * sy])
         weight = float(self.numbers[atom])
-        for xy, w in ((new, weight), (old, -weight)):
+        old = self.xy[atom]
+        for xy, w in ((old + displacement, weight), (old, -weight)):
             stamp(delta, (xy - corner)[None], np.array([w]), self.channel[atom:atom + 1],
-                  (sy, sx), gamma, cutoff)
+                  (sy, sx), self.spec.raster["gamma"], self.spec.raster["cutoff"])
         rows = np.arange(lo[0], hi[0]) % self.shape[0]
         cols = np.arange(lo[1], hi[1]) % self.shape[1]
         current = self.local.field[:, rows[:, None], cols[None, :]]
@@ -147,17 +175,24 @@ class AtomsChain:
         self.local.accept(proposal)
         self.xy[atom] = (self.xy[atom] + displacement) % self.cell
 
-    def attempt(self) -> bool:
-        """One Metropolis move of a random atom; True if accepted."""
-        atom = int(self.rng.integers(len(self.numbers)))
+    def displacement(self) -> np.ndarray:
+        """A displacement (Å; x, y) uniform in the disc of radius ``step``."""
         r, phi = self.step * math.sqrt(self.rng.random()), self.rng.uniform(0, 2 * math.pi)
-        displacement = np.array([r * math.cos(phi), r * math.sin(phi)])
+        return np.array([r * math.cos(phi), r * math.sin(phi)])
+
+    def metropolis(self, atom: int, displacement: np.ndarray) -> bool:
+        """Price the move, accept it with probability min(1, exp(-ΔE/kT)); True if accepted."""
         proposal = self.propose_move(atom, displacement)
         beta = 1.0 / (BOLTZMANN_EV * self.temperature)
         if self.rng.random() < math.exp(-max(proposal.delta, 0.0) * beta):
             self.accept_move(atom, displacement, proposal)
             return True
         return False
+
+    def attempt(self) -> bool:
+        """One Metropolis move of a random atom; True if accepted."""
+        atom = int(self.rng.integers(len(self.numbers)))
+        return self.metropolis(atom, self.displacement())
 
     def state(self) -> dict[str, Any]:
         """Everything the chain needs to continue bit for bit (see :mod:`ednn_dask.mc.runs`)."""
@@ -229,7 +264,8 @@ def run_atoms(
     run = _Run(chain, steps, every, equilibrate, target_acceptance, rdf_bins=rdf_bins,
                progress=progress, checkpoint_seconds=checkpoint_seconds)
     if out is not None:
-        template = _trajectory_template(chain, steps // every, every, run.rdf)
+        template = trajectory_template(chain.structure(), steps // every, every, run.rdf)
+        template = template.assign_attrs(temperature_K=chain.temperature)
         run.attach(out, template, {"seed": seed, "step_A": step}, overwrite)
     return run.go()
 
@@ -253,7 +289,8 @@ class _Run:
     def config(self) -> dict[str, Any]:
         chain = self.chain
         return {"kind": "atoms", "model_sha256": chain.model.sha256,
-                "structure_sha256": _structure_digest(chain), "temperature_K": chain.temperature,
+                "structure_sha256": structure_digest(chain.structure()),
+                "temperature_K": chain.temperature,
                 "steps": self.steps, "every": self.every, "equilibrate": self.equilibrate,
                 "target_acceptance": self.target, "rdf_bins": len(self.rdf.counts)}
 
@@ -313,7 +350,8 @@ class _Run:
             self.energy[frame] = chain.energy
             if self.rdf is not None:
                 self.rdf.add(chain.xy)
-            pending.append((chain.energy, chain.xy.copy()))
+            if self.store is not None:  # frames kept only until written
+                pending.append((chain.energy, chain.xy.copy()))
 
     def _save(self, pending: list) -> None:
         """Write the frames measured since the last save, then commit the chain's state."""
@@ -329,21 +367,21 @@ class _Run:
             "rdf_counts": self.rdf.counts, "rdf_frames": self.rdf.frames})
 
 
-def _structure_digest(chain: AtomsChain) -> str:
+def structure_digest(structure: Structure) -> str:
+    """A SHA-256 of the positions, numbers and cell: which structure a run started from."""
     digest = hashlib.sha256()
-    for array in (chain.xy, chain.z, chain.numbers, chain.cell):
+    for array in (structure.positions, structure.numbers, structure.cell):
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
 
 
-def _trajectory_template(chain: AtomsChain, frames: int, every: int,
-                         rdf: InPlaneRDF) -> xr.Dataset:
+def trajectory_template(structure: Structure, frames: int, every: int,
+                        rdf: InPlaneRDF) -> xr.Dataset:
     """The lazy, all-NaN store of a run: frames of positions and energies, and g(r)."""
     import dask.array as da
 
-    n = len(chain.numbers)
+    n = len(structure.numbers)
     per_chunk = max(1, min(frames, (8 << 20) // (n * 3 * 8)))
-    structure = chain.structure()
     return xr.Dataset(
         {
             "positions": (("frame", "atom", "xyz"),
@@ -351,7 +389,7 @@ def _trajectory_template(chain: AtomsChain, frames: int, every: int,
                           {"units": "angstrom"}),
             "energy": ("frame", da.full(frames, np.nan, chunks=max(frames, 1)),
                        {"units": "eV", "long_name": "total energy (model's reference convention)"}),
-            "numbers": ("atom", chain.numbers.astype(np.int32)),
+            "numbers": ("atom", np.asarray(structure.numbers).astype(np.int32)),
             "cell": (("vector", "xyz"), structure.cell, {"units": "angstrom"}),
             "g_r": ("r", da.full(len(rdf.counts), np.nan, chunks=-1),
                     {"long_name": "in-plane radial distribution function"}),
@@ -360,5 +398,4 @@ def _trajectory_template(chain: AtomsChain, frames: int, every: int,
                 "move": ("frame", (np.arange(frames) + 1) * every,
                          {"long_name": "measured moves before the frame"}),
                 "r": ("r", rdf.r, {"units": "angstrom"})},
-        attrs={"temperature_K": chain.temperature},
     )

@@ -80,7 +80,7 @@ def decomposed_ising_chain(
     model = load_model(model)
     spec = model.spec
     require_lattice_model(model)
-    size, margin = _region_size(side, regions, spec.focus, spec.context)
+    size, margin = region_size(side, regions, spec.focus, spec.context)
     if not (temperature > 0 and phases >= 1 and sweeps_per_phase >= 1):
         raise ConfigError(f"a chain needs temperature > 0, phases >= 1 and sweeps_per_phase >= 1;"
                           f" got {temperature}, {phases}, {sweeps_per_phase}.")
@@ -133,8 +133,8 @@ def decomposed_ising_chain(
                         "sweeps_per_phase": sweeps_per_phase})
 
 
-def _region_size(side: int, regions: int, focus, context) -> tuple[int, int]:
-    """The side of a region and the width of its fixed edge, checked."""
+def region_size(side: int, regions: int, focus, context) -> tuple[int, int]:
+    """The side of a region and the width of its fixed edge (``focus + 2 context``), checked."""
     margin = max(f + 2 * c for f, c in zip(focus, context, strict=True))
     size = side // regions if regions >= 1 else 0
     if (regions < 1 or side % regions or any(size % f for f in focus)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -83,28 +84,37 @@ class RunStore:
         The arrays go to the slot group not in use; rewriting the ``chain_state``
         group's metadata (one atomic file write in Zarr's local store) commits them.
         """
-        arrays = {k: np.asarray(v) for k, v in state.items() if isinstance(v, np.ndarray)}
+        arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray) or _is_dask(v)}
         rest = json.loads(json.dumps({k: v for k, v in state.items() if k not in arrays}))
         states = self.group.require_group(STATE_GROUP)
         slot = 1 - int(states.attrs.get("slot", 1))
         group = states.require_group(f"slot{slot}")
         for name, values in arrays.items():
+            chunks = values.chunksize if _is_dask(values) else values.shape or None
             if name in group and group[name].shape == values.shape \
-                    and group[name].dtype == values.dtype:
-                group[name][...] = values
+                    and group[name].dtype == values.dtype and group[name].chunks == chunks:
+                target = group[name]
             else:
-                group.create_array(name, shape=values.shape, dtype=values.dtype,
-                                   chunks=values.shape or None, overwrite=True)[...] = values
+                target = group.create_array(name, shape=values.shape, dtype=values.dtype,
+                                            chunks=chunks, overwrite=True)
+            if _is_dask(values):  # written chunk by chunk where the chunks are (the workers)
+                values.store(target, lock=False)
+            else:
+                target[...] = values
         states.attrs.put({"slot": slot, "state": rest})
         self.group.attrs["frames_done"] = int(rest.get("frames_done", 0))
 
-    def load_state(self) -> dict[str, Any] | None:
-        """The last committed state, or None for a run that has not saved one."""
+    def load_state(self, lazy: Collection[str] = ()) -> dict[str, Any] | None:
+        """The last committed state, or None for a run that has not saved one.
+
+        The arrays named in ``lazy`` come back as dask arrays of the store's chunks.
+        """
         if STATE_GROUP not in self.group or "slot" not in self.group[STATE_GROUP].attrs:
             return None
         states = self.group[STATE_GROUP]
         slot = states[f"slot{states.attrs['slot']}"]
-        return {name: array[...] for name, array in slot.arrays()} | dict(states.attrs["state"])
+        return {name: _from_zarr(array) if name in lazy else array[...]
+                for name, array in slot.arrays()} | dict(states.attrs["state"])
 
     def finish(self) -> None:
         self.group.attrs["complete"] = True
@@ -118,6 +128,16 @@ def _read_config(path: Path) -> dict[str, Any] | None:
         return dict(zarr.open_group(path, mode="r", zarr_format=3).attrs).get("config")
     except (zarr.errors.GroupNotFoundError, FileNotFoundError, ValueError):
         return None
+
+
+def _is_dask(value: Any) -> bool:
+    return type(value).__module__.startswith("dask.")
+
+
+def _from_zarr(array: zarr.Array) -> Any:
+    import dask.array as da
+
+    return da.from_zarr(array)
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:
