@@ -244,17 +244,21 @@ def cmd_mc_ising(args) -> int:
 def _mc_ising_decomposed(args) -> int:
     from ednn_dask.mc.domains import decomposed_ising_chain
 
-    if args.out:
-        raise ConfigError("--regions runs are not stored; drop --out (or --regions for a "
-                          "resumable single-process run).")
+    if args.out and len(args.T) > 1:
+        raise ConfigError("a --regions run stores one temperature; give one --T per --out "
+                          "(or drop --out).")
     args.processes = True  # one worker process per core, each region a task
     with _client(args) as client:
         rows = [decomposed_ising_chain(args.model, args.L, t, args.sweeps, regions=args.regions,
                                        sweeps_per_phase=args.sweeps_per_phase,
                                        seed=args.seed + k, client=client, start=args.start,
-                                       progress=not args.json,
+                                       progress=not args.json, out=args.out,
+                                       overwrite=args.overwrite,
+                                       checkpoint_seconds=args.checkpoint,
                                        **_given(args, "thermalize")).summary()
                 for k, t in enumerate(args.T)]
+    if args.plot:
+        _plot_scan(args, rows)
     _print_scan(rows, args.json)
     return 0
 

@@ -75,3 +75,47 @@ def test_decomposed_and_serial_agree_at_l256(two_workers, temperature, start):
                          spins=spins).summary()
     _agree(split, serial)
     assert split["energy_drift"] == pytest.approx(0, abs=1e-2)
+
+
+def test_an_interrupted_decomposed_run_continues_bit_for_bit(tmp_path, monkeypatch, two_workers):
+    import xarray as xr
+
+    from ednn_dask.mc import domains
+
+    args = (ISING, 32, 2.5, 6)
+    options = dict(regions=2, sweeps_per_phase=2, thermalize=2, seed=7, client=two_workers,
+                   checkpoint_seconds=0)
+    whole = decomposed_ising_chain(*args, **options, out=tmp_path / "whole.zarr")
+    original, calls = domains._LatticeChain._read, [0]
+
+    def killed(self, stats):
+        calls[0] += 1
+        if calls[0] == 5:  # after four phases were read and committed
+            raise KeyboardInterrupt
+        return original(self, stats)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(domains._LatticeChain, "_read", killed)
+        with pytest.raises(KeyboardInterrupt):
+            decomposed_ising_chain(*args, **options, out=tmp_path / "cut.zarr")
+    opened = [xr.open_zarr(tmp_path / name, zarr_format=3, consolidated=False).load()
+              for name in ("whole.zarr", "cut.zarr")]
+    assert opened[1].attrs["frames_done"] == 2 and not opened[1].attrs["complete"]
+    resumed = decomposed_ising_chain(*args, **options, out=tmp_path / "cut.zarr")
+    opened = [xr.open_zarr(tmp_path / name, zarr_format=3, consolidated=False).load()
+              for name in ("whole.zarr", "cut.zarr")]
+    assert opened[0].identical(opened[1])
+    np.testing.assert_array_equal(resumed.energy, whole.energy)
+    np.testing.assert_array_equal(opened[0].energy[0], whole.energy)
+    assert resumed.moves == whole.moves and resumed.drift == pytest.approx(0, abs=1e-3)
+    in_memory = decomposed_ising_chain(*args, **{**options, "checkpoint_seconds": 5})
+    np.testing.assert_array_equal(in_memory.energy, whole.energy)  # checkpoints change nothing
+
+
+def test_a_regions_store_holds_one_temperature(tmp_path, capsys):
+    from ednn_dask.cli import main
+
+    assert main(["mc", "ising", "--model", str(ISING), "--L", "32", "--T", "2,3", "--regions",
+                 "2", "--out", str(tmp_path / "run.zarr")]) == 2
+    assert "stores one temperature" in capsys.readouterr().err
+    assert not (tmp_path / "run.zarr").exists()

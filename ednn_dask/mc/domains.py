@@ -32,8 +32,9 @@ import numpy as np
 from ednn_dask.compute import dask_client, progress_bar
 from ednn_dask.errors import ConfigError
 from ednn_dask.inference import contributions
-from ednn_dask.mc.lattice import ChainResult, require_lattice_model
+from ednn_dask.mc.lattice import ChainResult, require_lattice_model, scan_template
 from ednn_dask.mc.local import LocalEnergy
+from ednn_dask.mc.runs import CHECKPOINT_SECONDS, RunStore, restore_rng, rng_state
 from ednn_dask.model import TileModel, load_model
 
 IN_FLIGHT = 4
@@ -53,6 +54,9 @@ def decomposed_ising_chain(
     start: str = "random",
     client: Any = None,
     progress: bool = False,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    checkpoint_seconds: float = CHECKPOINT_SECONDS,
 ) -> ChainResult:
     """Metropolis spin flips on a periodic ``side``^d lattice split into ``regions``^d tasks.
 
@@ -73,10 +77,13 @@ def decomposed_ising_chain(
         The first lattice: random spins, or all +1 (ordered phases equilibrate fast).
     client : distributed.Client, scheduler address or None
         None starts a LocalCluster of one worker process per core.
+    out : path, optional
+        A Zarr store of the per-phase ``energy`` and ``magnetization`` (one
+        temperature row), with the chain's state every ``checkpoint_seconds``: the
+        lattice (written by the workers), the counters and the random generator. The
+        same call again continues the chain bit for bit; another run's store is
+        refused unless ``overwrite``.
     """
-    import dask.array as da
-    from dask import delayed
-
     model = load_model(model)
     spec = model.spec
     require_lattice_model(model)
@@ -86,51 +93,132 @@ def decomposed_ising_chain(
                           f" got {temperature}, {phases}, {sweeps_per_phase}.")
     if start not in ("random", "up"):
         raise ConfigError(f"start must be 'random' or 'up', not {start!r}.")
-    ndim, focus = spec.ndim, np.array(spec.focus)
-    rng = np.random.default_rng(seed)
-    shape = (side,) * ndim
-    spins = (rng.choice(np.float32([-1, 1]), size=shape) if start == "random"
-             else np.ones(shape, np.float32))
-    energy = float(contributions(spins, model).sum(dtype=np.float64))
     thermalize = phases // 5 if thermalize is None else thermalize
-    e_series, m_series = np.empty(phases), np.empty(phases)
-    accepted = attempted = 0
+    chain = _LatticeChain(model, side, temperature, phases, thermalize, size, margin,
+                          sweeps_per_phase, seed, start)
+    if out is not None:
+        config = {"kind": "ising-decomposed", "model_sha256": model.sha256, "side": side,
+                  "temperatures": [float(temperature)], "sweeps": phases,
+                  "thermalize": thermalize, "regions": regions,
+                  "sweeps_per_phase": sweeps_per_phase, "seed": seed, "start": start}
+        chain.store = RunStore.open(out, scan_template([temperature], phases), config,
+                                    overwrite=overwrite)
     with dask_client(client, processes=True, threads_per_worker=1) as client_:
-        lattice = client_.persist(da.from_array(spins, chunks=size))
-        bar = progress_bar(thermalize + phases, progress, "Monte Carlo", "phase")
-        in_flight: list[list] = []  # stats futures of phases submitted, not yet read
-        t0 = time.perf_counter()
-        for phase in range(thermalize + phases):
-            shift = tuple(int(rng.integers(0, size // f)) * f for f in focus)
-            rolled = da.roll(lattice, [-s for s in shift], axis=tuple(range(ndim)))
-            blocks = rolled.rechunk(size, method="tasks").to_delayed()
-            updated = client_.compute([
-                delayed(_sweep_interior, pure=True)(block, model, temperature, sweeps_per_phase,
-                                                    margin, (seed, phase, *index))
-                for index, block in np.ndenumerate(blocks)])
-            new = _assemble(updated, blocks.shape, (size,) * ndim)
-            back = da.roll(new, shift, axis=tuple(range(ndim)))
-            lattice = client_.persist(back.rechunk(size, method="tasks"))
-            in_flight.append(client_.map(operator.itemgetter(1), updated, pure=False))
+        return chain.go(client_, progress, checkpoint_seconds)
+
+
+class _LatticeChain:
+    """The phase loop of one decomposed chain: the lattice on the cluster, counters here.
+
+    Phases are queued ``IN_FLIGHT`` ahead of the one whose measurements are read; a
+    checkpoint first reads them all, so the saved state is that after a whole phase.
+    """
+
+    def __init__(self, model, side, temperature, phases, thermalize, size, margin, sweeps,
+                 seed, start):
+        self.model, self.side, self.temperature = model, side, temperature
+        self.phases, self.thermalize, self.size, self.margin = phases, thermalize, size, margin
+        self.sweeps, self.seed, self.start = sweeps, seed, start
+        self.sites = side ** model.spec.ndim
+        self.rng = np.random.default_rng(seed)
+        self.energy_series, self.m_series = np.full(phases, np.nan), np.full(phases, np.nan)
+        self.counts = {"read": 0, "energy": 0.0, "accepted": 0, "attempted": 0, "seconds": 0.0}
+        self.store: RunStore | None = None
+        self.in_flight: list[list] = []  # stats futures of phases submitted, not yet read
+
+    def go(self, client, progress: bool, checkpoint_seconds: float) -> ChainResult:
+        import dask.array as da
+        from dask import delayed
+
+        lattice = self._start(client)
+        total, counts = self.thermalize + self.phases, self.counts
+        bar = progress_bar(total, progress, "Monte Carlo", "phase")
+        bar.update(counts["read"])
+        submitted, written = counts["read"], self._measured()
+        last_save = t0 = time.perf_counter()
+        focus, ndim = self.model.spec.focus, self.model.spec.ndim
+        while counts["read"] < total:
+            if submitted < total:
+                shift = tuple(int(self.rng.integers(0, self.size // f)) * f for f in focus)
+                rolled = da.roll(lattice, [-s for s in shift], axis=tuple(range(ndim)))
+                blocks = rolled.rechunk(self.size, method="tasks").to_delayed()
+                updated = client.compute([
+                    delayed(_sweep_interior, pure=True)(block, self.model, self.temperature,
+                                                        self.sweeps, self.margin,
+                                                        (self.seed, submitted, *index))
+                    for index, block in np.ndenumerate(blocks)])
+                new = _assemble(updated, blocks.shape, (self.size,) * ndim)
+                back = da.roll(new, shift, axis=tuple(range(ndim)))
+                lattice = client.persist(back.rechunk(self.size, method="tasks"))
+                self.in_flight.append(client.map(operator.itemgetter(1), updated, pure=False))
+                submitted += 1
+            save = self.store is not None and (submitted == total or time.perf_counter()
+                                               - last_save > checkpoint_seconds)
             # phases queue up on the cluster; read the oldest once enough are ahead of it
-            while in_flight and (len(in_flight) > IN_FLIGHT or phase == thermalize + phases - 1):
-                stats = np.array(client_.gather(in_flight.pop(0)))
-                done = phase - len(in_flight)
-                energy += float(stats[:, 0].sum())
-                accepted += int(stats[:, 2].sum())
-                attempted += int(stats[:, 3].sum())
-                if done >= thermalize:
-                    e_series[done - thermalize] = energy / spins.size
-                    m_series[done - thermalize] = float(stats[:, 1].sum()) / spins.size
+            while self.in_flight and (len(self.in_flight) > IN_FLIGHT or save
+                                      or submitted == total):
+                self._read(client.gather(self.in_flight.pop(0)))
                 bar.update(1)
-        final = lattice.compute()
-        seconds = time.perf_counter() - t0
+            if save:
+                counts["seconds"] += time.perf_counter() - t0
+                written = self._save(lattice, written)
+                last_save = t0 = time.perf_counter()
+        counts["seconds"] += time.perf_counter() - t0
         bar.close()
-    full = float(contributions(final, model).sum(dtype=np.float64))
-    return ChainResult(temperature, spins.size, e_series, m_series, accepted / max(attempted, 1),
-                       attempted, seconds, energy - full,
-                       {"regions": regions ** ndim, "region_side": size, "interior_margin": margin,
-                        "sweeps_per_phase": sweeps_per_phase})
+        final = lattice.compute()
+        if self.store is not None:
+            self.store.finish()
+        full = float(contributions(final, self.model).sum(dtype=np.float64))
+        return ChainResult(self.temperature, self.sites, self.energy_series, self.m_series,
+                           counts["accepted"] / max(counts["attempted"], 1), counts["attempted"],
+                           counts["seconds"], counts["energy"] - full,
+                           {"regions": (self.side // self.size) ** self.model.spec.ndim,
+                            "region_side": self.size, "interior_margin": self.margin,
+                            "sweeps_per_phase": self.sweeps})
+
+    def _start(self, client):
+        """The lattice on the cluster: the first one, or the store's last committed state."""
+        import dask.array as da
+
+        state = None if self.store is None else self.store.load_state(lazy=("lattice",))
+        if state is None:
+            shape = (self.side,) * self.model.spec.ndim
+            spins = (self.rng.choice(np.float32([-1, 1]), size=shape) if self.start == "random"
+                     else np.ones(shape, np.float32))
+            self.counts["energy"] = float(contributions(spins, self.model).sum(dtype=np.float64))
+            return client.persist(da.from_array(spins, chunks=self.size))
+        self.rng = restore_rng(state["rng"])
+        self.counts = {k: state[k] for k in self.counts}
+        measured = self._measured()
+        self.energy_series[:measured] = self.store.group["energy"][0, :measured]
+        self.m_series[:measured] = self.store.group["magnetization"][0, :measured]
+        return client.persist(state["lattice"])
+
+    def _read(self, stats: list) -> None:
+        """Take in the regions' statistics of the oldest phase still queued."""
+        stats, counts = np.array(stats), self.counts
+        counts["energy"] += float(stats[:, 0].sum())
+        counts["accepted"] += int(stats[:, 2].sum())
+        counts["attempted"] += int(stats[:, 3].sum())
+        frame = counts["read"] - self.thermalize
+        if frame >= 0:
+            self.energy_series[frame] = counts["energy"] / self.sites
+            self.m_series[frame] = float(stats[:, 1].sum()) / self.sites
+        counts["read"] += 1
+
+    def _measured(self) -> int:
+        return max(self.counts["read"] - self.thermalize, 0)
+
+    def _save(self, lattice, written: int) -> int:
+        """Write the phases measured since ``written``, then commit the chain's state."""
+        now = self._measured()
+        if now > written:
+            self.store.write_frames(written, {"energy": self.energy_series[written:now],
+                                              "magnetization": self.m_series[written:now]},
+                                    index=(0,))
+        self.store.save_state({"lattice": lattice, "rng": rng_state(self.rng),
+                               "frames_done": now, **self.counts})
+        return now
 
 
 def region_size(side: int, regions: int, focus, context) -> tuple[int, int]:

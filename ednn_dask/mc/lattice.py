@@ -218,7 +218,7 @@ def ising_scan(
         config = {"kind": "ising", "model_sha256": model.sha256, "side": side,
                   "temperatures": [float(t) for t in temperatures], "sweeps": sweeps,
                   "thermalize": thermalize, "seed": seed}
-        scan.attach(RunStore.open(out, _scan_template(temperatures, sweeps), config,
+        scan.attach(RunStore.open(out, scan_template(temperatures, sweeps), config,
                                   overwrite=overwrite))
     return [result.summary() for result in scan.go()]
 
@@ -305,7 +305,7 @@ class _Scan:
         return now
 
 
-def _scan_template(temperatures: list[float], sweeps: int) -> xr.Dataset:
+def scan_template(temperatures: list[float], sweeps: int) -> xr.Dataset:
     """The lazy, all-NaN store of a scan: per-site energy and magnetization per sweep."""
     import dask.array as da
 
