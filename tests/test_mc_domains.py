@@ -16,33 +16,24 @@ ROOT = Path(__file__).resolve().parents[1]
 ISING = ROOT / "models" / "ising-2d-f1c1.onnx"
 
 
-@pytest.fixture(scope="module")
-def two_workers():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
-        yield client
-
-
 def _agree(a: dict, b: dict, key: str = "energy_per_site") -> None:
     sigma = math.hypot(a[f"{key}_sem"], b[f"{key}_sem"])
     assert abs(a[key] - b[key]) < 3 * sigma, (a[key], b[key], sigma)
 
 
-def test_decomposed_and_serial_chains_agree(two_workers):
+def test_decomposed_and_serial_chains_agree(local_cluster):
     split = decomposed_ising_chain(ISING, 32, 3.0, 30, regions=2, sweeps_per_phase=6,
-                                   thermalize=4, seed=1, client=two_workers)
+                                   thermalize=4, seed=1, client=local_cluster)
     serial = ising_chain(ISING, 32, 3.0, 600, seed=2).summary()
     _agree(split.summary(), serial)
     assert split.drift == pytest.approx(0, abs=1e-3)  # the running total is exact
     assert split.extra["regions"] == 4 and split.extra["region_side"] == 16
     assert 0.3 < split.acceptance < 0.6
     first = decomposed_ising_chain(ISING, 32, 3.0, 4, regions=2, thermalize=0, seed=1,
-                                   sweeps_per_phase=6, client=two_workers)
+                                   sweeps_per_phase=6, client=local_cluster)
     np.testing.assert_array_equal(  # the same chain, whichever worker ran which region
         first.energy, decomposed_ising_chain(ISING, 32, 3.0, 4, regions=2, thermalize=0, seed=1,
-                                             sweeps_per_phase=6, client=two_workers).energy)
+                                             sweeps_per_phase=6, client=local_cluster).energy)
 
 
 def test_a_region_flips_only_its_interior():
@@ -65,11 +56,11 @@ def test_regions_that_do_not_fit_are_refused(side, regions):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("temperature, start", [(2.0, "up"), (3.0, "random")])
-def test_decomposed_and_serial_agree_at_l256(two_workers, temperature, start):
+def test_decomposed_and_serial_agree_at_l256(local_cluster, temperature, start):
     """The issue's check: L = 256 at T = 2.0 and 3.0, a two-worker cluster against one process."""
     split = decomposed_ising_chain(ISING, 256, temperature, 60, regions=2, sweeps_per_phase=2,
                                    thermalize=20, seed=3, start=start,
-                                   client=two_workers).summary()
+                                   client=local_cluster).summary()
     spins = np.ones((256, 256), np.float32) if start == "up" else None
     serial = ising_chain(ISING, 256, temperature, 120, thermalize=40, seed=4,
                          spins=spins).summary()
@@ -77,13 +68,14 @@ def test_decomposed_and_serial_agree_at_l256(two_workers, temperature, start):
     assert split["energy_drift"] == pytest.approx(0, abs=1e-2)
 
 
-def test_an_interrupted_decomposed_run_continues_bit_for_bit(tmp_path, monkeypatch, two_workers):
+def test_an_interrupted_decomposed_run_continues_bit_for_bit(tmp_path, monkeypatch,
+                                                             local_cluster):
     import xarray as xr
 
     from ednn_dask.mc import domains
 
     args = (ISING, 32, 2.5, 6)
-    options = dict(regions=2, sweeps_per_phase=2, thermalize=2, seed=7, client=two_workers,
+    options = dict(regions=2, sweeps_per_phase=2, thermalize=2, seed=7, client=local_cluster,
                    checkpoint_seconds=0)
     whole = decomposed_ising_chain(*args, **options, out=tmp_path / "whole.zarr")
     original, calls = domains._LatticeChain._read, [0]

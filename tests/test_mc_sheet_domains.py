@@ -21,15 +21,6 @@ POROUS = ROOT / "models" / "porous-f32c16.onnx"
 
 
 @pytest.fixture(scope="module")
-def two_workers():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def sheet():
     return PorousSheet.square(60.0, seed=0).structure()  # 640 x 640 px: 2 x 2 regions of 320
 
@@ -38,8 +29,8 @@ def _open(path) -> xr.Dataset:
     return xr.open_zarr(path, zarr_format=3, consolidated=False).load()
 
 
-def test_the_regions_energy_changes_add_up_to_the_sheets(two_workers, sheet):
-    options = dict(regions=2, sweeps_per_phase=0.25, seed=3, client=two_workers)
+def test_the_regions_energy_changes_add_up_to_the_sheets(local_cluster, sheet):
+    options = dict(regions=2, sweeps_per_phase=0.25, seed=3, client=local_cluster)
     run = decomposed_atoms_chain(sheet, POROUS, 1000.0, 3, **options)
     assert run.moves > 0 and 0.4 < run.acceptance < 0.95
     assert run.drift == pytest.approx(0, abs=1e-6)  # running total against a full rescoring
@@ -76,8 +67,8 @@ def test_a_region_moves_only_its_interior_atoms_and_keeps_its_field_exact(sheet)
                                atol=2e-5)  # stamps moved, never re-rasterized
 
 
-def test_an_interrupted_run_continues_bit_for_bit(tmp_path, monkeypatch, two_workers, sheet):
-    options = dict(regions=2, sweeps_per_phase=0.25, thermalize=1, seed=5, client=two_workers)
+def test_an_interrupted_run_continues_bit_for_bit(tmp_path, monkeypatch, local_cluster, sheet):
+    options = dict(regions=2, sweeps_per_phase=0.25, thermalize=1, seed=5, client=local_cluster)
     whole = decomposed_atoms_chain(sheet, POROUS, 1000.0, 3, out=tmp_path / "whole.zarr",
                                    **options)
     original, calls = sheet_domains._phase, [0]
@@ -118,9 +109,9 @@ def test_a_sheet_that_is_not_periodic_is_refused(sheet):
 
 
 @pytest.mark.slow
-def test_decomposed_and_serial_chains_agree(two_workers, sheet):
+def test_decomposed_and_serial_chains_agree(local_cluster, sheet):
     split = decomposed_atoms_chain(sheet, POROUS, 1000.0, 40, regions=2, thermalize=5,
-                                   seed=1, client=two_workers).summary()
+                                   seed=1, client=local_cluster).summary()
     chain = AtomsChain(sheet, POROUS, 1000.0, seed=2)
     serial = chain.run(40 * len(sheet), equilibrate=5 * len(sheet),
                        every=len(sheet)).summary()
