@@ -160,6 +160,11 @@ def cmd_train(args) -> int:
     from training.train import keep_freed_memory
 
     keep_freed_memory()  # process-wide allocator setting (faster epochs on glibc)
+    if args.system == "fields":
+        return _train_fields(args)
+    if args.net in FIELD_NETS:
+        raise ConfigError(f"--net {args.net} is a net of `train fields`; {args.system} takes "
+                          f"one of {ATOMISTIC_NETS}.")
     if args.system in ("hexagonal", "porous"):
         from training.atomistic import train_atomistic
 
@@ -180,10 +185,37 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _train_fields(args) -> int:
+    from training.fields import train_fields
+
+    missing = [f"--{n}" for n in ("data", "field", "target", "focus", "context")
+               if getattr(args, n) is None]
+    if missing:
+        raise ConfigError(f"train fields needs {' '.join(missing)} (see ednn-dask train --help).")
+    if args.net in ATOMISTIC_NETS:
+        raise ConfigError(f"--net {args.net} is an atomistic net; train fields takes one of "
+                          f"{FIELD_NETS}.")
+    metrics = train_fields(args.data, args.out, field=args.field, target=args.target,
+                           focus=args.focus, context=args.context, boundary=args.boundary,
+                           net=args.net or "density", epochs=args.epochs, device=args.device,
+                           workdir=args.workdir, seed=args.seed, threads=args.threads,
+                           whiten=args.whiten, overwrite=args.overwrite)
+    _print({"model": args.out, "data_hash": metrics["data_hash"],
+            "best_epoch": metrics["best_epoch"], **metrics["test"]}, args.json)
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from training import evaluation
 
-    if args.system == "atoms":
+    if args.system == "fields":
+        from training.fields import evaluate_fields
+
+        if not args.data:
+            raise ConfigError("evaluate fields needs --data STORE (a data set of fields).")
+        result = evaluate_fields(args.model, args.data, split=args.split, plot=args.plot,
+                                 **_given(args, "field", "target"))
+    elif args.system == "atoms":
         from training.atomistic import evaluate_atomistic
 
         if not args.data:
@@ -206,7 +238,7 @@ def _evaluate_command(args) -> str:
     import shlex
 
     words = ["ednn-dask", "evaluate", args.system, "--model", args.model]
-    if args.system == "atoms":
+    if args.system in ("atoms", "fields"):
         words += ["--data", args.data, "--split", args.split]
     else:
         for name, value in _given(args, "L", "n", "seed").items():
@@ -379,6 +411,8 @@ def _positive_float(text: str) -> float:
 
 
 POSITIVE, NON_NEGATIVE = _count(1), _count(0)
+ATOMISTIC_NETS = ("compact", "fine", "smooth", "paper")
+FIELD_NETS = ("density", "window", "mlp")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -464,21 +498,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("train", help="train an EDNN and export it to ONNX")
-    p.add_argument("system", choices=["ising", "laplacian", "hexagonal", "porous"])
+    p.add_argument("system", choices=["ising", "laplacian", "hexagonal", "porous", "fields"],
+                   help="a recipe, or fields: your own data set (--data --field --target "
+                   "--focus --context)")
     p.add_argument("--out", required=True, help="ONNX file to write")
     p.add_argument("--dim", type=int, default=2, choices=[2, 3], help="Ising dimension")
     p.add_argument("--data", help="train on this Zarr data set instead of sampling one")
     p.add_argument("--L", type=POSITIVE)
     p.add_argument("--n", type=POSITIVE)
     p.add_argument("--epochs", type=POSITIVE)
-    p.add_argument("--net", choices=["compact", "fine", "smooth", "paper"],
+    p.add_argument("--net", choices=[*ATOMISTIC_NETS, *FIELD_NETS],
                    help="atomistic tile net: valid CNN (compact, fine: ReLU at 128 px per "
-                   "cell; smooth: SiLU at 64 px; dense path) or the paper's 13 layers (tile path)")
+                   "cell; smooth: SiLU at 64 px; dense path) or the paper's 13 layers (tile "
+                   "path); fields: density (default), window or mlp")
+    p.add_argument("--field", help="fields: the field variable of --data")
+    p.add_argument("--target", help="fields: the target variable of --data (dims sample)")
+    p.add_argument("--boundary", default="periodic",
+                   help="fields: outside each sample, periodic (default) or a constant value")
+    p.add_argument("--threads", type=POSITIVE,
+                   help="fields: torch CPU threads (default: the idle cores of this process's "
+                   "affinity, from the load average)")
     p.add_argument("--focus", type=POSITIVE,
-                   help="atomistic focus in px, default the net's (= --pixels: the whole "
+                   help="fields: focus in px (required); atomistic focus in px, default the "
+                   "net's (= --pixels: the whole "
                    "training cell as one tile, the non-EDNN baseline)")
     p.add_argument("--context", type=NON_NEGATIVE,
-                   help="atomistic context in px, default the net's")
+                   help="fields: context in px (required); atomistic context in px, default "
+                   "the net's")
     p.add_argument("--pixels", type=POSITIVE,
                    help="atomistic resolution: pixels per side of the 60-atom training cell, "
                    "default the net's")
@@ -498,11 +544,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy of a model on fresh exact references")
-    p.add_argument("system", choices=["ising", "laplacian", "atoms"])
+    p.add_argument("system", choices=["ising", "laplacian", "atoms", "fields"])
     p.add_argument("--model", required=True)
-    p.add_argument("--data", help="atoms: the reference store to evaluate on")
+    p.add_argument("--data", help="atoms, fields: the data set to evaluate on")
     p.add_argument("--split", default="all", choices=["all", "train", "val", "test"],
-                   help="atoms: one split of the model's training recipe (its own store only)")
+                   help="atoms, fields: one split of the model's training run (its own "
+                   "data set only)")
+    p.add_argument("--field", help="fields: the field variable (default the model's)")
+    p.add_argument("--target", help="fields: the target variable (default the model's)")
     p.add_argument("--L", type=POSITIVE, help="sample side (ising 128, laplacian 100)")
     p.add_argument("--n", type=POSITIVE, help="number of samples")
     p.add_argument("--any-temperature", action="store_true", help="Ising: T in 1..5, not near Tc")

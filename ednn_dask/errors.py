@@ -44,6 +44,64 @@ class ConfigError(EDNNError, ValueError):
     """A setting that cannot work here (e.g. a training device this machine lacks)."""
 
 
+class DataSetError(EDNNError, ValueError):
+    """A training data set (fields and targets) that does not follow the documented format."""
+
+
+class CheckpointMismatchError(EDNNError, ValueError):
+    """A training checkpoint made from other data, another net or other settings."""
+
+
+class OutputWriteError(EDNNError, OSError):
+    """An output that cannot be written: a full disk, a folder without write permission,
+    a read-only file system or a file-size limit.
+
+    The message names the output; ``errno`` and ``filename`` are those of the
+    failed write, with ``filename`` the output (never its temporary sibling).
+    """
+
+    def __init__(self, message: str, errno: int | None = None,
+                 filename: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errno, self.filename = errno, filename
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.errno, self.filename))
+
+
+class LockTimeoutError(EDNNError, TimeoutError):
+    """A shared output (a results table, a reference store) that another job kept locked."""
+
+
+class SchedulerLostError(EDNNError, ConnectionError):
+    """The dask scheduler of a job cannot be reached, or stopped answering during the job.
+
+    ``address`` is the scheduler's address and ``reason`` what was seen, so the
+    command line can say what its job kept.
+    """
+
+    def __init__(self, address: str, reason: str, *, connected: bool = True) -> None:
+        self.address, self.reason, self.connected = str(address), reason, connected
+        if connected:
+            what = f"lost the dask scheduler at {self.address!r} during the job ({reason})"
+            remedy = "finished outputs are kept: start it again and re-run to continue"
+        else:
+            what = f"could not reach a dask scheduler at {self.address!r} ({reason})"
+            remedy = "check the address and that the scheduler runs, or leave out --scheduler"
+        super().__init__(f"{what}; {remedy}.")
+
+    def __reduce__(self):
+        return (_rebuild_scheduler_lost, (self.address, self.reason, self.connected))
+
+
+def _rebuild_scheduler_lost(address, reason, connected) -> SchedulerLostError:
+    return SchedulerLostError(address, reason, connected=connected)
+
+
 class NonFiniteFieldError(FieldError):
     """A field holding NaN or Inf, located at the first such pixel found.
 

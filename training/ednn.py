@@ -53,6 +53,7 @@ class EDNN(nn.Module):
     ):
         super().__init__()
         self.tiling = Tiling.create(focus, context, boundary, ndim=ndim)
+        _check_net_geometry(tile_net, self.tiling)
         self.tile_net = tile_net
         self.dense = dense
         self.register_buffer("output_scale", torch.tensor(float(output_scale)))
@@ -111,3 +112,20 @@ class EDNN(nn.Module):
     @property
     def n_parameters(self) -> int:
         return sum(math.prod(p.shape) for p in self.parameters())
+
+
+def _check_net_geometry(tile_net: nn.Module, tiling: Tiling) -> None:
+    """Refuse a tile net built for another focus, context or tile than the EDNN's.
+
+    Such a net still runs (a valid CNN on a wider tile returns more than one value
+    per tile), but its torch and ONNX sums then disagree; the net's own ``focus``,
+    ``context`` and ``tile`` attributes, where it has them, must equal the tiling's.
+    """
+    for name in ("focus", "context", "tile"):
+        have = getattr(tile_net, name, None)
+        want = getattr(tiling, name)
+        if have is not None and tuple(have) != tuple(want):
+            raise ConfigError(
+                f"the tile net {type(tile_net).__name__} was built for {name} {tuple(have)}, "
+                f"but the EDNN's {name} is {tuple(want)}; build the net with the EDNN's focus "
+                f"{tiling.focus} and context {tiling.context} (tile {tiling.tile}).")

@@ -116,7 +116,7 @@ class ValidCNN(nn.Module):
                              f"not {activation!r}.")
         act = ACTIVATIONS[activation]
         self.head_activation = act()
-        self.focus, self.readout = tuple(focus), readout
+        self.focus, self.context, self.readout = tuple(focus), tuple(context), readout
         tile = [f + 2 * c for f, c in zip(focus, context, strict=True)]
         layers: list[nn.Module] = []
         size, stride, c_in = list(tile), 1, channels
@@ -169,6 +169,7 @@ class PaperCNN(nn.Module):
 
     def __init__(self, channels: int, tile: Sequence[int], width: int = 1024, scale: int = 1):
         super().__init__()
+        self.tile = tuple(tile)
         plan = ([(64, 3, 2)] * 2 + [(16, 4, 1)] * 6 + [(64, 3, 2)] + [(32, 3, 1)] * 4)
         layers: list[nn.Module] = []
         c_in, size = channels, list(tile)

@@ -1,0 +1,257 @@
+"""Train and evaluate an EDNN on your own fields: ``ednn-dask train|evaluate fields``.
+
+:func:`train_fields` reads a data set in the documented format
+(:mod:`training.field_data`), streams it from its store into
+:func:`training.train.fit`, exports the model to ONNX with the data set's spacing,
+unit, dims and target in its metadata, and returns the metrics.
+:func:`evaluate_fields` scores a data set (or one split of the model's own) through
+the ONNX model with onnxruntime. Torch is imported only inside the functions that train.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ednn_dask.errors import ConfigError, DataSetError
+from ednn_dask.inference import contributions
+from ednn_dask.model import TileModel
+from ednn_dask.storage import refuse_existing
+from training.config import TrainConfig
+from training.field_data import SampleStream, open_field_data, stream_hash
+from training.metrics import error_metrics, parity_plot, split_indices
+from training.recipes import run_dir
+
+SPLITS = ("all", "train", "val", "test")
+NETS = ("density", "window", "mlp")
+# the defaults of `train fields`: Adam with an exponentially decaying learning rate,
+# early stopping on the validation split, then a short full-batch L-BFGS polish
+FIELD_DEFAULTS = {"epochs": 150, "batch_size": 32, "lr": 2e-3, "lr_final": 1e-5,
+                  "patience": 25, "lbfgs_steps": 150, "lbfgs_samples": 1024,
+                  "lbfgs_float64": False}
+
+
+def trunk_for(context: int, width: int = 16) -> tuple[tuple[int, int, int], ...]:
+    """Valid convolutions that together see exactly ``context`` pixels on each side.
+
+    3x3 layers (one pixel each) up to a context of 3; beyond, 5x5 layers (two pixels)
+    first, so a deep halo does not need a deep net.
+
+    >>> trunk_for(2), trunk_for(5)
+    (((16, 3, 1), (16, 3, 1)), ((16, 5, 1), (16, 5, 1), (16, 3, 1)))
+    """
+    layers, left = [], int(context)
+    while left > 0:
+        eat = 2 if left > 3 or (layers and layers[-1][1] == 5 and left > 1) else 1
+        layers.append((width, 2 * eat + 1, 1))
+        left -= eat
+    return tuple(layers)
+
+
+def build_field_ednn(net: str, ndim: int, channels: int, focus: int, context: int,
+                     boundary: str | float):
+    """An untrained EDNN for ``train fields``: ``net`` is one of :data:`NETS`.
+
+    ``"density"`` (default): valid convolutions whose receptive field is exactly the
+    tile, a per-pixel SiLU head averaged over the focus block: a translation-invariant
+    local density, right for targets that are sums of a smooth local quantity.
+    ``"window"``: the same trunk, the head weighs each pixel of the block on its own.
+    ``"mlp"``: the paper's fully connected tile net (small tiles, discrete fields).
+    """
+    from training.ednn import EDNN
+    from training.nets import IsingMLP, ValidCNN
+
+    if net not in NETS:
+        raise ConfigError(f"net must be one of {NETS}, not {net!r}.")
+    f, c = (focus,) * ndim, (context,) * ndim
+    if net == "mlp":
+        tile_net = IsingMLP(tuple(fi + 2 * ci for fi, ci in zip(f, c, strict=True)), channels)
+    else:
+        tile_net = ValidCNN(ndim, channels, f, c, trunk=trunk_for(context), hidden=32,
+                            readout="mean" if net == "density" else "window", activation="silu")
+    return EDNN(tile_net, focus, context, boundary, ndim=ndim, dense=True)
+
+
+def parse_boundary(text: str | float) -> str | float:
+    """``"periodic"`` or a constant (the value outside the field, in field units)."""
+    if isinstance(text, (int, float)) or text == "periodic":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"boundary must be 'periodic' or a number, not {text!r}.") from None
+
+
+def train_fields(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    field: str,
+    target: str,
+    focus: int,
+    context: int,
+    boundary: str | float = "periodic",
+    net: str = "density",
+    epochs: int | None = None,
+    device: str = "cpu",
+    workdir: str | os.PathLike | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    whiten: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Train an EDNN on a data set of fields and extensive targets; export it to ONNX.
+
+    Parameters
+    ----------
+    data : path
+        A data set in the documented format (``docs/guide/your-own-data.md``).
+    out : path
+        The ONNX model to write (refused if it exists, unless ``overwrite``).
+    field, target : str
+        The names of the field and the target variables.
+    focus, context : int
+        Focus block and context halo in pixels (every spatial size must be a
+        multiple of the focus).
+    boundary : "periodic" or float
+        What lies outside each sample: its periodic image, or a constant in field units.
+    net : {"density", "window", "mlp"}
+        The tile net (:func:`build_field_ednn`).
+    epochs, device, seed, threads : optional
+        As :class:`training.config.TrainConfig`; ``epochs`` default 150 (early
+        stopping on the validation split usually ends it sooner).
+    workdir : path, optional
+        Checkpoints, ``metrics.json`` and ``parity.png``; default ``runs/<out stem>``.
+        An existing checkpoint is resumed if it was made from the same data, net and
+        settings, and refused otherwise.
+    whiten : bool
+        Train the first convolution on whitened patches (:mod:`training.precondition`).
+    **settings
+        Any other :class:`~training.config.TrainConfig` field (``batch_size``, ``lr``, ...).
+
+    Returns
+    -------
+    dict
+        The metrics of :func:`training.train.fit` (``test``, ``val``, ``best_epoch``, ...)
+        with ``model`` (the ONNX path) and ``data_hash``.
+    """
+    import torch  # fails early without the train extra
+
+    from training.export import export_onnx
+    from training.precondition import whiten_first_layer
+    from training.train import fit
+
+    out_path = Path(out)
+    refuse_existing(out_path, overwrite)
+    boundary = parse_boundary(boundary)
+    ds, spec = open_field_data(data, field, target)
+    work = run_dir(out_path, str(workdir) if workdir else None)
+    unknown = sorted(set(settings) - set(TrainConfig.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(f"unknown training settings {unknown!r}; see TrainConfig.")
+    config = TrainConfig(**{**FIELD_DEFAULTS, "epochs": epochs or FIELD_DEFAULTS["epochs"],
+                            "seed": seed, "threads": threads, "device": device, **settings})
+    stream = SampleStream(ds, spec)
+    data_hash = stream_hash(ds, [field, target])
+    train, _, _ = split_indices(spec.n, config.val_fraction, config.test_fraction, seed)
+    torch.manual_seed(seed)  # the initial weights: the same command trains the same model
+    ednn = build_field_ednn(net, len(spec.dims), spec.channels, focus, context, boundary)
+    try:
+        ednn.tiling.grid(spec.spatial)
+    except ValueError as err:
+        raise DataSetError(f"field {field!r} of {spec.path!r}: {err}") from None
+    mean, std = stream.statistics(train)
+    ednn.input_offset.fill_(mean)
+    ednn.input_scale.fill_(1.0 / std if std > 0 else 1.0)
+    if whiten and net != "mlp":
+        whiten_first_layer(ednn, stream.take(np.sort(train[:256])))
+    targets = np.asarray(ds[target].values, dtype=np.float64)
+    metrics = fit(ednn, stream, targets, config, work, progress=progress, data_hash=data_hash)
+    export_onnx(
+        ednn, out_path, channels=spec.channels, target=target, target_unit=spec.target_unit,
+        spacing=spec.spacing, spacing_unit=spec.spacing_unit, dims=spec.dims, overwrite=True,
+        provenance={"system": "fields", "data": str(data), "field": field, "target": target,
+                    "data_hash": data_hash, "n_samples": spec.n, "net": net, "seed": seed,
+                    "val_fraction": config.val_fraction, "test_fraction": config.test_fraction,
+                    "metrics": metrics["test"], "command": " ".join(sys.argv)},
+    )
+    if (work / "parity.png").exists():
+        shutil.copy(work / "parity.png", out_path.with_suffix(".parity.png"))
+    return {"model": str(out_path), **metrics}
+
+
+def fields_split(model: TileModel, ds, spec, split: str) -> np.ndarray:
+    """Indices of ``split`` of the run that trained ``model``, on that run's own data only."""
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}.")
+    if split == "all":
+        return np.arange(spec.n)
+    provenance = model.spec.provenance
+    if provenance.get("system") != "fields":
+        raise ConfigError(f"model {model.name!r} was not trained by `train fields`, so it has no "
+                          f"{split} split; evaluate with --split all.")
+    data_hash = stream_hash(ds, [spec.field, spec.target])
+    if provenance.get("data_hash") != data_hash:
+        raise DataSetError(
+            f"the {split} split is only defined on the data set {model.name!r} was trained on "
+            f"(data hash {provenance.get('data_hash')}), not on this one ({data_hash}); "
+            f"evaluate the whole store (--split all).")
+    splits = split_indices(spec.n, provenance["val_fraction"], provenance["test_fraction"],
+                           provenance["seed"])
+    return splits[SPLITS.index(split) - 1]
+
+
+def evaluate_fields(
+    model: str | os.PathLike,
+    data: str | os.PathLike,
+    *,
+    split: str = "all",
+    field: str | None = None,
+    target: str | None = None,
+    plot: str | None = None,
+) -> dict[str, Any]:
+    """Score a data set's fields with an ONNX model (onnxruntime, no torch) against its targets.
+
+    ``field`` and ``target`` default to the names the model was trained with;
+    ``split`` ``"train"``, ``"val"`` or ``"test"`` takes that split of the model's
+    training run, for the data set it was trained on (checked by its hash).
+    """
+    m = TileModel.load(model)
+    provenance = m.spec.provenance
+    field = field or provenance.get("field")
+    target = target or provenance.get("target") or m.spec.target
+    if not field:
+        raise ConfigError(f"model {m.name!r} does not name its field variable; give --field.")
+    ds, spec = open_field_data(data, field, target)
+    if spec.channels != m.spec.channels:
+        raise DataSetError(f"field {field!r} has {spec.channels} channel(s), the model "
+                           f"{m.name!r} {m.spec.channels}; evaluate on data of the model's kind.")
+    if m.spec.spacing is not None and not np.allclose(spec.spacing, m.spec.spacing, rtol=1e-6):
+        raise DataSetError(
+            f"field {field!r} has a pixel spacing of {spec.spacing} {spec.spacing_unit}, the "
+            f"model {m.name!r} {m.spec.spacing} {m.spec.spacing_unit}; evaluate on fields at "
+            f"the model's spacing.")
+    indices = fields_split(m, ds, spec, split)
+    stream = SampleStream(ds, spec)
+    predicted, order = [], []
+    for idx, x in stream.ordered(indices, batch_size=64):
+        order.append(idx)
+        predicted += [contributions(s, m).sum(dtype=np.float64) for s in x]
+    idx = np.concatenate(order) if order else np.zeros(0, int)
+    pred = np.asarray(predicted, dtype=np.float64)
+    true = np.asarray(ds[target].values, dtype=np.float64)[idx]
+    sites = math.prod(spec.spatial)
+    metrics = error_metrics(pred, true, sites) if len(idx) else {}
+    if plot and len(idx):
+        parity_plot(true, pred, plot, sites=sites, unit=spec.target_unit,
+                    title=f"{target}, {split} ({len(idx)} samples)")
+    return {"model": str(model), "data": str(data), "split": split, "target": target,
+            "unit": spec.target_unit, **metrics}
