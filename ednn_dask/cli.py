@@ -1,6 +1,9 @@
 """The ``ednn-dask`` command line: each command parses its arguments and calls one function.
 
-Errors from :mod:`ednn_dask.errors` are printed without a traceback (exit status 2).
+Errors from :mod:`ednn_dask.errors` are printed without a traceback (exit status 2), so
+are a full disk, a folder without write permission or a read-only file system. SIGINT
+(Ctrl-C) and SIGTERM unwind the command (its cluster closed, temporary outputs removed)
+and print one line saying what was kept (exit status 130 and 143).
 Training and data commands import the ``training`` package (the ``train`` extra).
 """
 
@@ -9,10 +12,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import signal
 import sys
 
 from ednn_dask.defaults import CHUNK_PIXELS
-from ednn_dask.errors import ConfigError, EDNNError
+from ednn_dask.errors import ConfigError, EDNNError, SchedulerLostError
 
 
 def _print(result: dict, as_json: bool) -> None:
@@ -48,6 +53,8 @@ def cmd_score(args) -> int:
     model = load_model(args.model)
     options = dict(chunks=args.chunks, boundary=args.boundary, method=args.method,
                    progress=args.progress, pad=args.pad, variable=args.variable)
+    if args.table:
+        args.kept = lambda: _table_kept(args, model)
     with _client(args) as client:
         if args.table:
             return _score_table(args, model, client, options)
@@ -80,6 +87,14 @@ def _score_table(args, model, client, options) -> int:
     return 2 if result.failed else 0
 
 
+def _table_kept(args, model) -> tuple[str, str]:
+    from ednn_dask.batch import table_progress
+
+    done, total = table_progress(args.fields, model, args.table)
+    return (f" after {done:,} of {total:,} fields, kept in {args.table!r}",
+            "run the same command to continue")
+
+
 LENGTH_UNITS = {"um": 1e4, "µm": 1e4, "nm": 10.0, "A": 1.0, "Å": 1.0}
 
 
@@ -101,6 +116,7 @@ def parse_length(text: str) -> float:
 def cmd_sheet(args) -> int:
     from ednn_dask.atoms.sheet import porous_sheet
 
+    args.kept = _sheet_kept(args)
     with _client(args) as client:
         summary = porous_sheet(args.size, args.model, porosity=args.porosity, seed=args.seed,
                                out=args.out, field=args.field, client=client, chunks=args.chunks,
@@ -113,6 +129,20 @@ def cmd_sheet(args) -> int:
           f"+ the model's reference energies; {summary['atoms_per_second']:,.0f} atoms/s. "
           f"Outputs in {summary['outputs']}/")
     return 0
+
+
+def _sheet_kept(args):
+    from pathlib import Path
+
+    new_field = args.field and not Path(args.field).exists()
+
+    def kept() -> tuple[str, str]:
+        if new_field and Path(args.field).exists():  # written before the sheet's folder
+            return (f"; {args.field!r} is written, the sheet's folder is not (temporary files "
+                    "removed)", "run the same command with --overwrite to start again")
+        return "; nothing written (temporary files removed)", "run the same command to start again"
+
+    return kept
 
 
 def cmd_demo(args) -> int:
@@ -138,8 +168,16 @@ def _given(args, *names: str) -> dict:
 
 def cmd_data(args) -> int:
     if args.system in ("hexagonal", "porous"):
-        from training.reference import build_reference_set
+        from training.reference import build_reference_set, store_progress
 
+        def kept() -> tuple[str, str]:
+            done, total = store_progress(args.out)
+            if total is None:
+                return "; nothing written (temporary files removed)", "run the same command"
+            return (f" with {done:,} of {total:,} energies in {args.out!r}",
+                    "run the same command to continue")
+
+        args.kept = kept
         counts = build_reference_set(
             args.system, args.out, client=args.scheduler, retry_failed=args.retry_failed,
             overwrite=args.overwrite, seed=args.seed,
@@ -632,6 +670,7 @@ def _client(args):
     from ednn_dask.compute import dask_client
 
     with dask_client(args.scheduler, processes=args.processes) as client:
+        _quiet_distributed()  # importing distributed set its own log levels in this process
         if not args.scheduler:
             client.run(_quiet_distributed)
         yield client
@@ -643,6 +682,8 @@ def _quiet_distributed() -> None:
 
     for name in ("distributed.worker", "distributed.scheduler", "distributed.client"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    # nor a lost connection as the comms' INFO and ERROR chatter (the CLI says it in one line)
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 def _quiet_libraries() -> None:
@@ -656,18 +697,85 @@ def _quiet_libraries() -> None:
     _quiet_distributed()
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: every ``with`` block cleans up as for Ctrl-C."""
+
+
+def _on_signal(signum, frame) -> None:
+    import logging
+
+    # a cluster shut down mid-task logs its surprise from its own threads: not for the user
+    logging.disable(logging.CRITICAL)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal_again)
+    raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _on_signal_again(signum, frame) -> None:
+    """A second signal while the first one cleans up: stop at once, say what may remain."""
+    os.write(2, b"\nednn-dask: interrupted again: stopped at once; temporary outputs "
+                b"(.NAME.tmp-PID beside the outputs) may remain.\n")
+    os._exit(128 + signum)
+
+
+def _kept(args) -> tuple[str, str]:
+    """What a stopped command kept (text after 'interrupted') and how to carry on."""
+    note = getattr(args, "kept", None)
+    if note is not None:
+        with contextlib.suppress(Exception):  # the note reads outputs: never fail on it
+            return note()
+    return "; finished outputs are kept, temporary ones removed", ""
+
+
+def _run(args) -> int:
+    from ednn_dask.storage import WRITE_ERRNOS, write_error
+
+    try:
+        return args.func(args)
+    except SchedulerLostError as err:
+        if not err.connected:
+            raise
+        kept, then = _kept(args)
+        print(f"ednn-dask {args.command}: error: lost the dask scheduler at {err.address!r} "
+              f"({err.reason}){kept}; start it again and {then or 're-run the command'}.",
+              file=sys.stderr)
+        return 2
+    except OSError as err:  # outputs not written through atomic_output: the same one line
+        if err.errno not in WRITE_ERRNOS or isinstance(err, EDNNError):
+            raise
+        name = os.fsdecode(err.filename) if err.filename else None
+        print(f"ednn-dask {args.command}: error: "
+              f"{write_error(err, name) if name else err.strerror}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
+    previous = {}
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT,
+                                                                    signal.SIGTERM)}
     try:
-        return args.func(args)
+        return _run(args)
     except EDNNError as err:
         print(f"ednn-dask {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"ednn-dask {args.command}: interrupted; finished outputs are kept, "
-              "temporary ones removed.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        name, code = ("SIGTERM", 143) if isinstance(err, _Terminated) else ("SIGINT", 130)
+        kept, then = _kept(args)
+        print(f"ednn-dask {args.command}: interrupted ({name}){kept}"
+              f"{'; ' + then if then else ''}.", file=sys.stderr)
+        return code
+    finally:
+        import logging
+
+        from ednn_dask.storage import remove_leftovers
+
+        remove_leftovers()  # the job's clusters are closed: nothing writes into them any more
+        logging.disable(logging.NOTSET)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

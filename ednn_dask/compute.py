@@ -17,6 +17,8 @@ from typing import Any
 
 import dask
 
+from ednn_dask.errors import EDNNError, SchedulerLostError
+
 
 @contextlib.contextmanager
 def dask_client(
@@ -39,8 +41,14 @@ def dask_client(
         yield scheduler
         return
     if scheduler:
-        with Client(scheduler) as client:
-            yield client
+        with _connect(str(scheduler)) as client:
+            try:
+                yield client
+            except Exception as err:
+                reason = _lost_scheduler(client, err)
+                if reason:
+                    raise SchedulerLostError(str(scheduler), reason) from None
+                raise
         return
     cores = os.cpu_count() or 1
     if processes:
@@ -60,6 +68,36 @@ def dask_client(
         Client(cluster) as client,
     ):
         yield client
+
+
+def _connect(address: str) -> Any:
+    """A client of the scheduler at ``address``; one clear error when none answers there."""
+    from distributed import Client
+
+    try:
+        return Client(address)
+    except (OSError, TimeoutError, ValueError) as err:  # refused, timed out, malformed address
+        raise SchedulerLostError(address, _first_line(err), connected=False) from None
+
+
+def _lost_scheduler(client: Any, err: BaseException) -> str | None:
+    """Why ``err`` means the scheduler is gone (a short reason), or None if it does not."""
+    from distributed.client import FutureCancelledError
+    from distributed.comm import CommClosedError
+
+    if isinstance(err, EDNNError):
+        return None
+    gone = client.status != "running"
+    if isinstance(err, FutureCancelledError) and (gone or "connection-lost" in str(err)):
+        return "the connection to it closed mid-job"
+    if gone and isinstance(err, (CommClosedError, OSError, TimeoutError)):
+        return f"no answer from it: {_first_line(err)}"
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
 
 
 def active_client() -> Any:
@@ -84,8 +122,12 @@ def compute(targets: Sequence[Any], client: Any = None, progress: bool = False) 
             from distributed import progress as show_progress
 
             # progress goes to stderr: stdout stays for results (``--json``)
-            with contextlib.redirect_stdout(sys.stderr):
-                show_progress(futures)
+            try:
+                with contextlib.redirect_stdout(sys.stderr):
+                    show_progress(futures)
+            except BaseException:  # an interrupt: what follows starts on its own line
+                print(file=sys.stderr)
+                raise
             # the scheduler's progress feed polls every 100 ms; let it see the closed bar
             # before a cluster shutdown cancels it (and logs a CancelledError)
             time.sleep(0.3)

@@ -8,11 +8,22 @@ created atomically with every energy pending; :func:`compute_energies` then
 fills the pending ones on a Dask cluster and writes each result as it arrives,
 so an interrupted run loses at most the structures in flight and a re-run
 skips what is done.
+
+Several runs may fill one store at once (two machines, each with its own
+cluster): a run *claims* the structures it computes, a few at a time, under the
+store's lock (:func:`ednn_dask.storage.locked`), and writes each result under
+it too. Claims live in ``.NAME.claims/HOST-PID.claim`` beside the store; a run
+holds an ``flock`` on its claim file while it lives, so the claims of a run
+that died lapse and another run takes those structures. No structure is
+computed twice and none is lost.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import socket
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -25,6 +36,7 @@ from ednn_dask.atoms.structure import ELEMENTS, Structure
 from ednn_dask.compute import dask_client, progress_bar
 from ednn_dask.errors import ConfigError, OutputExistsError, StoreNotFoundError
 from ednn_dask.field import write_zarr_atomic
+from ednn_dask.storage import locked, trace_event
 from training.datasets import load_dataset
 
 BOHR = 0.529177210903  # Å (CODATA 2018, tblite's value)
@@ -158,46 +170,158 @@ def compute_energies(
     retry_failed: bool = False,
     limit: int | None = None,
     progress: bool = True,
+    lock_timeout: float | None = None,
 ) -> dict[str, int]:
     """Compute the pending reference energies of a store, writing each as it arrives.
 
     Runs one tblite calculation per task on the Dask ``client`` (a LocalCluster
     with one single-threaded worker per core when None). Returns counts of
-    structures done, failed and still pending. A store whose ``replicas`` attribute
+    structures done, failed and still pending (those another run is computing
+    count as pending). A store whose ``replicas`` attribute
     is n > 1 stores each structure's energy computed on its n x n replica divided by
     n**2: tblite samples the Brillouin zone at Gamma only, and the replica samples
     n x n k-points of the cell (energies converged towards those of large cells).
+
+    Other runs may fill the same store at once: structures are claimed a few at a
+    time (twice the cluster's threads in flight) and each result is written under
+    the store's lock, waiting at most ``lock_timeout`` seconds for it (default
+    :data:`ednn_dask.storage.LOCK_TIMEOUT`).
     """
     from distributed import as_completed
 
     store = Path(path)
     if not (store / "zarr.json").exists():
         raise StoreNotFoundError(f"no data-set store at {store}; create it first (ednn-dask data).")
-    ds = xr.open_zarr(store, zarr_format=3, consolidated=False)
-    status, replicas = ds["status"].values, int(ds.attrs.get("replicas", 1))
-    todo = np.flatnonzero((status == PENDING) | (retry_failed & (status == FAILED)))[:limit]
+    with xr.open_zarr(store, zarr_format=3, consolidated=False) as ds:
+        replicas = int(ds.attrs.get("replicas", 1))
+        static = ds[["positions", "numbers", "cell", "pbc", "n_atoms", "kind"]].load()
     group = zarr.open_group(store, mode="r+", zarr_format=3)
     energy, status_arr, seconds = group["energy"], group["status"], group["seconds"]
-    with _client(client) as client_:
-        futures = {}
-        for s in dataset_structures(ds, todo):
-            future = client_.submit(_energy_task, s.positions, s.numbers, s.cell, s.pbc,
-                                    replicas, pure=False)
-            futures[future] = s.info["index"]
-        bar = progress_bar(len(futures), progress, "GFN1-xTB", "structure")
-        for future in as_completed(futures):
-            k = futures.pop(future)
-            e, sec = future.result()
-            energy[k], seconds[k] = e, sec
-            status_arr[k] = DONE if np.isfinite(e) else FAILED
-            bar.update(1)
-        bar.close()
+    budget = len(static["structure"]) if limit is None else limit
+    with _client(client) as client_, _Claims(store, lock_timeout) as claims:
+        in_flight = 2 * max(1, sum(client_.nthreads().values()))
+        futures: dict = {}
+        queue = as_completed()
+
+        def claim_and_submit(n: int) -> None:  # under the store's lock
+            nonlocal budget
+            status = status_arr[:]
+            todo = (status == PENDING) | (retry_failed & (status == FAILED))
+            taken = claims.taken()
+            picked = [int(k) for k in np.flatnonzero(todo) if int(k) not in taken][:min(n, budget)]
+            if not picked:
+                return
+            claims.add(picked)
+            budget -= len(picked)
+            for s in dataset_structures(static, picked):
+                k = s.info["index"]
+                future = client_.submit(_energy_task, s.positions, s.numbers, s.cell, s.pbc,
+                                        replicas, pure=False)
+                futures[future] = k
+                queue.add(future)
+                trace_event(f"submit {k}", store)
+
+        with locked(store, timeout=lock_timeout):
+            claim_and_submit(in_flight)
+        with progress_bar(len(futures), progress, "GFN1-xTB", "structure") as bar:
+            for future in queue:
+                k = futures.pop(future)
+                e, sec = future.result()
+                with locked(store, timeout=lock_timeout):
+                    energy[k], seconds[k] = e, sec
+                    status_arr[k] = DONE if np.isfinite(e) else FAILED
+                    claims.done(k)
+                    before = len(futures)
+                    claim_and_submit(in_flight - len(futures))
+                bar.total += len(futures) - before
+                bar.update(1)
     final = group["status"][:]
     return {
         "done": int((final == DONE).sum()),
         "failed": int((final == FAILED).sum()),
         "pending": int((final == PENDING).sum()),
     }
+
+
+class _Claims:
+    """The structures this run computes, in ``.NAME.claims/HOST-PID.claim`` beside the store.
+
+    The run holds an ``flock`` on its claim file while it lives; a claim file
+    whose lock is free belongs to a run that died, and its claims lapse. Every
+    read and write happens under the store's lock. A structure this run has
+    finished (or failed) is not taken again by this run.
+    """
+
+    def __init__(self, store: Path, lock_timeout: float | None) -> None:
+        self.store, self.lock_timeout = store, lock_timeout
+        self.folder = store.with_name(f".{store.name}.claims")
+        self.file = self.folder / f"{socket.gethostname()}-{os.getpid()}.claim"
+        self.mine: set[int] = set()
+        self.finished: set[int] = set()
+        self.lock = None
+
+    def __enter__(self) -> _Claims:
+        from filelock import FileLock
+
+        with locked(self.store, timeout=self.lock_timeout):
+            self.folder.mkdir(exist_ok=True)
+            self.lock = FileLock(self.file, timeout=0)
+            self.lock.acquire()
+            self._write()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            with locked(self.store, timeout=self.lock_timeout):
+                self.file.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    self.folder.rmdir()  # the last run out removes the folder
+        finally:
+            self.lock.release()
+
+    def taken(self) -> set[int]:
+        """Structures claimed by live runs, this one included, and those this run did."""
+        from filelock import FileLock, Timeout
+
+        taken = self.mine | self.finished
+        for other in self.folder.glob("*.claim"):
+            if other == self.file:
+                continue
+            probe = FileLock(other, timeout=0)
+            try:
+                probe.acquire()
+            except Timeout:  # its run lives: its claims stand
+                with contextlib.suppress(OSError, ValueError):
+                    taken |= set(json.loads(other.read_text() or "[]"))
+                continue
+            except OSError:
+                continue
+            try:  # its run died: its claims lapse
+                other.unlink(missing_ok=True)
+            finally:
+                probe.release()
+        return taken
+
+    def add(self, indices: list[int]) -> None:
+        self.mine.update(indices)
+        self._write()
+
+    def done(self, index: int) -> None:
+        self.mine.discard(index)
+        self.finished.add(index)
+        self._write()
+
+    def _write(self) -> None:
+        self.file.write_text(json.dumps(sorted(self.mine)))
+
+
+def store_progress(path: str | os.PathLike) -> tuple[int, int | None]:
+    """(energies done, structures) of a data-set store; (0, None) when there is none."""
+    store = Path(path)
+    if not (store / "zarr.json").exists():
+        return 0, None
+    status = zarr.open_group(store, mode="r", zarr_format=3)["status"][:]
+    return int((status == DONE).sum()), int(status.size)
 
 
 def _client(client: object):
@@ -252,10 +376,9 @@ def build_reference_set(
     of atoms (default 4): GFN1-xTB's SCF on a 540-atom cell with vacancies can take
     over 25 CPU-minutes, on a pristine one about 2. ``replicas`` n > 1 computes each
     energy on the structure's n x n replica (per cell; see :func:`compute_energies`):
-    about 40x the GFN1-xTB time of a 60-atom cell at n = 2.
+    about 40x the GFN1-xTB time of a 60-atom cell at n = 2. Several runs may fill one
+    store at once (see :func:`compute_energies`); the first creates it.
     """
-    from training.structure_sets import hexagonal_structures, porous_structures
-
     if system not in GENERATORS:
         raise ConfigError(f"system must be one of {sorted(GENERATORS)}, got {system!r}.")
     default_cells, default_n = GENERATORS[system]
@@ -272,6 +395,16 @@ def build_reference_set(
             raise ConfigError(f"replicas must be >= 1, got {replicas}.")
         params["replicas"] = replicas
     path = Path(out)
+    with locked(path):  # two runs started together: one creates the store, the other resumes it
+        _create_or_check(path, system, params, seed, cells, overwrite)
+    return compute_energies(path, client=client, retry_failed=retry_failed, limit=limit,
+                            progress=progress)
+
+
+def _create_or_check(path: Path, system: str, params: dict, seed: int,
+                     cells: tuple[int, int], overwrite: bool) -> None:
+    from training.structure_sets import hexagonal_structures, porous_structures
+
     if path.exists() and not overwrite:
         with xr.open_zarr(path, zarr_format=3, consolidated=False) as ds:
             keys = [*params, *({"max_vacancies", "replicas"} - set(params))]
@@ -288,5 +421,3 @@ def build_reference_set(
         else:
             structures = porous_structures(params["n"], seed=seed, cells=cells)
         create_store(path, structures, overwrite=overwrite, **params)
-    return compute_energies(path, client=client, retry_failed=retry_failed, limit=limit,
-                            progress=progress)

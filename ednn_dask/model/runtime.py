@@ -3,6 +3,20 @@
 :func:`load_model` reads an ONNX file once, validates its metadata
 (:class:`~ednn_dask.model.spec.ModelSpec`) and its signature with a single
 ``InferenceSession``, which the process then reuses for every chunk.
+
+A model from someone else can compute, nothing more. Before onnxruntime sees it,
+:func:`check_untrusted` refuses operators outside the ONNX standard's domains (a
+custom operator is code from a shared library), tensors larger than
+:data:`MAX_INITIALIZER_BYTES` (declared sizes: nothing is read first) and files
+larger than :data:`MAX_MODEL_BYTES`; external weights must lie in the model's
+folder. Loading runs no code of the model's: the ONNX file is parsed as protobuf
+data (``onnx.load_from_string``, never pickle), and each session is built from
+the checked bytes with ``SessionOptions`` that register no custom-op library
+(``register_custom_ops_library`` is never called), accept the ONNX format only
+(``session.load_model_format=ONNX``) and released opsets only
+(``session.allow_released_opsets_only=1``), on the ``CPUExecutionProvider``
+alone (no execution-provider library is loaded, so no precompiled ``EPContext``
+blob runs).
 """
 
 from __future__ import annotations
@@ -19,6 +33,13 @@ import numpy as np
 
 from ednn_dask.errors import ModelFormatError, StoreNotFoundError
 from ednn_dask.model.spec import ModelSpec
+
+#: the largest ONNX file, external weights included, that :meth:`TileModel.load` reads
+MAX_MODEL_BYTES = 2**30
+#: the largest single tensor (initializer or constant, dense size) a model may declare
+MAX_INITIALIZER_BYTES = 2**28
+#: the ONNX standard's operator domains; any other names operators that need a library
+STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 
 # One InferenceSession per (model, thread count) per process: sessions cannot be
 # pickled, so every worker process builds its own the first time it needs one.
@@ -47,9 +68,16 @@ class TileModel:
                 f"model file {str(path)!r} does not exist; check the path (the shipped models "
                 "are in the repository's models/ folder)."
             )
+        size = path.stat().st_size
+        if size > MAX_MODEL_BYTES:
+            raise ModelFormatError(
+                f"model file {str(path)!r} is {size / 1e9:.1f} GB, more than the "
+                f"{MAX_MODEL_BYTES / 1e9:.1f} GB ednn-dask reads for a tile model; refusing it."
+            )
         data = path.read_bytes()
-        if b"location" in data:  # cheap pre-check: external data names a "location"
-            data = _with_external_data_inlined(data, path)
+        proto = _parse(data, path)
+        check_untrusted(proto, path)
+        data = _with_external_data_inlined(proto, data, path)
         session = _open_session(data, path)
         spec = ModelSpec.from_metadata(dict(session.get_modelmeta().custom_metadata_map))
         model = cls(data, spec, str(path))
@@ -150,29 +178,111 @@ def _make_session(onnx_bytes: bytes, threads: int):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # no custom-op library is ever registered; only ONNX protobuf, only released opsets
+    options.add_session_config_entry("session.load_model_format", "ONNX")
+    options.add_session_config_entry("session.allow_released_opsets_only", "1")
     return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
 
 
-def _with_external_data_inlined(data: bytes, path: Path) -> bytes:
+def _parse(data: bytes, path: Path):
+    import onnx
+
+    try:
+        return onnx.load_from_string(data)  # protobuf data only; external weights not read
+    except Exception as err:  # protobuf's DecodeError and friends
+        raise ModelFormatError(
+            f"{str(path)!r} is not a loadable ONNX model ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200] if str(err) else 'not ONNX protobuf'}); give an "
+            "ONNX file exported by ednn-dask or one with ednn metadata added "
+            "(ednn_dask.model.write_metadata)."
+        ) from None
+
+
+def check_untrusted(model, path: str | os.PathLike) -> None:
+    """Refuse what a tile model needs not and an untrusted one could abuse.
+
+    ``model`` is an ``onnx.ModelProto`` read from ``path``. Raises
+    :class:`ModelFormatError` for an operator outside :data:`STANDARD_DOMAINS`
+    (unless it is one of the model's own ONNX functions, whose bodies are checked
+    the same way), and for a tensor (initializer, sparse initializer, constant)
+    whose declared dense size exceeds :data:`MAX_INITIALIZER_BYTES`.
+    """
+    name = Path(path).name
+    local = {(f.domain, f.name) for f in model.functions}
+    graphs = [("graph", model.graph.node, _graph_tensors(model.graph))]
+    graphs += [(f"function {f.name!r}", f.node, []) for f in model.functions]
+    while graphs:
+        where, nodes, tensors = graphs.pop()
+        for node in nodes:
+            if node.domain not in STANDARD_DOMAINS and (node.domain, node.op_type) not in local:
+                raise ModelFormatError(
+                    f"model {name!r} uses operator {node.op_type!r} of the custom domain "
+                    f"{node.domain!r} (node {node.name!r} in its {where}); ednn-dask runs "
+                    f"standard ONNX operators only (domains {sorted(STANDARD_DOMAINS)}), as a "
+                    "custom operator is code from a library: re-export the model with standard "
+                    "operators."
+                )
+            for attribute in node.attribute:
+                tensors += [*attribute.tensors, *([attribute.t] if attribute.HasField("t")
+                                                  else [])]
+                if attribute.HasField("sparse_tensor"):
+                    tensors.append(attribute.sparse_tensor)
+                tensors += list(attribute.sparse_tensors)
+                subgraphs = [*attribute.graphs, *([attribute.g] if attribute.HasField("g")
+                                                  else [])]
+                graphs += [(f"subgraph of node {node.name!r}", g.node, _graph_tensors(g))
+                           for g in subgraphs]
+        for tensor in tensors:
+            size = _declared_bytes(tensor)
+            if size > MAX_INITIALIZER_BYTES:
+                dense = tensor.values if hasattr(tensor, "values") else tensor
+                shape = list(getattr(tensor, "dims", None) or dense.dims)
+                raise ModelFormatError(
+                    f"model {name!r} declares tensor {dense.name!r} of shape {shape} "
+                    f"({size / 1e6:,.0f} MB), more than the {MAX_INITIALIZER_BYTES / 1e6:,.0f} MB "
+                    "ednn-dask accepts for one tensor of a tile network; refusing to load it "
+                    "(nothing of it was read)."
+                )
+
+
+def _graph_tensors(graph) -> list:
+    return [*graph.initializer, *graph.sparse_initializer]
+
+
+def _declared_bytes(tensor) -> int:
+    """The dense size a TensorProto or SparseTensorProto declares, from its shape alone."""
+    import onnx
+
+    if hasattr(tensor, "values"):  # SparseTensorProto: densified when loaded
+        dims, data_type = tensor.dims, tensor.values.data_type
+    else:
+        dims, data_type = tensor.dims, tensor.data_type
+    if data_type == onnx.TensorProto.STRING:
+        return sum(len(v) for v in tensor.string_data)
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize
+    except (KeyError, ValueError, TypeError):
+        itemsize = 8
+    if any(d < 0 for d in dims):
+        return 2**63  # not a shape: refused as too large to make sense of
+    return math.prod(dims) * itemsize
+
+
+def _with_external_data_inlined(model, data: bytes, path: Path) -> bytes:
     """One self-contained blob: weights kept beside the model are read in (from its folder only).
 
     Workers receive the model as bytes and may not share this file system, so
     external weights are embedded here; a reference outside the model's folder
     (``../``, an absolute path) is refused rather than read.
     """
-    try:
-        import onnx
-        from onnx.external_data_helper import _get_all_tensors, uses_external_data
-    except ImportError:
-        return data  # onnxruntime then refuses external data loaded from bytes, with its reason
-    try:
-        model = onnx.load_from_string(data)
-    except Exception:
-        return data  # not ONNX: _open_session says so
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
     external = [t for t in _get_all_tensors(model) if uses_external_data(t)]
     if not external:
         return data
     folder = path.resolve().parent
+    total = len(data)
     for tensor in external:
         location = next(e.value for e in tensor.external_data if e.key == "location")
         target = (folder / location).resolve()
@@ -182,6 +292,12 @@ def _with_external_data_inlined(data: bytes, path: Path) -> bytes:
                 f"{'outside the model folder' if not target.is_relative_to(folder) else 'missing'}"
                 f"; external weights must be files in {str(folder)!r}. Refusing to read it."
             )
+        total += _declared_bytes(tensor)
+    if total > MAX_MODEL_BYTES:
+        raise ModelFormatError(
+            f"model {path.name!r} with its external weights is {total / 1e9:.1f} GB, more than "
+            f"the {MAX_MODEL_BYTES / 1e9:.1f} GB ednn-dask reads for a tile model; refusing it."
+        )
     onnx.external_data_helper.load_external_data_for_model(model, str(folder))
     return model.SerializeToString()
 
