@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(VENV)/bin/ednn-dask demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=25
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ednn_dask training tests bench notebooks docs

@@ -8,12 +8,12 @@ results table with :func:`ednn_dask.batch.score_batch`; then ``--sheets`` porous
 graphene sheets of ``--size`` (a new seed each) are scored back to back with
 :func:`ednn_dask.score_atoms` (shipped porous model), on the same cluster of
 ``--workers`` single-threaded worker processes. The workers' memory (resident set,
-summed over workers, after a ``gc.collect()`` in each) is taken after the first 10 %
-of each phase and at its end; the pass criteria are a change below 10 % between the
-two, no task that erred (a scheduler plugin counts transitions to ``erred``), the
-same worker processes at the end as at the start, and a table that holds every field
-exactly once. Prints a table and one JSON line, and writes the JSON with the machine
-and the date to ``--json-out``.
+summed over workers, after ``gc.collect()`` and ``malloc_trim(0)`` in each) is taken
+after the first 10 % of each phase and at its end (for the batch, after every tenth);
+the pass criteria are a change below 10 % between the two, no task that erred (a
+scheduler plugin counts transitions to ``erred``), the same worker processes at the
+end as at the start, and a table that holds every field exactly once. Prints a table
+and one JSON line, and writes the JSON with the machine and the date to ``--json-out``.
 """
 
 from __future__ import annotations
@@ -39,14 +39,24 @@ from ednn_dask.cli import parse_length  # noqa: E402
 
 
 def worker_memory(client) -> tuple[float, dict]:
-    """Summed resident memory of the workers in MB (after a gc in each), and their pids."""
+    """Summed resident memory of the workers in MB, and their pids.
+
+    Each worker first runs ``gc.collect()`` and glibc's ``malloc_trim(0)``, so the figure
+    is the memory in use, not the free memory the allocator keeps for reuse (which
+    grows with fragmentation and is returned to the system on demand).
+    """
 
     def rss() -> tuple[int, int]:
+        import ctypes
         import os
 
         import psutil
 
         gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:  # not glibc
+            pass
         return os.getpid(), psutil.Process().memory_info().rss
 
     found = client.run(rss)
@@ -100,14 +110,19 @@ def main() -> None:
         tenth = max(1, args.fields // 10)
         done = [0]
 
+        curve: list[tuple[int, float]] = []  # (fields done, MB) at every tenth
+
         def on_field(path, row) -> None:
             done[0] += 1
+            if done[0] % tenth == 0:
+                curve.append((done[0], worker_memory(client)[0]))
             if done[0] == tenth:
-                marks["batch_10"], _ = worker_memory(client)
+                marks["batch_10"] = curve[-1][1]
 
         start = time.perf_counter()
         batch = score_batch(fields, model, table, client=client, on_field=on_field)
         result["batch_seconds"] = round(time.perf_counter() - start, 1)
+        result["batch_memory_MB_curve"] = [[n, round(mb, 1)] for n, mb in curve]
         marks["batch_100"], _ = worker_memory(client)
         rows = read_table(table)
         result.update(rows=len(rows), unique_rows=int(rows["field"].nunique()),

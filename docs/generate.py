@@ -41,6 +41,7 @@ BENCHMARKS = {  # bench script -> its result files under bench/results/
     "binder.py": "mc-binder-*.json",
     "mc_gr_compare.py": "mc-gr-*.json",
     "mc_sheet.py": "mc-sheet.json",
+    "soak.py": "soak.json",
 }
 EVALUATIONS = "evaluate-*.json"  # ednn-dask evaluate --json-out, from `make evaluations`
 ACCURACY_MARKER = "<!-- generated: accuracy -->"  # in findings.md
@@ -305,7 +306,7 @@ def benchmarks_page() -> str:
     render = {"bench_pipeline.py": _pipeline_table, "bench_rasterize.py": _rasterize_table,
               "bench_sheet.py": _sheet_table, "bench_mc.py": _mc_table,
               "binder.py": _binder_table, "mc_gr_compare.py": _gr_table,
-              "mc_sheet.py": _mc_sheet_table}
+              "mc_sheet.py": _mc_sheet_table, "soak.py": _soak_table}
     for script, pattern in BENCHMARKS.items():
         doc = ast.get_docstring(ast.parse((ROOT / "bench" / script).read_text())) or script
         title, _, body = doc.partition("\n")
@@ -389,6 +390,9 @@ def _mc_table(records: list[dict]) -> list[str]:
                 "| atoms | moves/s (local) | moves/s (full rescoring) |", "|---|---|---|"]
         out += [f"| {a['atoms']:,} | {a['moves_per_second']:,.0f} "
                 f"| {a['full_rescoring_moves_per_second']:,.2f} |" for a in r["atoms"]]
+        if "atoms_60_two_threads_moves_per_second" in r:
+            out += ["", f"The 60-atom cell with onnxruntime on two threads: "
+                    f"{r['atoms_60_two_threads_moves_per_second']:,.0f} moves/s."]
     parts = [a["ms_per_move"] for a in r.get("atoms", []) if "ms_per_move" in a]
     if parts:
         names = list(parts[0])
@@ -451,6 +455,22 @@ def _mc_sheet_table(records: list[dict]) -> list[str]:
                    f"| {r['acceptance']:.3f} | {memory[0]:,.0f} → {memory[-1]:,.0f} MiB "
                    f"({r['memory_last_over_first']:.3f}x) |")
     return out + ["", "![Worker memory and energy per phase](mc-sheet.png)"]
+
+
+def _soak_table(records: list[dict]) -> list[str]:
+    r = records[-1]
+    out = ["| phase | items | seconds | worker memory at 10 % | at 100 % | change |",
+           "|---|---|---|---|---|---|"]
+    for phase, items in (("batch", f"{r['fields']:,} fields"),
+                         ("sheets", f"{r['sheets']:,} sheets of {r['sheet_size_nm']:g} nm")):
+        out.append(f"| {phase} | {items} | {r[f'{phase}_seconds']:,.0f} "
+                   f"| {r[f'{phase}_memory_MB_at_10pct']:,.0f} MB "
+                   f"| {r[f'{phase}_memory_MB_at_100pct']:,.0f} MB "
+                   f"| {100 * r[f'{phase}_memory_change']:+.1f} % |")
+    return out + ["", f"{r['rows']:,} rows, every field once: {r['every_field_once']}; "
+                  f"failed tasks: {r['erred_tasks']}; the same workers throughout: "
+                  f"{r['same_workers']}. **{'Passed' if r['passed'] else 'Failed'}** "
+                  "(memory change below 10 %, no failure, every field once)."]
 
 
 def _sheet_table(records: list[dict]) -> list[str]:

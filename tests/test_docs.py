@@ -201,10 +201,19 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
         "phases": 10, "moves_per_second": 1500.0, "serial_moves_per_second": 1000.0,
         "speedup_over_serial": 1.5, "acceptance": 0.65, "worker_memory_MiB": [900.0, 910.0],
         "memory_last_over_first": 1.011}))
+    (tmp_path / "soak.json").write_text(json.dumps({
+        **header, "fields": 2000, "sheets": 200, "sheet_size_nm": 50.0, "batch_seconds": 300.0,
+        "sheets_seconds": 320.0, "batch_memory_MB_at_10pct": 350.0,
+        "batch_memory_MB_at_100pct": 360.0, "batch_memory_change": 0.0286,
+        "sheets_memory_MB_at_10pct": 670.0, "sheets_memory_MB_at_100pct": 680.0,
+        "sheets_memory_change": 0.0149, "rows": 2000, "every_field_once": True,
+        "erred_tasks": 0, "same_workers": True, "passed": True}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
-    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 7
-    assert page.count("2030-01-02T03:04:05+00:00") == 7
+    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 8
+    assert page.count("2030-01-02T03:04:05+00:00") == 8
+    assert "| batch | 2,000 fields | 300 | 350 MB | 360 MB | +2.9 % |" in page
+    assert "**Passed**" in page
     assert "| 100 nm | 330,826 | 2×2, 2 | 10 | 1,500 | 1,000 | 1.50x | 0.650 " \
            "| 900 → 910 MiB (1.011x) |" in page
     assert "| `ising-2d.onnx` | 16, 32 | 2.2711 ± 0.0019 | 2.2692 | +0.08 % |" in page
