@@ -513,11 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("data", help="generate a training data set (Zarr)")
-    p.add_argument("system", choices=["ising", "laplacian", "hexagonal", "porous"])
+    p.add_argument("system", choices=["ising", "laplacian", "screened", "hexagonal", "porous"])
     p.add_argument("out")
     p.add_argument("--n", type=POSITIVE, help="number of samples (ising/laplacian 5000, "
-                   "hexagonal 5000, porous 1000)")
-    p.add_argument("--L", type=POSITIVE, help="side of each sample (ising 8, laplacian 100)")
+                   "screened 2000, hexagonal 5000, porous 1000)")
+    p.add_argument("--L", type=POSITIVE,
+                   help="side of each sample (ising 8, laplacian 100, screened 96, at least 65)")
     p.add_argument("--dim", type=int, default=2, choices=[2, 3], help="Ising dimension")
     p.add_argument("--near-critical", action="store_true", help="Ising: T within 0.1 of Tc")
     p.add_argument("--cells", type=POSITIVE, nargs=2, metavar=("NX", "NY"),

@@ -21,6 +21,7 @@ from training import datasets
 from training.config import TrainConfig
 from training.ising import sample_ising
 from training.laplacian import laplacian_dataset
+from training.screened import screened_dataset
 
 # 2-D: binary 3x3 tiles have at most 512 distinct states, so full-batch training on the
 # distinct tiles (exact) is cheap. 3-D tiles have 2^27 states: mini-batches instead.
@@ -36,14 +37,15 @@ LAPLACIAN_DEFAULTS = {"L": 50, "n": 10000, "epochs": 15, "lbfgs_steps": 450,
                       "lbfgs_samples": 2048}
 
 
-DATA_DEFAULTS = {"ising": {"n": 5000, "L": 8}, "laplacian": {"n": 5000, "L": 100}}
+DATA_DEFAULTS = {"ising": {"n": 5000, "L": 8}, "laplacian": {"n": 5000, "L": 100},
+                 "screened": {"n": 2000, "L": 96}}
 
 
 def make_dataset(
     system: str, out: str, *, n: int | None = None, L: int | None = None, dim: int = 2,
     seed: int = 0, near_critical: bool = False, overwrite: bool = False, progress: bool = True,
 ) -> dict[str, Any]:
-    """Sample an Ising or Laplacian data set and store it as Zarr (``ednn-dask data``)."""
+    """Sample an Ising, Laplacian or screened data set and store it as Zarr (``ednn-dask data``)."""
     if system not in DATA_DEFAULTS:
         raise ConfigError(f"system must be one of {sorted(DATA_DEFAULTS)}, got {system!r}.")
     refuse_existing(out, overwrite)
@@ -51,6 +53,8 @@ def make_dataset(
     if system == "ising":
         ds = sample_ising(n, L, dim=dim, seed=seed, near_critical=near_critical,
                           progress=progress)
+    elif system == "screened":
+        ds = screened_dataset(n, L, seed=seed, progress=progress)
     else:
         ds = laplacian_dataset(n, L, seed=seed, progress=progress)
     path = datasets.save_dataset(ds, out, overwrite=overwrite)
