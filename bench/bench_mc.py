@@ -106,6 +106,18 @@ def atoms_rows(model, cells: list[int], moves: int = 200) -> list[dict]:
     return rows
 
 
+def two_thread_rate(model, moves: int = 400) -> float:
+    """Moves per second on the 60-atom cell with onnxruntime on both cores (intra-op threads)."""
+    from ednn_dask.atoms import hexagonal_sheet
+    from ednn_dask.mc import AtomsChain
+
+    sheet = hexagonal_sheet(np.random.default_rng(0), "graphene", displacement=0.05)
+    chain = AtomsChain(sheet, model, 1000.0, seed=0, threads=2)
+    chain.run(20)  # warm-up
+    run = chain.run(moves)
+    return run.moves / run.seconds
+
+
 def porous_rows(model, sides_nm: list[float], moves: int = 200) -> list[dict]:
     """Single-atom moves per second on porous sheets with the porous model, and what ten
     sweeps of the 100 nm sheet (the decomposed-sheet target) would take on one core."""
@@ -159,6 +171,7 @@ def main() -> None:
         "flips_per_second_max_over_min": max(rates) / min(rates),
         "atoms_model": Path(args.atoms_model).name,
         "atoms": atoms_rows(load_model(args.atoms_model), args.cells),
+        "atoms_60_two_threads_moves_per_second": two_thread_rate(load_model(args.atoms_model)),
         "porous_model": Path(args.porous_model).name,
         "porous": porous_rows(load_model(args.porous_model), args.porous_sides),
     }
@@ -175,6 +188,8 @@ def main() -> None:
         print(f"{r['atoms']:>8,} {r['moves_per_second']:>10,.0f} "
               f"{r['full_rescoring_moves_per_second']:>24,.2f}  "
               + " ".join(f"{r['ms_per_move'][k]:.3f}" for k in parts))
+    print(f"60 atoms with 2 onnxruntime threads: "
+          f"{result['atoms_60_two_threads_moves_per_second']:,.0f} moves/s")
     for r in result["porous"]:
         print(f"porous {r['side_nm']:g} nm ({r['atoms']:,} atoms): {r['moves_per_second']:,.0f} "
               f"moves/s; 10 sweeps of 100 nm: {r['hours_for_10_sweeps_of_100nm_one_core']:.1f} "

@@ -7,8 +7,9 @@
 Runs ``ednn_dask.mc.decomposed_atoms_chain`` on a square porous sheet of
 ``--side-nm`` at 1000 K, one sweep per phase (each region attempts as many
 moves as it holds atoms), on a LocalCluster of ``--workers`` single-threaded
-processes, and records the largest worker's resident memory after every
-phase. The baseline, in the same command, is the serial
+processes, and records the workers' memory in use after every phase (resident
+memory summed over the workers, each after a garbage collection and
+``malloc_trim``). The baseline, in the same command, is the serial
 ``ednn_dask.mc.AtomsChain`` on the same sheet in this process (single-atom
 moves per second). Prints the figures, writes the JSON (with the machine and
 date) and a plot of memory and energy per phase.
@@ -45,7 +46,7 @@ def plot(result: dict, path: str) -> None:
     phases = range(1, len(result["worker_memory_MiB"]) + 1)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
     top.plot(phases, result["worker_memory_MiB"], "o-")
-    top.set_ylabel("largest worker RSS (MiB)")
+    top.set_ylabel("workers' memory in use (MiB)")
     top.set_ylim(0, max(result["worker_memory_MiB"]) * 1.2)
     bottom.plot(phases, result["energy_per_atom"], "o-")
     bottom.set_ylabel("energy (eV/atom)")
@@ -100,7 +101,7 @@ def main() -> None:
           f"{result['moves_per_second']:,.0f} moves/s on {args.workers} workers, "
           f"{result['speedup_over_serial']:.2f}x the serial chain; acceptance "
           f"{result['acceptance']:.3f}; drift {result['energy_drift']:.2e} eV")
-    print("largest worker RSS per phase (MiB): " + " ".join(f"{m:,.0f}" for m in memory)
+    print("workers' memory in use per phase (MiB): " + " ".join(f"{m:,.0f}" for m in memory)
           + f"  (last / first {result['memory_last_over_first']:.3f})")
     write_result(result, args.json_out, sys.argv)
     if args.plot:

@@ -445,7 +445,7 @@ def _gr_table(records: list[dict]) -> list[str]:
 
 def _mc_sheet_table(records: list[dict]) -> list[str]:
     out = ["| sheet | atoms | regions, workers | sweeps | moves/s | serial chain moves/s "
-           "| ratio | acceptance | largest worker RSS, first → last phase |",
+           "| ratio | acceptance | workers' memory in use, first → last phase |",
            "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         memory = r["worker_memory_MiB"]

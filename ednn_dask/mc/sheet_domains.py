@@ -33,6 +33,7 @@ few numbers per region: the field and the atoms stay on the workers.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import os
@@ -73,7 +74,7 @@ class SheetRun:
     seconds: float
     drift: float  # running total minus a full rescoring of the final field (eV)
     structure: Structure  # the final configuration
-    worker_memory: np.ndarray  # after every phase: the largest worker's RSS (bytes)
+    worker_memory: np.ndarray  # after every phase: the workers' memory in use, summed (bytes)
     rdf: InPlaneRDF
     out: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -207,7 +208,7 @@ class _SheetChain:
             for key, column in (("accepted", 1), ("attempted", 2), ("interior", 3)):
                 counts[key] += int(stats[:, column].sum())
             counts["phase"] = phase + 1
-            counts["memory"].append(max(client.run(_rss).values()))
+            counts["memory"].append(sum(client.run(_memory_in_use).values()))
             counts["seconds"] += time.perf_counter() - t0
             self._record(client, sheet_field, parts, energy)
             bar.update(1)
@@ -424,7 +425,15 @@ def _as_field(planes, spec):
     return field.assign_coords({CHANNEL_DIM: list(species)}) if species else field
 
 
-def _rss() -> int:
+def _memory_in_use() -> int:
+    """This process's resident memory after a garbage collection and glibc's ``malloc_trim``,
+    so that free memory the allocator keeps for reuse does not count."""
+    import ctypes
+    import gc
+
     import psutil
 
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     return psutil.Process().memory_info().rss
