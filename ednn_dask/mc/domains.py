@@ -147,7 +147,7 @@ class _LatticeChain:
                                                         self.sweeps, self.margin,
                                                         (self.seed, submitted, *index))
                     for index, block in np.ndenumerate(blocks)])
-                new = _assemble(updated, blocks.shape, (self.size,) * ndim)
+                new = assemble_regions(updated, blocks.shape, (self.size,) * ndim)
                 back = da.roll(new, shift, axis=tuple(range(ndim)))
                 lattice = client.persist(back.rechunk(self.size, method="tasks"))
                 self.in_flight.append(client.map(operator.itemgetter(1), updated, pure=False))
@@ -270,8 +270,9 @@ def _sweep_interior(block: np.ndarray, model: TileModel, temperature: float, swe
     return local.field[0], stats
 
 
-def _assemble(updated, grid_shape, block_shape):
-    """The regions' new blocks (first items of the futures ``updated``) as one dask array."""
+def assemble_regions(updated, grid_shape, block_shape):
+    """The regions' new blocks (first items of the futures ``updated``, in row-major order
+    over ``grid_shape``) as one dask array; blocks may carry leading axes (channels)."""
     import dask.array as da
     from dask import delayed
 

@@ -52,7 +52,7 @@ from ednn_dask.defaults import CHANNEL_DIM
 from ednn_dask.errors import ConfigError, StructureError
 from ednn_dask.field import make_field
 from ednn_dask.mc.atoms import AtomsChain, structure_digest, trajectory_template
-from ednn_dask.mc.domains import region_size
+from ednn_dask.mc.domains import assemble_regions, region_size
 from ednn_dask.mc.rdf import InPlaneRDF
 from ednn_dask.mc.runs import RunStore, restore_rng, rng_state
 from ednn_dask.mc.stats import blocked_mean
@@ -213,8 +213,7 @@ class _SheetChain:
             self._record(client, sheet_field, parts, energy)
             bar.update(1)
         bar.close()
-        full = float(score(_as_field(sheet_field, self.model.spec), self.model, client=client,
-                           keep_contributions=False).energy)
+        full = self._full_energy(client, sheet_field)
         final = _merge_atoms(client.gather(parts))
         if self.store is not None:
             self.store.group["g_r"][:] = self.rdf.g()
@@ -228,8 +227,7 @@ class _SheetChain:
             planes = _planes(rasterize(self.sheet, spec.spacing, chunks=self.geometry.size,
                                        **spec.raster))
             sheet_field = client.persist(planes)
-            energy = float(score(_as_field(sheet_field, spec), self.model, client=client,
-                                 keep_contributions=False).energy)
+            energy = self._full_energy(client, sheet_field)
             return sheet_field, energy, self.sheet.positions[:, :2]
         state = self.state
         self.rng = restore_rng(state["rng"])
@@ -238,6 +236,11 @@ class _SheetChain:
         measured = max(0, self.counts["phase"] - self.thermalize)
         self.energies[:measured] = self.store.group["energy"][:measured]
         return client.persist(state["field"]), float(state["energy"]), state["xy"]
+
+    def _full_energy(self, client, sheet_field) -> float:
+        """The EDNN energy of the whole field, scored on the cluster."""
+        return float(score(_as_field(sheet_field, self.model.spec), self.model, client=client,
+                           keep_contributions=False).energy)
 
     def _record(self, client, sheet_field, parts, energy: float) -> None:
         """Measure a phase (energy, positions, g(r)) and commit the state to the store."""
@@ -336,7 +339,7 @@ def _phase(client, sheet_field, parts, shift, geometry, model, temperature, step
         for r, (block, origin) in enumerate(zip(blocks.ravel(), geometry.origins(shift),
                                                 strict=True))]
     updated = client.compute(tasks)
-    new = _assemble(updated, geometry, sheet_field.shape[0], sheet_field.dtype)
+    new = assemble_regions(updated, geometry.grid, (sheet_field.shape[0], *geometry.size))
     back = da.roll(new, list(shift), axis=(1, 2))
     sheet_field = client.persist(back.rechunk(sheet_field.chunksize, method="tasks"))
     parts = client.map(operator.itemgetter(1), updated, pure=False)
@@ -374,18 +377,6 @@ def _sweep_region(block: np.ndarray, atoms: dict, origin: tuple[int, int], geome
     moved = dict(atoms, xy=(chain.xy + corner) % geometry.cell)
     stats = np.array([chain.local.energy - start, accepted, attempts, len(interior)])
     return chain.local.field, moved, stats
-
-
-def _assemble(updated, geometry: _Geometry, channels: int, dtype):
-    """The regions' new blocks (first items of the futures ``updated``) as one dask array."""
-    import dask.array as da
-    from dask import delayed
-
-    arrays = np.empty(geometry.grid, dtype=object)
-    for index, future in zip(np.ndindex(*geometry.grid), updated, strict=True):
-        block = delayed(operator.itemgetter(0), pure=True)(future)
-        arrays[index] = da.from_delayed(block, (channels, *geometry.size), dtype=dtype)
-    return da.concatenate([da.concatenate(list(row), axis=2) for row in arrays], axis=1)
 
 
 def _merge_atoms(parts: list[dict]) -> dict[str, np.ndarray]:
