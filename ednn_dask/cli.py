@@ -40,10 +40,18 @@ def cmd_info(args) -> int:
     if args.json:
         print(json.dumps(info, default=list))
     else:
-        provenance = info.pop("provenance")
+        provenance, scales = info.pop("provenance"), info.pop("scales")
         _print(info, False)
+        for k, s in enumerate(scales):
+            print(f"scale {k}: factor {_by(s['factor'])}, focus {_by(s['focus'])}, context "
+                  f"{_by(s['context'])} ({s['kind']}; {s['input']} -> {s['output']}, "
+                  f"x {s['output_scale']:.6g} + {s['output_offset']:.6g})")
         print("provenance  " + json.dumps(provenance, indent=2).replace("\n", "\n            "))
     return 0
+
+
+def _by(values) -> str:
+    return "x".join(map(str, values))
 
 
 def cmd_score(args) -> int:

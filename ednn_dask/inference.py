@@ -9,6 +9,10 @@ focus block inside it, by one of two methods that give the same numbers:
 - ``"dense"``: for fully convolutional models, run the model once over slabs of
   the block (each slab ``k`` focus rows plus the halo), sharing the trunk between
   neighbouring tiles instead of recomputing the overlap.
+
+A multi-scale model's block carries the farthest branch's reach; each branch
+takes the part of it that it sees, coarsened by its factor, and its
+contributions are summed onto the model's focus blocks.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 from ednn_dask.defaults import BATCH_PIXELS
 from ednn_dask.errors import FieldError, GeometryError, NonFiniteFieldError
 from ednn_dask.model import TileModel
+from ednn_dask.tiling import block_mean, block_sum
 
 Method = Literal["auto", "dense", "tiles"]
 
@@ -104,6 +109,9 @@ def block_contributions(
         spec.spatial_dims if dims is None else tuple(dims),
         spec.context,
     )
+    if spec.scales:
+        where.check(block, block)
+        return _branches(block, model, grid, method, threads, batch_pixels)
     if resolve_method(method, model) == "dense":
         return _dense(block, model, grid, threads, batch_pixels, where)
     x = model.scale_input(block)
@@ -138,6 +146,37 @@ class _Where:
                                                      strict=True))
         raise NonFiniteFieldError(float(block[(bad[0], *spatial)]), index, self.dims,
                                   channel=bad[0] if x.shape[0] > 1 else None)
+
+
+def coarsen(block: np.ndarray, factor: tuple[int, ...], origin: tuple[int, ...],
+            field_shape: tuple[int, ...], dims: tuple[str, ...]) -> np.ndarray:
+    """:func:`~ednn_dask.tiling.block_mean` of a chunk ``([C,] *spatial)`` that starts at
+    ``origin`` in its field; a NaN or Inf is reported at its full-resolution position."""
+    coarse = block_mean(block, factor)
+    if not np.isfinite(coarse).all():
+        x = block if block.ndim > len(factor) else block[np.newaxis]
+        _Where(origin, field_shape, dims, (0,) * len(factor)).check(x, x)
+    return coarse
+
+
+def _branches(block, model, grid, method, threads, batch_pixels):
+    """A multi-scale model: each branch on its coarsened part of the block, summed per block.
+
+    ``method`` ``"auto"`` lets every branch take its own best path.
+    """
+    spec = model.spec
+    total = np.zeros(grid, np.float64)
+    for scale, branch in zip(spec.scales, model.branches, strict=True):
+        trim = tuple(r - own for r, own in zip(spec.context, scale.reach, strict=True))
+        part = block[(slice(None), *(slice(t, n - t) for t, n in zip(trim, block.shape[1:],
+                                                                     strict=True)))]
+        if max(scale.factor) > 1:
+            part = block_mean(part, scale.factor)
+        values = block_contributions(part, branch, method=method, threads=threads,
+                                     batch_pixels=batch_pixels)
+        total += block_sum(values, [f // b for f, b in zip(spec.focus, scale.block,
+                                                             strict=True)])
+    return total.astype(np.float32)
 
 
 def _dense(block, model, grid, threads, batch_pixels, where):

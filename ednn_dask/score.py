@@ -5,6 +5,8 @@ Read top to bottom, :func:`score` is::
     prepare_field     check the field against the model (dims, channels, dtype, spacing)
     align             chunk to multiples of the focus, never smaller than the context
     contribution_map  map_overlap(depth=context, boundary) -> one value per focus block
+                      (a multi-scale model: one per branch, on a coarsened copy; see
+                      branch_contribution_map)
     reduce            tree sum in float64 (split_every)
     compute           on the given client, the active one, or dask's threaded scheduler
 """
@@ -30,9 +32,9 @@ from ednn_dask.compute import compute
 from ednn_dask.defaults import BATCH_PIXELS, CHANNEL_DIM, SPACING_RTOL
 from ednn_dask.errors import FieldError, GeometryError, NonFiniteFieldError
 from ednn_dask.field import as_field, field_spacing
-from ednn_dask.inference import Method, block_contributions, resolve_method
+from ednn_dask.inference import Method, block_contributions, coarsen, resolve_method
 from ednn_dask.model import TileModel, load_model
-from ednn_dask.tiling import Tiling, aligned_chunks, check_chunks
+from ednn_dask.tiling import Tiling, aligned_chunks, block_sum, check_chunks
 
 
 @dataclass
@@ -222,6 +224,56 @@ def contribution_map(
     )
 
 
+def branch_contribution_map(
+    data: da.Array,
+    model: TileModel,
+    tiling: Tiling,
+    *,
+    method: Method = "auto",
+    threads: int = 1,
+    batch_pixels: int = BATCH_PIXELS,
+    channels_first: bool = False,
+    dims: tuple[str, ...] | None = None,
+) -> da.Array:
+    """:func:`contribution_map` of a multi-scale model: every branch on its own coarse copy.
+
+    Each branch coarsens the field by its factor (the block mean, chunk by chunk:
+    ``data``'s chunks are whole focus blocks of the model, so whole blocks of every
+    factor), runs its own ``map_overlap`` with its own context, and sums its
+    contributions onto the model's focus blocks; the branches' maps are added.
+    """
+    spec = model.spec
+    lead = 1 if channels_first else 0
+    spatial_chunks = data.chunks[lead:]
+    starts = tuple(tuple(int(v) for v in np.cumsum((0, *sizes[:-1]))) for sizes in spatial_chunks)
+    field_shape = tuple(map(sum, spatial_chunks))
+    dims = dims or spec.spatial_dims
+    total = None
+    for scale, branch in zip(spec.scales, model.branches, strict=True):
+        coarse = data
+        if max(scale.factor) > 1:
+            coarse = data.map_blocks(
+                _coarsen_chunk, scale.factor, starts, field_shape, dims, dtype=np.float32,
+                chunks=(*data.chunks[:lead], *(tuple(n // f for n in sizes) for sizes, f in
+                                               zip(spatial_chunks, scale.factor, strict=True))),
+                name=f"ednn-coarsen-{dask.base.tokenize(data.name, scale.factor)}")
+        part = contribution_map(
+            coarse, branch, Tiling(scale.focus, scale.context, tiling.boundary), method=method,
+            threads=threads, batch_pixels=batch_pixels, channels_first=channels_first, dims=dims)
+        per = tuple(f // b for f, b in zip(spec.focus, scale.block, strict=True))
+        summed = part.map_blocks(block_sum, per, dtype=np.float64, chunks=tuple(
+            tuple(n // f for n in sizes) for sizes, f in zip(spatial_chunks, spec.focus,
+                                                            strict=True)))
+        total = summed if total is None else total + summed
+    return total.astype(np.float32)
+
+
+def _coarsen_chunk(block, factor, starts, field_shape, dims, block_id=None):
+    spatial_id = block_id[len(block_id) - len(starts):]
+    origin = tuple(s[i] for s, i in zip(starts, spatial_id, strict=True))
+    return coarsen(block, factor, origin, field_shape, dims)
+
+
 def _score_block(block, model, *, method, threads, batch_pixels, starts, context,
                  field_shape, dims, block_id=None):
     spatial_id = block_id[len(block_id) - len(starts):] if block_id is not None else None
@@ -304,7 +356,7 @@ def score(
     tiling.check(spatial_shape)
     data = align(f.data, tiling, chunks, channels_first=channels_first)
     spatial_dims = f.dims[1:] if channels_first else f.dims
-    contrib = contribution_map(
+    contrib = (branch_contribution_map if model.spec.scales else contribution_map)(
         data, model, tiling, method=method_, threads=threads, channels_first=channels_first,
         dims=tuple(map(str, spatial_dims)),
     )

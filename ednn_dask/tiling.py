@@ -287,3 +287,36 @@ def check_chunks(chunks: Sequence[Sequence[int]], tiling: Tiling) -> None:
                 f"a chunk of {min(sizes)} pixels on spatial axis {axis} is smaller than the "
                 f"context {c}; dask would silently rechunk. Use chunks of at least {c} pixels."
             )
+
+
+
+def block_mean(x: np.ndarray, factor: Sequence[int]) -> np.ndarray:
+    """float32 mean over blocks of ``factor`` pixels on the last ``len(factor)`` axes.
+
+    The coarsening of a multi-scale model's branches; every path (numpy, dask,
+    torch's average pooling) coarsens the same blocks, aligned to the field's origin.
+
+    >>> block_mean(np.arange(8.0).reshape(2, 4), (2, 2))
+    array([[2.5, 4.5]], dtype=float32)
+    """
+    blocks, axes = _blocks(x, factor)
+    return blocks.mean(axis=axes, dtype=np.float32)
+
+
+def block_sum(x: np.ndarray, block: Sequence[int], dtype=np.float64) -> np.ndarray:
+    """Sum over blocks of ``block`` values on the last ``len(block)`` axes, in ``dtype``.
+
+    >>> block_sum(np.ones((4, 6), np.float32), (2, 3))
+    array([[6., 6.],
+           [6., 6.]])
+    """
+    blocks, axes = _blocks(x, block)
+    return blocks.sum(axis=axes, dtype=dtype)
+
+
+def _blocks(x: np.ndarray, block: Sequence[int]) -> tuple[np.ndarray, tuple[int, ...]]:
+    """``x`` reshaped so each block has axes of its own, and those axes."""
+    lead = x.shape[: x.ndim - len(block)]
+    split = [v for n, b in zip(x.shape[len(lead):], block, strict=True) for v in (n // b, b)]
+    axes = tuple(len(lead) + 2 * i + 1 for i in range(len(block)))
+    return np.asarray(x).reshape(*lead, *split), axes

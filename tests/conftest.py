@@ -94,3 +94,10 @@ def atomistic(tmp_path_factory):
                         spacing=SPACING, spacing_unit="angstrom", dims=("y", "x"),
                         raster=RASTER, reference_energies=MU)
     return ednn, model
+
+
+@pytest.fixture(scope="session")
+def multiscale2d(model_dir):
+    """A random two-scale model (tests/helpers.py: random_multiscale), periodic."""
+    ednn = helpers.random_multiscale(2, "periodic")
+    return ednn, _export(ednn, model_dir / "ms2d.onnx", target_unit="J")

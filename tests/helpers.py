@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from training.ednn import EDNN
+from training.multiscale import MultiScaleEDNN
 from training.nets import IsingMLP, ValidCNN
 
 
@@ -45,6 +46,20 @@ def random_cnn_ednn(dim: int, channels: int, focus, context, boundary, seed: int
                    readout=readout, activation=activation)
     return EDNN(net, focus, context, boundary, ndim=dim, output_scale=0.5, output_offset=0.1,
                 input_offset=0.2, input_scale=2.0).eval()
+
+
+def random_multiscale(dim, boundary, seed=0, channels=1):
+    """A fine branch (factor 1, context 1) and a coarse one (factor 2, context 2 coarse px)."""
+    fine = random_cnn_ednn(dim, channels, (2,) * dim, (1,) * dim, boundary, seed=seed,
+                           activation="silu")
+    coarse = random_cnn_ednn(dim, channels, (2,) * dim, (2,) * dim, boundary, seed=seed + 1,
+                             readout="mean")
+    for b in (fine, coarse):
+        b.dense = True
+    model = MultiScaleEDNN([fine, coarse], [1, 2]).eval()
+    with torch.no_grad():
+        model.weights.copy_(torch.tensor([0.75, -1.5]))
+    return model
 
 
 def random_mlp_ednn(dim: int, boundary="periodic", seed: int = 0) -> EDNN:

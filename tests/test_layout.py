@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ednn_dask", "training")
 # training modules that need torch; every other module must import without it
 TORCH_MODULES = {"training.ednn", "training.nets", "training.train", "training.export",
-                 "training.precondition"}
+                 "training.precondition", "training.multiscale"}
 
 
 def _module_name(path: Path) -> str:

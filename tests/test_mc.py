@@ -19,7 +19,7 @@ def _full(field, model, boundary=None) -> np.ndarray:
     return contributions(field, model, boundary=boundary).astype(np.float64)
 
 
-@pytest.mark.parametrize("name", ["exact_ising2d", "cnn2d", "cnn2d_mean", "cnn3d"])
+@pytest.mark.parametrize("name", ["exact_ising2d", "cnn2d", "cnn2d_mean", "cnn3d", "multiscale2d"])
 @FIXTURE_CHECK
 @given(data=st.data())
 def test_local_energy_difference_is_the_difference_of_full_scorings(request, name, data):

@@ -131,8 +131,8 @@ def test_all_paths_agree(request, fixture, data):
     assert abs(result.energy - reference.sum()) <= RTOL * scale * reference.size
 
 
-def test_local_cluster_matches_threaded(local_cluster, cnn2d, mlp2d):
-    for ednn, model, *_ in (cnn2d, mlp2d):
+def test_local_cluster_matches_threaded(local_cluster, cnn2d, mlp2d, multiscale2d):
+    for ednn, model, *_ in (cnn2d, mlp2d, multiscale2d):
         spec = model.spec
         shape = (spec.channels, 48, 36) if spec.channels > 1 else (48, 36)
         field = np.random.default_rng(5).normal(size=shape).astype(np.float32)

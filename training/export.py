@@ -5,6 +5,10 @@ A ``"dense"`` export has dynamic spatial axes: one graph scores a single tile
 A ``"tile"`` export takes exactly one tile per batch row. Either way the file is
 written to a temporary name, checked against torch with onnxruntime, and only
 then renamed into place.
+
+A :class:`~training.multiscale.MultiScaleEDNN` becomes one graph with one input
+and one output per branch (``field_k`` -> ``contribution_k``); each branch's
+weight is folded into its output scaling in ``ednn.scales``.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from torch import nn
 import ednn_dask
 from ednn_dask.errors import ConfigError, ModelFormatError
 from ednn_dask.model import ModelSpec, TileModel, write_metadata
+from ednn_dask.model.spec import Scale
 from ednn_dask.storage import atomic_output, refuse_existing
 from training.ednn import EDNN
+from training.multiscale import MultiScaleEDNN
 from training.precondition import baked
 
 OPSET = 18
@@ -41,8 +47,31 @@ class _TileForm(nn.Module):
         return self.net(tiles).reshape(tiles.shape[0], 1, *(1,) * self.ndim)
 
 
-def spec_for(ednn: EDNN, kind: str, channels: int, **fields: Any) -> ModelSpec:
+class _Branches(nn.Module):
+    """The export forms of a multi-scale model's branches side by side: K inputs, K outputs."""
+
+    def __init__(self, forms: list[nn.Module]):
+        super().__init__()
+        self.forms = nn.ModuleList(forms)
+
+    def forward(self, *fields: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(form(x) for form, x in zip(self.forms, fields, strict=True))
+
+
+def spec_for(ednn: EDNN | MultiScaleEDNN, kind: str, channels: int, **fields: Any) -> ModelSpec:
     """The metadata of an EDNN: geometry and scaling from the module, the rest given."""
+    if isinstance(ednn, MultiScaleEDNN):
+        first = ednn.branches[0]
+        scales = tuple(
+            Scale(factor=factor, focus=b.tiling.focus, context=b.tiling.context, kind=kind,
+                  input=f"field_{k}", output=f"contribution_{k}",
+                  output_scale=float(w * b.output_scale), output_offset=float(w * b.output_offset))
+            for k, (factor, b, w) in enumerate(zip(ednn.factors, ednn.branches,
+                                                   ednn.weights.detach(), strict=True)))
+        return ModelSpec.multiscale(
+            scales, boundary=ednn.tiling.boundary, channels=channels,
+            input_offset=float(first.input_offset), input_scale=float(first.input_scale),
+            **fields)
     t = ednn.tiling
     return ModelSpec(
         kind=kind,
@@ -59,7 +88,7 @@ def spec_for(ednn: EDNN, kind: str, channels: int, **fields: Any) -> ModelSpec:
 
 
 def export_onnx(
-    ednn: EDNN,
+    ednn: EDNN | MultiScaleEDNN,
     path: str | os.PathLike,
     *,
     channels: int = 1,
@@ -80,7 +109,8 @@ def export_onnx(
     Parameters
     ----------
     kind : {"dense", "tile"}
-        ``"dense"`` needs a tile net with ``to_dense``; ``"tile"`` exports the tile form.
+        ``"dense"`` needs a tile net with ``to_dense``; ``"tile"`` exports the tile form
+        (of every branch, for a multi-scale model).
     raster, reference_energies : dict, optional
         Atomistic models: how atoms become the input (gamma, cutoff, species) and the
         per-element energies (eV) added back to the prediction.
@@ -105,11 +135,17 @@ def export_onnx(
             **(provenance or {}),
         },
     )
-    module, example = _export_form(ednn, kind, channels)
+    multi = isinstance(ednn, MultiScaleEDNN)
+    branches = list(ednn.branches) if multi else [ednn]
+    forms = [_export_form(b, kind, channels) for b in branches]
+    module = _Branches([m for m, _ in forms]) if multi else forms[0][0]
     with atomic_output(path, overwrite=True) as tmp:
-        _torch_export(module, example, tmp, dynamic_spatial=kind == "dense")
+        _torch_export(module, [x for _, x in forms], tmp, dynamic_spatial=kind == "dense",
+                      names=[(s.input, s.output) for s in spec.scales])
         write_metadata(tmp, spec, producer=("ednn-dask", ednn_dask.__version__))
-        verify(module, TileModel.load(tmp), ednn, channels, atol=atol)
+        model = TileModel.load(tmp)
+        for (form, _), b, loaded in zip(forms, branches, model.branches or [model], strict=True):
+            verify(form, loaded, b, channels, atol=atol)
     return TileModel.load(path)
 
 
@@ -125,21 +161,29 @@ def _export_form(ednn: EDNN, kind: str, channels: int):
     raise ConfigError(f"kind must be 'dense' or 'tile', got {kind!r}.")
 
 
-def _torch_export(module: nn.Module, example: torch.Tensor, path: Path, dynamic_spatial: bool):
-    nd = example.dim() - 2
-    dims = {0: torch.export.Dim("batch")}
-    if dynamic_spatial:
-        dims.update({2 + i: torch.export.Dim(f"s{i}") for i in range(nd)})
+def _torch_export(module: nn.Module, examples: list[torch.Tensor], path: Path,
+                  dynamic_spatial: bool, names: list[tuple[str, str]]):
+    """Export ``module`` on ``examples``; ``names`` (input, output) per branch, or one pair."""
+    tag = (lambda k: f"_{k}") if names else (lambda k: "")
+    names = names or [("field", "contribution")]
+    shapes = []
+    for k, example in enumerate(examples):
+        dims = {0: torch.export.Dim(f"batch{tag(k)}")}
+        if dynamic_spatial:
+            dims.update({2 + i: torch.export.Dim(f"s{i}{tag(k)}")
+                         for i in range(example.dim() - 2)})
+        shapes.append(dims)
     sink = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
-            (example,),
+            tuple(examples),
             str(path),
-            input_names=["field"],
-            output_names=["contribution"],
-            dynamic_shapes=(dims,),
+            input_names=[i for i, _ in names],
+            output_names=[o for _, o in names],
+            dynamic_shapes={"fields": tuple(shapes)} if isinstance(module, _Branches)
+            else tuple(shapes),
             opset_version=OPSET,
             dynamo=True,
             external_data=False,

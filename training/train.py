@@ -317,12 +317,15 @@ def _hash_arrays(*arrays) -> str:
 def _made_from(ednn: EDNN, config: TrainConfig, data_hash: str) -> dict[str, Any]:
     """What a checkpoint is made from: the data, the EDNN's shape, the fixed settings."""
     t = ednn.tiling
+    net = getattr(ednn, "tile_net", ednn)  # a MultiScaleEDNN: all its branches
     shapes = [f"{k}:{tuple(v.shape)}" for k, v in ednn.state_dict().items()]
-    modules = [type(m).__name__ for m in ednn.tile_net.modules()]
-    signature = json.dumps([t.focus, t.context, str(t.boundary), ednn.dense, modules, shapes])
+    modules = [type(m).__name__ for m in net.modules()]
+    factors = [ednn.factors] if hasattr(ednn, "factors") else []
+    signature = json.dumps([t.focus, t.context, str(t.boundary), ednn.dense, modules, shapes,
+                            *factors])
     return {
         "data": data_hash,
-        "net": f"{type(ednn.tile_net).__name__}, {ednn.n_parameters} parameters, focus "
+        "net": f"{type(net).__name__}, {ednn.n_parameters} parameters, focus "
                f"{t.focus}, context {t.context}, boundary {t.boundary}",
         "net_digest": hashlib.sha256(signature.encode()).hexdigest()[:16],
         "config": {k: v for k, v in asdict(config).items() if k not in RESUMABLE},
@@ -446,6 +449,9 @@ def _lbfgs(ednn: EDNN, loss_and_gradient, steps: int, progress: bool = True) -> 
 
 
 def _set_output_scaling(ednn: EDNN, y: torch.Tensor, n_tiles: int) -> None:
+    if hasattr(ednn, "set_output_scaling"):  # a MultiScaleEDNN spreads it over its branches
+        ednn.set_output_scaling(float(y.mean()), float(y.std()) or 1.0, n_tiles)
+        return
     ednn.output_offset.fill_(float(y.mean()) / n_tiles)
     ednn.output_scale.fill_((float(y.std()) or 1.0) / math.sqrt(n_tiles))
 
@@ -469,7 +475,8 @@ def _save_checkpoint(path, ednn, optimizer, scheduler, best, state) -> None:
 def predict(ednn: EDNN, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
     """Extensive predictions in float64 for a batch of inputs."""
     ednn.eval()
-    x = x.to(ednn.output_scale.device, ednn.output_scale.dtype)
+    weight = next(ednn.parameters())
+    x = x.to(weight.device, weight.dtype)
     out = [ednn(x[i : i + batch_size]).double() for i in range(0, len(x), batch_size)]
     return torch.cat(out).cpu().numpy() if out else np.zeros(0)
 

@@ -242,7 +242,9 @@ class LocalEnergy:
         self.energy += float(delta[accepted].sum())
 
     def _score_batch(self, windows: np.ndarray) -> np.ndarray:
-        if self.model.spec.kind == "dense":
+        # one batched run for a single-scale dense model; a multi-scale one runs each
+        # branch on its coarsened part of every window
+        if self.model.spec.kind == "dense" and not self.model.spec.scales:
             batch = self.model.scale_input(windows)
             if not np.isfinite(batch).all():
                 raise FieldError("a proposed change holds NaN or Inf; moves must stay finite.")

@@ -54,10 +54,12 @@ class TileModel:
     a process builds its session on first use and reuses it for every chunk.
     """
 
-    def __init__(self, onnx_bytes: bytes, spec: ModelSpec, path: str | None = None):
+    def __init__(self, onnx_bytes: bytes, spec: ModelSpec, path: str | None = None,
+                 label: str | None = None):
         self.onnx_bytes = onnx_bytes
         self.spec = spec
         self.path = path
+        self.label = label
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TileModel:
@@ -86,7 +88,7 @@ class TileModel:
         return model
 
     def __reduce__(self):
-        return (TileModel, (self.onnx_bytes, self.spec, self.path))
+        return (TileModel, (self.onnx_bytes, self.spec, self.path, self.label))
 
     def __repr__(self) -> str:
         s = self.spec
@@ -97,7 +99,28 @@ class TileModel:
 
     @property
     def name(self) -> str:
+        if self.label:
+            return self.label
         return Path(self.path).name if self.path else self.sha256[:12]
+
+    @cached_property
+    def branches(self) -> tuple[TileModel, ...]:
+        """The branches of a multi-scale model, each a single-scale model on its coarse field.
+
+        Each is the part of the graph between the branch's input and output
+        (``onnx.utils.Extractor``), so it runs in a session of its own. Empty for
+        a single-scale model.
+        """
+        if not self.spec.scales:
+            return ()
+        import onnx
+        from onnx.utils import Extractor
+
+        extractor = Extractor(onnx.load_from_string(self.onnx_bytes))
+        return tuple(
+            TileModel(extractor.extract_model([s.input], [s.output]).SerializeToString(),
+                      self.spec.branch(k), label=f"{self.name}[scale {k}]")
+            for k, s in enumerate(self.spec.scales))
 
     @cached_property
     def sha256(self) -> str:
@@ -118,8 +141,14 @@ class TileModel:
         """Contributions (float32, output scaling applied) for a batch ``(N, C, *spatial)``.
 
         ``batch`` must already carry the input scaling (see :meth:`scale_input`).
-        Returns ``(N, *grid)``.
+        Returns ``(N, *grid)``. A multi-scale model runs through its :attr:`branches`
+        (:func:`ednn_dask.inference.block_contributions` does that).
         """
+        if self.spec.scales:
+            raise ModelFormatError(
+                f"model {self.name!r} is a multi-scale model: run its branches "
+                f"(TileModel.branches) on their coarsened fields, or score blocks with "
+                f"ednn_dask.inference.block_contributions.")
         session = self.session(threads)
         raw = session.run(None, {session.get_inputs()[0].name: batch})[0]
         n = batch.shape[0]
@@ -152,6 +181,16 @@ class TileModel:
     def _check_signature(self) -> None:
         session = self.session(1)
         inputs, outputs = session.get_inputs(), session.get_outputs()
+        if self.spec.scales:
+            want = ([s.input for s in self.spec.scales], [s.output for s in self.spec.scales])
+            have = ([i.name for i in inputs], [o.name for o in outputs])
+            if sorted(have[0]) != sorted(want[0]) or sorted(have[1]) != sorted(want[1]):
+                raise ModelFormatError(
+                    f"multi-scale model {self.name!r} has inputs {have[0]} and outputs "
+                    f"{have[1]}, but ednn.scales names inputs {want[0]} and outputs {want[1]}.")
+            for branch in self.branches:
+                branch._check_signature()
+            return
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelFormatError(
                 f"a tile model has one input and one output; {self.name!r} has {len(inputs)} "

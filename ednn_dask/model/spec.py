@@ -11,6 +11,17 @@ The metadata lives in the graph's ``metadata_props`` under the ``ednn.``
 namespace, one JSON value per key (see :data:`METADATA_KEYS`). The pipeline
 applies the scalings it names: ``x' = (x - input_offset) * input_scale`` before
 the graph and ``contribution = raw * output_scale + output_offset`` after it.
+
+A *multi-scale* model (format 2, ``ednn.scales``) holds several such graphs in
+one file, each with its own input and output: branch ``k`` is an EDNN on a copy
+of the field coarsened by the block mean over ``factor`` pixels per axis, with
+its own focus, context (both in coarse pixels), kind and output scaling. The
+model's prediction is the sum of every branch's contributions, so the learned
+weights of the branches are already folded into their output scalings. Its
+top-level ``focus`` is the smallest block every branch tiles, the least common
+multiple of ``factor * focus`` over the branches, and its ``context`` the
+farthest reach, the largest ``factor * context``: as for one scale, a field
+must be a whole number of focus blocks, and a chunk must see that far.
 """
 
 from __future__ import annotations
@@ -27,7 +38,8 @@ from ednn_dask.errors import ModelFormatError
 from ednn_dask.storage import atomic_output
 from ednn_dask.tiling import Boundary, Tiling, coerce_axes, coerce_boundary
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The newest metadata format this version reads; single-scale models are written as 1."""
 NAMESPACE = "ednn."
 REQUIRED_KEYS = ("format_version", "kind", "focus", "context", "boundary", "channels", "target")
 METADATA_KEYS = REQUIRED_KEYS + (
@@ -42,8 +54,56 @@ METADATA_KEYS = REQUIRED_KEYS + (
     "raster",
     "reference_energies",
     "provenance",
+    "scales",
 )
+SCALE_KEYS = ("factor", "focus", "context", "kind", "input", "output", "output_scale",
+              "output_offset")
 RASTER_KEYS = ("gamma", "cutoff", "species")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One branch of a multi-scale model: an EDNN on the field coarsened by ``factor``.
+
+    ``focus`` and ``context`` are in coarse pixels; ``input`` and ``output`` name the
+    branch's tensors in the ONNX graph; ``output_scale`` and ``output_offset`` turn
+    its raw output into contributions in target units (branch weight included).
+    """
+
+    factor: tuple[int, ...]
+    focus: tuple[int, ...]
+    context: tuple[int, ...]
+    kind: Literal["dense", "tile"]
+    input: str
+    output: str
+    output_scale: float = 1.0
+    output_offset: float = 0.0
+
+    def __post_init__(self) -> None:
+        ndim = len(self.factor)
+        if not (len(self.focus) == len(self.context) == ndim):
+            raise ModelFormatError(
+                f"a scale's factor {self.factor}, focus {self.focus} and context "
+                f"{self.context} must have one value per spatial axis.")
+        if min(self.factor) < 1 or min(self.focus) < 1 or min(self.context) < 0:
+            raise ModelFormatError(
+                f"a scale needs factor >= 1, focus >= 1 and context >= 0 per axis, got factor "
+                f"{self.factor}, focus {self.focus}, context {self.context}.")
+        if self.kind not in ("dense", "tile"):
+            raise ModelFormatError(f"a scale's kind must be 'dense' or 'tile', got {self.kind!r}.")
+        if not all(math.isfinite(v) for v in (self.output_scale, self.output_offset)):
+            raise ModelFormatError(f"a scale's output scaling must be finite, got "
+                                   f"{self.output_scale!r}, {self.output_offset!r}.")
+
+    @property
+    def block(self) -> tuple[int, ...]:
+        """One focus block of this branch, in full-resolution pixels."""
+        return tuple(f * b for f, b in zip(self.factor, self.focus, strict=True))
+
+    @property
+    def reach(self) -> tuple[int, ...]:
+        """How far this branch sees beyond its focus blocks, in full-resolution pixels."""
+        return tuple(f * c for f, c in zip(self.factor, self.context, strict=True))
 
 
 @dataclass(frozen=True)
@@ -67,10 +127,13 @@ class ModelSpec:
     raster: dict[str, Any] | None = None
     reference_energies: dict[str, float] | None = None
     provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    format_version: int = FORMAT_VERSION
+    scales: tuple[Scale, ...] = ()
+    format_version: int = 1
 
     def __post_init__(self) -> None:
         ndim = len(self.focus)
+        if self.scales:
+            self._check_scales()
         if self.kind not in ("dense", "tile"):
             raise ModelFormatError(f"ednn.kind must be 'dense' or 'tile', got {self.kind!r}.")
         if ndim not in (1, 2, 3):
@@ -108,6 +171,47 @@ class ModelSpec:
                     f"{symbol!r}: {value!r}."
                 )
 
+    @classmethod
+    def multiscale(cls, scales: tuple[Scale, ...], **fields: Any) -> ModelSpec:
+        """The spec of a multi-scale model: focus, context and kind follow from ``scales``."""
+        focus, context, kind = _geometry(scales)
+        return cls(kind=kind, focus=focus, context=context, scales=tuple(scales),
+                   format_version=2, **fields)
+
+    def branch(self, index: int) -> ModelSpec:
+        """Branch ``index`` of a multi-scale model as a single-scale spec on its coarse field."""
+        s = self.scales[index]
+        spacing = None if self.spacing is None else tuple(
+            v * f for v, f in zip(self.spacing, s.factor, strict=True))
+        return ModelSpec(
+            kind=s.kind, focus=s.focus, context=s.context, boundary=self.boundary,
+            channels=self.channels, target=self.target, target_unit=self.target_unit,
+            dims=self.dims, spacing=spacing, spacing_unit=self.spacing_unit,
+            input_offset=self.input_offset, input_scale=self.input_scale,
+            output_offset=s.output_offset, output_scale=s.output_scale)
+
+    def _check_scales(self) -> None:
+        """A multi-scale spec: format 2, one scaling per branch, geometry that follows from them."""
+        if self.format_version < 2:
+            raise ModelFormatError("ednn.scales (a multi-scale model) needs ednn.format_version 2.")
+        if len(self.scales) < 1 or any(len(s.factor) != len(self.focus) for s in self.scales):
+            raise ModelFormatError(
+                f"ednn.scales must list at least one branch with {len(self.focus)} values per "
+                f"axis, got {self.scales!r}.")
+        if self.output_scale != 1.0 or self.output_offset != 0.0:
+            raise ModelFormatError("a multi-scale model scales each branch's output "
+                                   "(ednn.scales[k].output_scale); its own must be 1 and 0.")
+        names = [s.input for s in self.scales] + [s.output for s in self.scales]
+        if len(set(names)) != len(names):
+            raise ModelFormatError(f"the scales' input and output names must all differ, got "
+                                   f"{names}.")
+        want = _geometry(self.scales)
+        if (self.focus, self.context, self.kind) != want:
+            raise ModelFormatError(
+                f"a multi-scale model's focus, context and kind follow from its scales: "
+                f"{want[0]}, {want[1]}, {want[2]!r}; the metadata says {self.focus}, "
+                f"{self.context}, {self.kind!r}.")
+
     def _check_raster(self, raster: dict[str, Any]) -> None:
         """Atomistic models say how atoms become their input (gamma, cutoff, species)."""
         if set(raster) != set(RASTER_KEYS):
@@ -144,7 +248,8 @@ class ModelSpec:
     def to_metadata(self) -> dict[str, str]:
         """The ``metadata_props`` of the ONNX file: ``ednn.<key>`` -> JSON."""
         values = asdict(self)
-        return {NAMESPACE + key: json.dumps(values[key], sort_keys=True) for key in METADATA_KEYS}
+        keys = METADATA_KEYS if self.scales else tuple(k for k in METADATA_KEYS if k != "scales")
+        return {NAMESPACE + key: json.dumps(values[key], sort_keys=True) for key in keys}
 
     @classmethod
     def from_metadata(cls, props: dict[str, str]) -> ModelSpec:
@@ -200,6 +305,7 @@ class ModelSpec:
                 raster=_raster(values.get("raster")),
                 reference_energies=_reference(values.get("reference_energies")),
                 provenance=dict(values.get("provenance") or {}),
+                scales=_scales(values.get("scales")),
                 format_version=int(values["format_version"]),
             )
         except ModelFormatError:
@@ -227,6 +333,32 @@ def _raster(value: Any) -> dict[str, Any] | None:
         "cutoff": float(value["cutoff"]),
         "species": None if species is None else [_strict_int(z) for z in species],
     }
+
+
+def _geometry(scales: tuple[Scale, ...]) -> tuple[tuple[int, ...], tuple[int, ...], str]:
+    """Focus (the least common block), context (the farthest reach) and kind of ``scales``."""
+    ndim = len(scales[0].factor)
+    focus = tuple(math.lcm(*(s.block[a] for s in scales)) for a in range(ndim))
+    context = tuple(max(s.reach[a] for s in scales) for a in range(ndim))
+    return focus, context, "dense" if all(s.kind == "dense" for s in scales) else "tile"
+
+
+def _scales(value: Any) -> tuple[Scale, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ModelFormatError(f"ednn.scales must be a list of objects, got {value!r}.")
+    scales = []
+    for v in value:
+        if set(v) != set(SCALE_KEYS):
+            raise ModelFormatError(f"each of ednn.scales must have exactly the keys {SCALE_KEYS}, "
+                                   f"got {sorted(v)}.")
+        scales.append(Scale(
+            factor=_int_tuple(v["factor"]), focus=_int_tuple(v["focus"]),
+            context=_int_tuple(v["context"]), kind=v["kind"], input=str(v["input"]),
+            output=str(v["output"]), output_scale=float(v["output_scale"]),
+            output_offset=float(v["output_offset"])))
+    return tuple(scales)
 
 
 def _reference(value: Any) -> dict[str, float] | None:
