@@ -42,6 +42,7 @@ BENCHMARKS = {  # bench script -> its result files under bench/results/
     "mc_gr_compare.py": "mc-gr-*.json",
     "mc_sheet.py": "mc-sheet.json",
     "soak.py": "soak.json",
+    "screened_scales.py": "screened.json",
 }
 EVALUATIONS = "evaluate-*.json"  # ednn-dask evaluate --json-out, from `make evaluations`
 ACCURACY_MARKER = "<!-- generated: accuracy -->"  # in findings.md
@@ -306,7 +307,8 @@ def benchmarks_page() -> str:
     render = {"bench_pipeline.py": _pipeline_table, "bench_rasterize.py": _rasterize_table,
               "bench_sheet.py": _sheet_table, "bench_mc.py": _mc_table,
               "binder.py": _binder_table, "mc_gr_compare.py": _gr_table,
-              "mc_sheet.py": _mc_sheet_table, "soak.py": _soak_table}
+              "mc_sheet.py": _mc_sheet_table, "soak.py": _soak_table,
+              "screened_scales.py": _screened_table}
     for script, pattern in BENCHMARKS.items():
         doc = ast.get_docstring(ast.parse((ROOT / "bench" / script).read_text())) or script
         title, _, body = doc.partition("\n")
@@ -471,6 +473,27 @@ def _soak_table(records: list[dict]) -> list[str]:
                   f"failed tasks: {r['erred_tasks']}; the same workers throughout: "
                   f"{r['same_workers']}. **{'Passed' if r['passed'] else 'Failed'}** "
                   "(memory change below 10 %, no failure, every field once)."]
+
+
+def _screened_table(records: list[dict]) -> list[str]:
+    r = records[-1]
+    out = [f"Fresh {r['L']} x {r['L']} lattices ({r['n']}):", "",
+           "| model | focus | context | scales (factor:focus:context) | MAE / std(E) "
+           "| µs per pixel | cost / slowest |", "|---|---|---|---|---|---|---|"]
+    for m in r["models"]:
+        scales = ", ".join(":".join(map(str, s)) for s in m["scales"]) or "one"
+        out.append(f"| `{m['model']}` | {m['focus'][0]} | {m['context'][0]} | {scales} "
+                   f"| {m['mae_over_std']:.4f} | {m['seconds_per_pixel'] * 1e6:.3f} "
+                   f"| {m['cost_vs_slowest']:.3f} |")
+    factors = sorted({c["factor"] for c in r["ceiling"]})
+    out += ["", "The ceiling of block-mean coarsening (least-squares fit, held out; "
+            "factor 1: the fine pairs alone): MAE / std(E)", "",
+            "| fine context | " + " | ".join(f"factor {f}" for f in factors) + " |",
+            "|---|" + "---|" * len(factors)]
+    for c in sorted({c["fine_context"] for c in r["ceiling"]}):
+        cells = {x["factor"]: x["mae_over_std"] for x in r["ceiling"] if x["fine_context"] == c}
+        out.append(f"| {c} px | " + " | ".join(f"{cells[f]:.4f}" for f in factors) + " |")
+    return out + ["", "![error against cost](screened-cost.png)"]
 
 
 def _sheet_table(records: list[dict]) -> list[str]:

@@ -208,6 +208,15 @@ def cmd_train(args) -> int:
     keep_freed_memory()  # process-wide allocator setting (faster epochs on glibc)
     if args.system == "fields":
         return _train_fields(args)
+    if args.system == "screened":
+        from training.screened import train_screened
+
+        metrics = train_screened(args.out, kind=args.kind, data=args.data, epochs=args.epochs,
+                                 seed=args.seed, workdir=args.workdir, device=args.device,
+                                 overwrite=args.overwrite)
+        _print({"model": args.out, "kind": args.kind, "best_epoch": metrics["best_epoch"],
+                **metrics["test"]}, args.json)
+        return 0
     if args.net in FIELD_NETS:
         raise ConfigError(f"--net {args.net} is a net of `train fields`; {args.system} takes "
                           f"one of {ATOMISTIC_NETS}.")
@@ -234,15 +243,16 @@ def cmd_train(args) -> int:
 def _train_fields(args) -> int:
     from training.fields import train_fields
 
-    missing = [f"--{n}" for n in ("data", "field", "target", "focus", "context")
-               if getattr(args, n) is None]
+    needed = ("data", "field", "target") + (() if args.scales else ("focus", "context"))
+    missing = [f"--{n}" for n in needed if getattr(args, n) is None]
     if missing:
         raise ConfigError(f"train fields needs {' '.join(missing)} (see ednn-dask train --help).")
     if args.net in ATOMISTIC_NETS:
         raise ConfigError(f"--net {args.net} is an atomistic net; train fields takes one of "
                           f"{FIELD_NETS}.")
     metrics = train_fields(args.data, args.out, field=args.field, target=args.target,
-                           focus=args.focus, context=args.context, boundary=args.boundary,
+                           focus=args.focus, context=args.context, scales=args.scales,
+                           boundary=args.boundary,
                            net=args.net or "density", epochs=args.epochs, device=args.device,
                            workdir=args.workdir, seed=args.seed, threads=args.threads,
                            whiten=args.whiten, overwrite=args.overwrite)
@@ -261,6 +271,10 @@ def cmd_evaluate(args) -> int:
             raise ConfigError("evaluate fields needs --data STORE (a data set of fields).")
         result = evaluate_fields(args.model, args.data, split=args.split, plot=args.plot,
                                  **_given(args, "field", "target"))
+    elif args.system == "screened":
+        from training.screened import evaluate_screened
+
+        result = evaluate_screened(args.model, **_given(args, "L", "n", "seed", "plot"))
     elif args.system == "atoms":
         from training.atomistic import evaluate_atomistic
 
@@ -545,9 +559,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("train", help="train an EDNN and export it to ONNX")
-    p.add_argument("system", choices=["ising", "laplacian", "hexagonal", "porous", "fields"],
+    p.add_argument("system", choices=["ising", "laplacian", "screened", "hexagonal", "porous",
+                                      "fields"],
                    help="a recipe, or fields: your own data set (--data --field --target "
-                   "--focus --context)")
+                   "--focus --context, or --scales)")
+    p.add_argument("--kind", default="multiscale", choices=["short", "wide", "multiscale"],
+                   help="screened: a short single-scale context (4 px), the whole cutoff at full "
+                   "resolution (32 px), or two scales (default)")
     p.add_argument("--out", required=True, help="ONNX file to write")
     p.add_argument("--dim", type=int, default=2, choices=[2, 3], help="Ising dimension")
     p.add_argument("--data", help="train on this Zarr data set instead of sampling one")
@@ -572,6 +590,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=NON_NEGATIVE,
                    help="fields: context in px (required); atomistic context in px, default "
                    "the net's")
+    p.add_argument("--scales", metavar="F:FOCUS:CONTEXT,...",
+                   help="fields: a multi-scale model instead of --focus/--context, one branch "
+                   "per scale on the field coarsened by F (block mean), focus and context in "
+                   "coarse px, e.g. 1:4:8,4:1:8")
     p.add_argument("--pixels", type=POSITIVE,
                    help="atomistic resolution: pixels per side of the 60-atom training cell, "
                    "default the net's")
@@ -591,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy of a model on fresh exact references")
-    p.add_argument("system", choices=["ising", "laplacian", "atoms", "fields"])
+    p.add_argument("system", choices=["ising", "laplacian", "screened", "atoms", "fields"])
     p.add_argument("--model", required=True)
     p.add_argument("--data", help="atoms, fields: the data set to evaluate on")
     p.add_argument("--split", default="all", choices=["all", "train", "val", "test"],
@@ -599,7 +621,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "data set only)")
     p.add_argument("--field", help="fields: the field variable (default the model's)")
     p.add_argument("--target", help="fields: the target variable (default the model's)")
-    p.add_argument("--L", type=POSITIVE, help="sample side (ising 128, laplacian 100)")
+    p.add_argument("--L", type=POSITIVE,
+                   help="sample side (ising 128, laplacian 100, screened 512)")
     p.add_argument("--n", type=POSITIVE, help="number of samples")
     p.add_argument("--any-temperature", action="store_true", help="Ising: T in 1..5, not near Tc")
     p.add_argument("--seed", type=NON_NEGATIVE, help="seed of the fresh samples (default 1234)")

@@ -208,10 +208,21 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
         "sheets_memory_MB_at_10pct": 670.0, "sheets_memory_MB_at_100pct": 680.0,
         "sheets_memory_change": 0.0149, "rows": 2000, "every_field_once": True,
         "erred_tasks": 0, "same_workers": True, "passed": True}))
+    row = {"model": "models/screened-wide.onnx", "focus": [4, 4], "context": [32, 32],
+           "scales": [], "mae_over_std": 0.05, "seconds_per_pixel": 2e-6, "cost_vs_slowest": 1.0}
+    (tmp_path / "screened.json").write_text(json.dumps({
+        **header, "L": 512, "n": 32, "models": [row, {
+            **row, "model": "models/screened-multiscale.onnx", "scales": [[1, 4, 8], [4, 1, 8]],
+            "context": [32, 32], "cost_vs_slowest": 0.25, "seconds_per_pixel": 5e-7}],
+        "ceiling": [{"fine_context": 8, "factor": 1, "mae_over_std": 0.2},
+                    {"fine_context": 8, "factor": 2, "mae_over_std": 0.07}]}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
-    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 8
-    assert page.count("2030-01-02T03:04:05+00:00") == 8
+    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 9
+    assert page.count("2030-01-02T03:04:05+00:00") == 9
+    assert "| `models/screened-multiscale.onnx` | 4 | 32 | 1:4:8, 4:1:8 | 0.0500 | 0.500 " \
+           "| 0.250 |" in page
+    assert "| 8 px | 0.2000 | 0.0700 |" in page
     assert "| batch | 2,000 fields | 300 | 350 MB | 360 MB | +2.9 % |" in page
     assert "**Passed**" in page
     assert "| 100 nm | 330,826 | 2×2, 2 | 10 | 1,500 | 1,000 | 1.50x | 0.650 " \

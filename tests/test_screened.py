@@ -72,3 +72,52 @@ def test_data_command_writes_the_screened_set(tmp_path, capsys):
     assert stored.identical(screened_dataset(4, 66, seed=2))
     assert main(["data", "screened", str(tmp_path / "small.zarr"), "--L", "40"]) == 2
     assert "L >= 65" in capsys.readouterr().err
+
+
+def test_train_fields_with_scales_then_evaluate_screened(tmp_path, capsys):
+    """A two-scale model: its file, its provenance, its evaluation on the command line."""
+    import json
+
+    import torch
+
+    from ednn_dask.cli import main
+    from ednn_dask.model import load_model
+    from training.fields import train_fields
+
+    store = tmp_path / "s.zarr"
+    assert main(["data", "screened", str(store), "--n", "24", "--L", "68"]) == 0
+    out = tmp_path / "ms.onnx"
+    before = torch.get_num_threads()
+    try:
+        train_fields(store, out, field="field", target="target", scales="1:4:2,4:1:2",
+                     epochs=1, lbfgs_steps=0, threads=1, workdir=tmp_path / "w",
+                     progress=False)
+    finally:
+        torch.set_num_threads(before)
+    spec = load_model(out).spec
+    assert [(s.factor, s.focus, s.context) for s in spec.scales] == [
+        ((1, 1), (4, 4), (2, 2)), ((4, 4), (1, 1), (2, 2))]
+    assert (spec.focus, spec.context, spec.spacing) == ((4, 4), (8, 8), None)
+    assert spec.provenance["scales"] == [[1, 4, 2], [4, 1, 2]]
+    capsys.readouterr()
+    assert main(["evaluate", "screened", "--model", str(out), "--L", "68", "--n", "3",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 3 and result["mae_over_std"] > 0 and result["seconds_per_pixel"] > 0
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--scales", "1:4"], "FACTOR:FOCUS:CONTEXT"),
+    (["--scales", "1:4:2", "--focus", "4", "--context", "2"], "not both"),
+    (["--scales", "0:4:2"], "factor >= 1"),
+])
+def test_bad_scales_are_refused_in_one_line(tmp_path, capsys, extra, says):
+    from ednn_dask.cli import main
+
+    store = tmp_path / "s.zarr"
+    assert main(["data", "screened", str(store), "--n", "4", "--L", "68"]) == 0
+    capsys.readouterr()
+    assert main(["train", "fields", "--data", str(store), "--field", "field", "--target",
+                 "target", "--out", str(tmp_path / "m.onnx"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1

@@ -6,7 +6,9 @@ store xarray opens) holding
 - a *field* variable of dims ``("sample", *spatial)`` or ``("sample", "channel",
   *spatial)`` with 2 or 3 spatial dims, finite values;
 - its pixel spacing: 1-D coordinates on the spatial dims, evenly spaced, with a
-  ``units`` attr (or the field's attrs ``spacing`` and ``spacing_unit``);
+  ``units`` attr (or the field's attrs ``spacing`` and ``spacing_unit``); or, for
+  lattice models with no length scale (spins, occupations), the field attr
+  ``lattice = True`` and no spacing;
 - a *target* variable of dims ``("sample",)``, finite, with a ``units`` attr.
 
 :func:`open_field_data` checks all of this without reading the fields (the
@@ -52,8 +54,8 @@ class FieldDataSpec:
     dims: tuple[str, ...]
     shape: tuple[int, ...]
     has_channel: bool
-    spacing: tuple[float, ...]
-    spacing_unit: str
+    spacing: tuple[float, ...] | None
+    spacing_unit: str | None
     target_unit: str
     chunk: int
 
@@ -216,8 +218,14 @@ def _open(store: Path) -> xr.Dataset:
             f"give a Zarr store or a netCDF file.") from None
 
 
-def _spacing(f: xr.DataArray, spatial: tuple[str, ...], name: str) -> tuple[tuple[float, ...], str]:
-    """Pixel spacing and unit: from the coordinates, else from the attrs, else refused."""
+def _spacing(f: xr.DataArray, spatial: tuple[str, ...], name: str
+             ) -> tuple[tuple[float, ...] | None, str | None]:
+    """Pixel spacing and unit: from the coordinates, else from the attrs, else refused.
+
+    A lattice (attr ``lattice`` true) has none: its models carry no length scale.
+    """
+    if f.attrs.get("lattice"):
+        return None, None
     if all(d in f.coords for d in spatial):
         steps, units = [], []
         for d in spatial:

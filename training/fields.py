@@ -23,6 +23,7 @@ from ednn_dask.errors import ConfigError, DataSetError
 from ednn_dask.inference import contributions
 from ednn_dask.model import TileModel
 from ednn_dask.storage import refuse_existing
+from ednn_dask.tiling import block_mean
 from training.config import TrainConfig
 from training.field_data import SampleStream, open_field_data, stream_hash
 from training.metrics import error_metrics, parity_plot, split_indices
@@ -54,9 +55,35 @@ def trunk_for(context: int, width: int = 16) -> tuple[tuple[int, int, int], ...]
     return tuple(layers)
 
 
+def parse_scales(text: str) -> list[tuple[int, int, int]]:
+    """``"1:4:8,4:1:8"`` -> ``[(1, 4, 8), (4, 1, 8)]``: factor, focus and context per branch.
+
+    >>> parse_scales("1:4:8, 4:1:8")
+    [(1, 4, 8), (4, 1, 8)]
+    """
+    scales = []
+    for part in str(text).split(","):
+        values = part.strip().split(":")
+        try:
+            factor, focus, context = (int(v) for v in values)
+        except ValueError:
+            raise ConfigError(
+                f"scales are FACTOR:FOCUS:CONTEXT per branch, comma-separated (e.g. "
+                f"1:4:8,4:1:8); {part.strip()!r} is not.") from None
+        if factor < 1 or focus < 1 or context < 0:
+            raise ConfigError(f"scale {part.strip()!r} needs factor >= 1, focus >= 1 and "
+                              f"context >= 0.")
+        scales.append((factor, focus, context))
+    return scales
+
+
 def build_field_ednn(net: str, ndim: int, channels: int, focus: int, context: int,
-                     boundary: str | float):
+                     boundary: str | float, scales: list[tuple[int, int, int]] | None = None):
     """An untrained EDNN for ``train fields``: ``net`` is one of :data:`NETS`.
+
+    With ``scales`` (factor, focus, context per branch, focus and context in coarse
+    pixels) a :class:`~training.multiscale.MultiScaleEDNN` of such nets instead;
+    ``focus`` and ``context`` are then unused.
 
     ``"density"`` (default): valid convolutions whose receptive field is exactly the
     tile, a per-pixel SiLU head averaged over the focus block: a translation-invariant
@@ -65,10 +92,14 @@ def build_field_ednn(net: str, ndim: int, channels: int, focus: int, context: in
     ``"mlp"``: the paper's fully connected tile net (small tiles, discrete fields).
     """
     from training.ednn import EDNN
+    from training.multiscale import MultiScaleEDNN
     from training.nets import IsingMLP, ValidCNN
 
     if net not in NETS:
         raise ConfigError(f"net must be one of {NETS}, not {net!r}.")
+    if scales:
+        branches = [build_field_ednn(net, ndim, channels, f, c, boundary) for _, f, c in scales]
+        return MultiScaleEDNN(branches, [factor for factor, _, _ in scales])
     f, c = (focus,) * ndim, (context,) * ndim
     if net == "mlp":
         tile_net = IsingMLP(tuple(fi + 2 * ci for fi, ci in zip(f, c, strict=True)), channels)
@@ -94,8 +125,9 @@ def train_fields(
     *,
     field: str,
     target: str,
-    focus: int,
-    context: int,
+    focus: int | None = None,
+    context: int | None = None,
+    scales: str | list[tuple[int, int, int]] | None = None,
     boundary: str | float = "periodic",
     net: str = "density",
     epochs: int | None = None,
@@ -121,6 +153,10 @@ def train_fields(
     focus, context : int
         Focus block and context halo in pixels (every spatial size must be a
         multiple of the focus).
+    scales : str or list of (factor, focus, context), optional
+        A multi-scale model instead (``"1:4:8,4:1:8"``): one branch per scale, each
+        on the field coarsened by ``factor`` with its focus and context in coarse
+        pixels; ``focus`` and ``context`` are then not given.
     boundary : "periodic" or float
         What lies outside each sample: its periodic image, or a constant in field units.
     net : {"density", "window", "mlp"}
@@ -152,6 +188,11 @@ def train_fields(
     out_path = Path(out)
     refuse_existing(out_path, overwrite)
     boundary = parse_boundary(boundary)
+    if isinstance(scales, str):
+        scales = parse_scales(scales)
+    if (focus is None or context is None) == (not scales):
+        raise ConfigError("give --focus and --context (one scale), or --scales (several), "
+                          "not both.")
     ds, spec = open_field_data(data, field, target)
     work = run_dir(out_path, str(workdir) if workdir else None)
     unknown = sorted(set(settings) - set(TrainConfig.__dataclass_fields__))
@@ -163,16 +204,22 @@ def train_fields(
     data_hash = stream_hash(ds, [field, target])
     train, _, _ = split_indices(spec.n, config.val_fraction, config.test_fraction, seed)
     torch.manual_seed(seed)  # the initial weights: the same command trains the same model
-    ednn = build_field_ednn(net, len(spec.dims), spec.channels, focus, context, boundary)
+    ednn = build_field_ednn(net, len(spec.dims), spec.channels, focus, context, boundary, scales)
     try:
         ednn.tiling.grid(spec.spatial)
     except ValueError as err:
         raise DataSetError(f"field {field!r} of {spec.path!r}: {err}") from None
     mean, std = stream.statistics(train)
-    ednn.input_offset.fill_(mean)
-    ednn.input_scale.fill_(1.0 / std if std > 0 else 1.0)
+    branches = [(ednn, None)] if not scales else list(zip(ednn.branches, ednn.factors,
+                                                          strict=True))
+    for branch, _ in branches:
+        branch.input_offset.fill_(mean)
+        branch.input_scale.fill_(1.0 / std if std > 0 else 1.0)
     if whiten and net != "mlp":
-        whiten_first_layer(ednn, stream.take(np.sort(train[:256])))
+        samples = stream.take(np.sort(train[:256]))
+        for branch, factor in branches:
+            whiten_first_layer(branch, samples if factor is None or max(factor) == 1
+                               else block_mean(samples, factor))
     targets = np.asarray(ds[target].values, dtype=np.float64)
     metrics = fit(ednn, stream, targets, config, work, progress=progress, data_hash=data_hash)
     export_onnx(
@@ -180,6 +227,7 @@ def train_fields(
         spacing=spec.spacing, spacing_unit=spec.spacing_unit, dims=spec.dims, overwrite=True,
         provenance={"system": "fields", "data": str(data), "field": field, "target": target,
                     "data_hash": data_hash, "n_samples": spec.n, "net": net, "seed": seed,
+                    "scales": [list(v) for v in scales] if scales else None,
                     "val_fraction": config.val_fraction, "test_fraction": config.test_fraction,
                     "metrics": metrics["test"], "command": " ".join(sys.argv)},
     )
@@ -234,7 +282,9 @@ def evaluate_fields(
     if spec.channels != m.spec.channels:
         raise DataSetError(f"field {field!r} has {spec.channels} channel(s), the model "
                            f"{m.name!r} {m.spec.channels}; evaluate on data of the model's kind.")
-    if m.spec.spacing is not None and not np.allclose(spec.spacing, m.spec.spacing, rtol=1e-6):
+    if (m.spec.spacing is None) != (spec.spacing is None) or (
+            m.spec.spacing is not None and not np.allclose(spec.spacing, m.spec.spacing,
+                                                           rtol=1e-6)):
         raise DataSetError(
             f"field {field!r} has a pixel spacing of {spec.spacing} {spec.spacing_unit}, the "
             f"model {m.name!r} {m.spec.spacing} {m.spec.spacing_unit}; evaluate on fields at "

@@ -18,6 +18,10 @@ within the cutoff at one minimum image, so the sum is exact to float64 rounding.
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
@@ -64,8 +68,9 @@ def screened_dataset(n: int, L: int = 96, *, seed: int = 0, batch: int = 256,
     Returns
     -------
     xarray.Dataset
-        ``field`` (``sample, y, x``; float32, values -1, 0, 1) and ``target``
-        (``sample``; float64, J), with attrs saying how it was made.
+        ``field`` (``sample, y, x``; float32, values -1, 0, 1; a lattice, no
+        spacing) and ``target`` (``sample``; float64, J), with attrs saying how it
+        was made: the format of ``ednn-dask train fields``.
     """
     if n < 1:
         raise ConfigError(f"n must be >= 1, got {n}.")
@@ -76,7 +81,7 @@ def screened_dataset(n: int, L: int = 96, *, seed: int = 0, batch: int = 256,
         screened_energy(fields[start:start + batch])
         for start in tqdm(range(0, n, batch), desc="energies", disable=not progress)])
     return xr.Dataset(
-        {"field": (("sample", "y", "x"), fields),
+        {"field": (("sample", "y", "x"), fields, {"lattice": True}),
          "target": (("sample",), targets, {"units": "J"})},
         attrs={"generator": "training.screened.screened_dataset",
                "method": (f"sites +1 or -1 with probability {p} each, else 0; E = bonds + "
@@ -84,3 +89,82 @@ def screened_dataset(n: int, L: int = 96, *, seed: int = 0, batch: int = 256,
                           f"{CUTOFF:g} px (FFT, exact)"),
                "L": int(L), "seed": int(seed)},
     )
+
+
+#: The three kinds of model ``ednn-dask train screened`` compares, at one training budget:
+#: a short single-scale context (misses the pair term beyond 4 px), a full-resolution
+#: context of the whole cutoff (sees everything, costs the most), and two scales.
+SCREENED_MODELS = {
+    "short": {"focus": 4, "context": 4},
+    "wide": {"focus": 4, "context": 32},
+    "multiscale": {"scales": "1:4:8,4:1:8"},
+}
+#: Samples, side and Adam epochs per kind: ``wide`` costs about six times more per
+#: epoch on the CPU, so it gets a sixth of the epochs (the same wall-clock budget).
+SCREENED_TRAINING = {"n": 2000, "L": 96, "epochs": {"short": 30, "wide": 5, "multiscale": 30},
+                     "lbfgs_steps": 0, "patience": 10}
+
+
+def train_screened(
+    out: str,
+    *,
+    kind: str = "multiscale",
+    data: str | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    workdir: str | None = None,
+    device: str = "cpu",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train one kind of screened model (:data:`SCREENED_MODELS`) with ``train fields``.
+
+    The data set (:data:`SCREENED_TRAINING` samples, seed ``seed``) is generated into
+    the run's folder the first time and reused after; the run resumes from its
+    checkpoint, so the same command continues an interrupted one.
+    """
+    from training.fields import train_fields
+    from training.recipes import make_dataset, run_dir
+
+    if kind not in SCREENED_MODELS:
+        raise ConfigError(f"kind must be one of {sorted(SCREENED_MODELS)}, got {kind!r}.")
+    work = run_dir(Path(out), workdir)
+    store = Path(data) if data else work / "screened.zarr"
+    if not data and not store.exists():
+        make_dataset("screened", str(store), n=SCREENED_TRAINING["n"], L=SCREENED_TRAINING["L"],
+                     seed=seed, progress=progress)
+    return train_fields(
+        store, out, field="field", target="target", **SCREENED_MODELS[kind],
+        epochs=epochs or SCREENED_TRAINING["epochs"][kind], device=device, workdir=work / "fit",
+        seed=seed, overwrite=overwrite, progress=progress,
+        lbfgs_steps=SCREENED_TRAINING["lbfgs_steps"], patience=SCREENED_TRAINING["patience"])
+
+
+def evaluate_screened(model: str, *, L: int = 512, n: int = 32, seed: int = 1234,
+                      plot: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Fresh ``L x L`` lattices (seed ``seed``, never trained on) scored with onnxruntime.
+
+    Returns the error metrics with ``mae_over_std``, the mean absolute error of E
+    divided by the standard deviation of E across the lattices (the issue's
+    yardstick), and ``seconds_per_pixel``, onnxruntime's time per pixel on one
+    thread (numpy dense path, no dask).
+    """
+    from ednn_dask.inference import contributions
+    from ednn_dask.model import TileModel
+    from training.metrics import error_metrics, parity_plot
+
+    m = TileModel.load(model)
+    ds = screened_dataset(n, L, seed=seed, progress=progress)
+    fields, target = ds["field"].values, ds["target"].values
+    contributions(fields[0], m)  # the session is built once, outside the timing
+    t0 = time.perf_counter()
+    predicted = np.array([contributions(x, m).sum(dtype=np.float64)
+                          for x in tqdm(fields, desc="scoring", disable=not progress)])
+    seconds = time.perf_counter() - t0
+    metrics = error_metrics(predicted, target, L * L)
+    if plot:
+        parity_plot(target, predicted, plot, sites=L * L, unit="J", title=f"screened {L}x{L}")
+    return {"model": str(model), "L": L, "n": n, "seed": seed,
+            "mae_over_std": float(np.abs(predicted - target).mean() / target.std()),
+            "target_std": float(target.std()), "seconds_per_pixel": seconds / (n * L * L),
+            **metrics}
