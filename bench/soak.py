@@ -141,19 +141,20 @@ def main() -> None:
         result.update(erred_tasks=plugin.erred, same_workers=end_pids == pids,
                       sheet_energies_finite=bool(np.isfinite(energies).all()))
 
-    for phase in ("batch", "sheets"):
+    phases = ("batch", "sheets") if args.sheets else ("batch",)  # --sheets 0: the batch alone
+    for phase in phases:
         at10, at100 = marks[f"{phase}_10"], marks[f"{phase}_100"]
         result[f"{phase}_memory_MB_at_10pct"] = round(at10, 1)
         result[f"{phase}_memory_MB_at_100pct"] = round(at100, 1)
         result[f"{phase}_memory_change"] = round(at100 / at10 - 1, 4)
     result["passed"] = bool(
-        abs(result["batch_memory_change"]) < 0.10 and abs(result["sheets_memory_change"]) < 0.10
+        all(abs(result[f"{phase}_memory_change"]) < 0.10 for phase in phases)
         and result["erred_tasks"] == 0 and result["batch_failed"] == 0
         and result["every_field_once"] and result["same_workers"])
 
     print(f"{'phase':<8}{'items':>7}{'seconds':>9}{'MB at 10%':>11}{'MB at 100%':>12}"
           f"{'change':>9}")
-    for phase, items in (("batch", args.fields), ("sheets", args.sheets)):
+    for phase, items in (("batch", args.fields), ("sheets", args.sheets))[:len(phases)]:
         print(f"{phase:<8}{items:>7}{result[f'{phase}_seconds']:>9.1f}"
               f"{result[f'{phase}_memory_MB_at_10pct']:>11.1f}"
               f"{result[f'{phase}_memory_MB_at_100pct']:>12.1f}"

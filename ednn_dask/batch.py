@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ednn_dask.compute import one_span
 from ednn_dask.errors import EDNNError, OutputExistsError, ResultsTableError, StoreNotFoundError
 from ednn_dask.model import TileModel, load_model
 from ednn_dask.score import score
@@ -214,24 +215,27 @@ def score_batch(
         raise OutputExistsError(f"{str(table)!r} is a directory; give a file path for the table.")
     shared = SharedTable(table, fresh=overwrite, lock_timeout=lock_timeout)
     result = BatchResult(table=shared.table)
-    for path in paths:
-        if (path, model.sha256) in shared.keys():
-            result.skipped.append(path)
-            continue
-        try:
-            scored = score(path, model, keep_contributions=False, **score_kwargs)
-        except EDNNError as err:
-            result.failed[path] = str(err)
+    # one span for the whole batch: the workers' per-span metrics stay one entry per
+    # task prefix, instead of growing with every field (see compute.one_span)
+    with one_span("ednn-batch"):
+        for path in paths:
+            if (path, model.sha256) in shared.keys():
+                result.skipped.append(path)
+                continue
+            try:
+                scored = score(path, model, keep_contributions=False, **score_kwargs)
+            except EDNNError as err:
+                result.failed[path] = str(err)
+                if on_field:
+                    on_field(path, str(err))
+                continue
+            row = _row(path, model, scored)
+            if not shared.add(row):  # another job scored it meanwhile: its row stands
+                result.skipped.append(path)
+                continue
+            result.scored.append(path)
             if on_field:
-                on_field(path, str(err))
-            continue
-        row = _row(path, model, scored)
-        if not shared.add(row):  # another job scored it meanwhile: its row stands
-            result.skipped.append(path)
-            continue
-        result.scored.append(path)
-        if on_field:
-            on_field(path, row)
+                on_field(path, row)
     result.table = shared.table
     return result
 
