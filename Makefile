@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_rasterize.py
 	$(PY) bench/bench_sheet.py
 	$(PY) bench/bench_mc.py
+	$(PY) bench/screened_scales.py
 
 # accuracy of the shipped models on data they never saw, as JSON for the docs' findings
 # page (docs/generate.py renders bench/results/evaluate-*.json); about 5 min on 2 cores
@@ -43,6 +44,7 @@ evaluations: $(STAMP)
 	$(EVALUATE) atoms --model models/hexagonal-f16c24.onnx --data data/hexagonal-2x2.zarr --json-out bench/results/evaluate-hexagonal-2x2.json
 	$(EVALUATE) atoms --model models/hexagonal-f16c24.onnx --data data/hexagonal-3x3.zarr --json-out bench/results/evaluate-hexagonal-3x3.json
 	$(EVALUATE) atoms --model models/porous-f32c16.onnx --data data/porous.zarr --split test --json-out bench/results/evaluate-porous.json
+	$(EVALUATE) screened --model models/screened-multiscale.onnx --json-out bench/results/evaluate-screened.json
 
 # The shipped atomistic models were trained with TRAIN_DEVICE=cuda (one H100: 6 and 4 min);
 # on 2 CPU cores the same runs take about 3 h and 40 min.
@@ -54,6 +56,9 @@ models: $(STAMP)
 	$(VENV)/bin/ednn-dask train laplacian --out models/laplacian-f10c2.onnx --overwrite
 	$(VENV)/bin/ednn-dask train hexagonal --net smooth --context 24 --epochs 450 --device $(TRAIN_DEVICE) --out models/hexagonal-f16c24.onnx --overwrite
 	$(VENV)/bin/ednn-dask train porous --epochs 1500 --device $(TRAIN_DEVICE) --out models/porous-f32c16.onnx --overwrite
+	$(VENV)/bin/ednn-dask train screened --kind multiscale --out models/screened-multiscale.onnx --overwrite
+	$(VENV)/bin/ednn-dask train screened --kind short --out models/screened-short.onnx --overwrite
+	$(VENV)/bin/ednn-dask train screened --kind wide --out models/screened-wide.onnx --overwrite
 
 # GFN1-xTB reference data (resumable: re-running continues where it stopped)
 data: $(STAMP)

@@ -275,6 +275,20 @@ def test_a_net_built_for_another_context_is_refused():
     EDNN(ValidCNN(2, 1, (4, 4), (2, 2)), 4, 2, "periodic", ndim=2)  # matching: accepted
 
 
+@pytest.mark.parametrize("net, quadratic", [("quadratic", True), ("density", False)])
+def test_the_quadratic_net_is_a_quadratic_form_of_the_tile(net, quadratic):
+    """Along any line t * x its output is a polynomial of degree 2: third differences vanish."""
+    from training.fields import build_field_ednn
+
+    torch.manual_seed(0)
+    ednn = build_field_ednn(net, 2, 1, 4, 3, "periodic").double()
+    x = torch.randn(1, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        f = [float(ednn(t * x)) for t in range(4)]
+    third = f[3] - 3 * f[2] + 3 * f[1] - f[0]
+    assert (abs(third) < 1e-9 * max(map(abs, f))) == quadratic
+
+
 def test_threads_default_to_the_idle_cores_we_may_use():
     import os
 
@@ -287,7 +301,8 @@ def test_the_trunk_sees_exactly_the_context():
 
 
 def test_training_exports_its_public_pieces():
-    assert {"fit", "EDNN", "export_onnx", "train_fields", "field_dataset"} <= set(training.__all__)
+    assert {"fit", "EDNN", "MultiScaleEDNN", "export_onnx", "train_fields",
+            "field_dataset"} <= set(training.__all__)
     for name in training.__all__:
         assert getattr(training, name) is not None
     with pytest.raises(AttributeError):

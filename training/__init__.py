@@ -2,7 +2,8 @@
 
 The public pieces are importable from here (``from training import fit, EDNN``);
 each is imported on first use, so ``import training`` does not import torch. Torch
-lives in ``training.ednn``, ``.nets``, ``.train``, ``.export`` and ``.precondition``.
+lives in ``training.ednn``, ``.multiscale``, ``.nets``, ``.train``, ``.export`` and
+``.precondition``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 _EXPORTS = {
     # the EDNN module, its tile nets, the training loop and the export
     "EDNN": "training.ednn",
+    "MultiScaleEDNN": "training.multiscale",
     "IsingMLP": "training.nets",
     "ValidCNN": "training.nets",
     "PaperCNN": "training.nets",

@@ -30,7 +30,7 @@ from training.metrics import error_metrics, parity_plot, split_indices
 from training.recipes import run_dir
 
 SPLITS = ("all", "train", "val", "test")
-NETS = ("density", "window", "mlp")
+NETS = ("density", "window", "mlp", "quadratic")
 # the defaults of `train fields`: Adam with an exponentially decaying learning rate,
 # early stopping on the validation split, then a short full-batch L-BFGS polish
 FIELD_DEFAULTS = {"epochs": 150, "batch_size": 32, "lr": 2e-3, "lr_final": 1e-5,
@@ -90,6 +90,9 @@ def build_field_ednn(net: str, ndim: int, channels: int, focus: int, context: in
     local density, right for targets that are sums of a smooth local quantity.
     ``"window"``: the same trunk, the head weighs each pixel of the block on its own.
     ``"mlp"``: the paper's fully connected tile net (small tiles, discrete fields).
+    ``"quadratic"``: the density net's geometry with a linear trunk and a squaring
+    head: exactly the quadratic forms of the field within the context (pair
+    energies, bonds), nothing else.
     """
     from training.ednn import EDNN
     from training.multiscale import MultiScaleEDNN
@@ -105,7 +108,8 @@ def build_field_ednn(net: str, ndim: int, channels: int, focus: int, context: in
         tile_net = IsingMLP(tuple(fi + 2 * ci for fi, ci in zip(f, c, strict=True)), channels)
     else:
         tile_net = ValidCNN(ndim, channels, f, c, trunk=trunk_for(context), hidden=32,
-                            readout="mean" if net == "density" else "window", activation="silu")
+                            readout="window" if net == "window" else "mean",
+                            activation="quadratic" if net == "quadratic" else "silu")
     return EDNN(tile_net, focus, context, boundary, ndim=ndim, dense=True)
 
 

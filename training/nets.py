@@ -29,6 +29,13 @@ CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
 
 
+class Square(nn.Module):
+    """``x * x``: the head of a quadratic net (one ``Mul`` in ONNX)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x
+
+
 class DenseView(nn.Module):
     """A tile net's dense form as a module of its own (for ONNX export)."""
 
@@ -84,10 +91,13 @@ class ValidCNN(nn.Module):
         divide the focus so tile and dense forms see the same pixels.
     hidden : int
         Width of the head convolution (kernel = trunk output window of a tile).
-    activation : {"relu", "silu"}
+    activation : {"relu", "silu", "quadratic"}
         Non-linearity after every trunk layer and the head. SiLU is smooth, so a
         few units represent an energy that is quadratic in sub-pixel atom shifts
         (harmonic strain), which ReLU can only approximate piece by piece.
+        ``"quadratic"``: a linear trunk and a squaring head, so the net is a sum of
+        squares of linear maps of the tile: any quadratic form of the field within
+        the context (pair energies), exactly, and nothing else.
     readout : {"window", "mean"}
         ``"window"``: the head convolution weighs every pixel of the window on
         its own. ``"mean"``: the head is 1x1 (a per-pixel density) and the tile's
@@ -111,11 +121,11 @@ class ValidCNN(nn.Module):
         super().__init__()
         if readout not in ("window", "mean"):
             raise ConfigError(f"readout must be 'window' or 'mean', not {readout!r}.")
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, "
+        if activation not in (*ACTIVATIONS, "quadratic"):
+            raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)} or quadratic, "
                              f"not {activation!r}.")
-        act = ACTIVATIONS[activation]
-        self.head_activation = act()
+        act = nn.Identity if activation == "quadratic" else ACTIVATIONS[activation]
+        self.head_activation = Square() if activation == "quadratic" else act()
         self.focus, self.context, self.readout = tuple(focus), tuple(context), readout
         tile = [f + 2 * c for f, c in zip(focus, context, strict=True)]
         layers: list[nn.Module] = []
