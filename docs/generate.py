@@ -350,18 +350,21 @@ def _measured(records: list[dict]) -> list[str]:
 
 def _pipeline_table(records: list[dict]) -> list[str]:
     out = ["| field | raw onnxruntime | ednn-dask threaded | ednn-dask LocalCluster "
-           "| torch eager | pipeline / raw | speed-up vs torch |",
-           "|---|---|---|---|---|---|---|"]
+           "| torch eager | pipeline / raw | speed-up vs torch | memory gained / field |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in records:
         s, px = r["seconds"], r["pixels"]
 
         def rate(name, s=s, px=px):
             return f"{px / s[name] / 1e6:.1f} Mpx/s" if name in s else "-"
 
+        speedup = r.get("speedup_vs_torch_eager")
+        gained = (f"{r['localcluster_peak_gain_MB']:,.0f} / {r['field_MB']:,.0f} MB"
+                  if "field_MB" in r else "-")
         out.append(f"| {r['system']}, {r['size']}² | {rate('raw onnxruntime')} "
                    f"| {rate('ednn-dask, threaded')} | {rate('ednn-dask, LocalCluster')} "
                    f"| {rate('torch eager EDNN')} | {r['fraction_of_raw_ort_threaded']:.2f} "
-                   f"| {r['speedup_vs_torch_eager']:.1f}x |")
+                   f"| {f'{speedup:.1f}x' if speedup else '-'} | {gained} |")
     return out
 
 

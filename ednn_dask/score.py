@@ -5,8 +5,7 @@ Read top to bottom, :func:`score` is::
     prepare_field     check the field against the model (dims, channels, dtype, spacing)
     align             chunk to multiples of the focus, never smaller than the context
     contribution_map  map_overlap(depth=context, boundary) -> one value per focus block
-                      (a multi-scale model: one per branch, on a coarsened copy; see
-                      branch_contribution_map)
+                      (a multi-scale model: one per branch, on a coarsened copy)
     reduce            tree sum in float64 (split_every)
     compute           on the given client, the active one, or dask's threaded scheduler
 """
@@ -175,8 +174,13 @@ def contribution_map(
 ) -> da.Array:
     """Lazy float32 array of contributions, one per focus block, chunked like ``data``.
 
-    ``dims`` names the spatial axes in errors (default: the model's).
+    ``dims`` names the spatial axes in errors (default: the model's). A multi-scale
+    model runs each branch on its own coarsened copy (:func:`_branch_contributions`).
     """
+    if model.spec.scales:
+        return _branch_contributions(data, model, tiling, method=method, threads=threads,
+                                     batch_pixels=batch_pixels, channels_first=channels_first,
+                                     dims=dims)
     lead = 1 if channels_first else 0
     for axis, (sizes, c) in enumerate(zip(data.chunks[lead:], tiling.context, strict=True)):
         if min(sizes) < c:
@@ -224,17 +228,8 @@ def contribution_map(
     )
 
 
-def branch_contribution_map(
-    data: da.Array,
-    model: TileModel,
-    tiling: Tiling,
-    *,
-    method: Method = "auto",
-    threads: int = 1,
-    batch_pixels: int = BATCH_PIXELS,
-    channels_first: bool = False,
-    dims: tuple[str, ...] | None = None,
-) -> da.Array:
+def _branch_contributions(data: da.Array, model: TileModel, tiling: Tiling, *, method,
+                          threads, batch_pixels, channels_first, dims) -> da.Array:
     """:func:`contribution_map` of a multi-scale model: every branch on its own coarse copy.
 
     Each branch coarsens the field by its factor (the block mean, chunk by chunk:
@@ -356,7 +351,7 @@ def score(
     tiling.check(spatial_shape)
     data = align(f.data, tiling, chunks, channels_first=channels_first)
     spatial_dims = f.dims[1:] if channels_first else f.dims
-    contrib = (branch_contribution_map if model.spec.scales else contribution_map)(
+    contrib = contribution_map(
         data, model, tiling, method=method_, threads=threads, channels_first=channels_first,
         dims=tuple(map(str, spatial_dims)),
     )
