@@ -96,8 +96,8 @@ class ValidCNN(nn.Module):
         few units represent an energy that is quadratic in sub-pixel atom shifts
         (harmonic strain), which ReLU can only approximate piece by piece.
         ``"quadratic"``: a linear trunk and a squaring head, so the net is a sum of
-        squares of linear maps of the tile: any quadratic form of the field within
-        the context (pair energies), exactly, and nothing else.
+        squares of linear maps of the tile: quadratic forms of the field within the
+        context (pair energies), exactly, and nothing else.
     readout : {"window", "mean"}
         ``"window"``: the head convolution weighs every pixel of the window on
         its own. ``"mean"``: the head is 1x1 (a per-pixel density) and the tile's

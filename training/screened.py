@@ -99,14 +99,14 @@ SCREENED_MODELS = {
     "wide": {"focus": 4, "context": 32},
     "multiscale": {"scales": "1:4:8,4:1:8"},
 }
-#: The training budget, the same wall-clock time for each kind on two CPU cores: the
-#: quadratic net (a linear trunk, a squaring head: exactly the pair energies within its
-#: reach) gets a few Adam epochs, then full-batch L-BFGS, which is what converges it.
-#: ``wide`` costs about nine times more per sample than ``short`` and five times more
-#: than ``multiscale``, so it gets a tenth of their L-BFGS steps.
-SCREENED_TRAINING = {"n": 400, "L": 96, "net": "quadratic", "patience": 10,
-                     "epochs": {"short": 3, "wide": 1, "multiscale": 3},
-                     "lbfgs_steps": {"short": 150, "wide": 15, "multiscale": 150}}
+#: The training budget, about the same wall-clock time for each kind on two CPU cores:
+#: the quadratic net (one linear convolution over the window, a squaring head: exactly
+#: the pair energies within its reach) gets a few Adam epochs, then full-batch L-BFGS,
+#: which is what converges it (on 400 of the training samples). ``wide`` costs about
+#: five times more per sample than ``multiscale``, so it gets fewer L-BFGS steps.
+SCREENED_TRAINING = {"n": 1000, "L": 96, "net": "quadratic", "patience": 10,
+                     "lbfgs_samples": 400, "epochs": {"short": 3, "wide": 1, "multiscale": 3},
+                     "lbfgs_steps": {"short": 100, "wide": 40, "multiscale": 100}}
 
 
 def train_screened(
@@ -143,7 +143,7 @@ def train_screened(
         net=SCREENED_TRAINING["net"], epochs=epochs or SCREENED_TRAINING["epochs"][kind],
         device=device, workdir=work / "fit", seed=seed, threads=threads, overwrite=overwrite,
         progress=progress, lbfgs_steps=SCREENED_TRAINING["lbfgs_steps"][kind],
-        lbfgs_samples=SCREENED_TRAINING["n"], patience=SCREENED_TRAINING["patience"])
+        lbfgs_samples=SCREENED_TRAINING["lbfgs_samples"], patience=SCREENED_TRAINING["patience"])
 
 
 def evaluate_screened(model: str, *, L: int = 512, n: int = 32, seed: int = 1234,
