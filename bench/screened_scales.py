@@ -11,11 +11,13 @@ lattice) with its ratio to the slowest model's.
 
 A second table is the *ceiling* of block-mean coarsening, no training involved: on
 1,200 lattices of 128 x 128, the energy is fitted by least squares from the exact
-pair terms within ``c`` pixels (what a fine branch of context ``c`` can know) plus,
-per distance shell, the products of the 2- or 4-pixel block sums (what a coarse
-branch can know); the held-out error of that fit bounds what any two-scale model of
-that fine context and factor can reach. ``c`` alone (no coarse features) bounds a
-single-scale model of context ``c``. Writes the JSON and ``docs/screened-cost.png``.
+pair terms within ``R`` pixels (what a fine branch whose pairs reach ``R`` can know;
+a quadratic net of context ``c`` reaches pairs up to ``2c`` apart along each axis,
+both ends inside one pixel's window) plus, per distance shell, the products of the 2-
+or 4-pixel block sums (what a coarse branch can know); the held-out error of that
+fit bounds what any two-scale model of that reach and factor can do. Factor 1 (no
+coarse features) bounds a single-scale model of that reach. Writes the JSON and
+``docs/screened-cost.png``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from training.screened import screened_dataset, screened_energy, screened_kernel
 
 MODELS = "models/screened-short.onnx,models/screened-wide.onnx,models/screened-multiscale.onnx"
 CEILING = {"L": 128, "n": 1200, "train": 900,
-           "fine_context": [4, 8, 12, 16, 20], "factors": [2, 4]}
+           "fine_reach": [4, 8, 12, 16, 20, 24], "factors": [2, 4]}
 
 
 def model_rows(paths: list[str], L: int, n: int, repeats: int) -> list[dict]:
@@ -77,7 +79,7 @@ def _pair(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 def ceiling_rows() -> list[dict]:
-    """Held-out error of the best fit from fine pairs within c plus coarse block products."""
+    """Held-out error of the best fit from fine pairs within R plus coarse block products."""
     L, n, train = CEILING["L"], CEILING["n"], CEILING["train"]
     x = screened_dataset(n, L, seed=99)["field"].values.astype(np.float64)
     energy = screened_energy(x)
@@ -86,8 +88,8 @@ def ceiling_rows() -> list[dict]:
     kernel = screened_kernel(L)
     bonds = -(x * (np.roll(x, -1, -1) + np.roll(x, -1, -2))).sum(axis=(1, 2))
     rows = []
-    for c in CEILING["fine_context"]:
-        fine = bonds + _pair(x, np.where(r <= c, kernel, 0.0))
+    for reach in CEILING["fine_reach"]:
+        fine = bonds + _pair(x, np.where(r <= reach, kernel, 0.0))
         for factor in [1, *CEILING["factors"]]:
             features = [fine, np.ones(n)]
             if factor > 1:
@@ -101,7 +103,7 @@ def ceiling_rows() -> list[dict]:
             f = np.stack(features, axis=1)
             coef, *_ = np.linalg.lstsq(f[:train], energy[:train], rcond=None)
             error = energy[train:] - f[train:] @ coef
-            rows.append({"fine_context": c, "factor": factor,
+            rows.append({"fine_reach": reach, "factor": factor,
                          "mae_over_std": float(np.abs(error).mean() / energy[train:].std())})
     return rows
 
@@ -144,7 +146,7 @@ def main() -> None:
     ceiling = ceiling_rows()
     print("\nceiling of block-mean coarsening (least squares, held out): MAE/std")
     for r in ceiling:
-        print(f"  fine context {r['fine_context']:>2} px, factor {r['factor']}: "
+        print(f"  fine pairs within {r['fine_reach']:>2} px, factor {r['factor']}: "
               f"{r['mae_over_std']:.4f}")
     plot(rows, ROOT / "docs" / "screened-cost.png")
     write_result({"L": args.L, "n": args.n, "models": rows, "ceiling": ceiling},

@@ -214,8 +214,8 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
         **header, "L": 512, "n": 32, "models": [row, {
             **row, "model": "models/screened-multiscale.onnx", "scales": [[1, 4, 8], [4, 1, 8]],
             "context": [32, 32], "cost_vs_slowest": 0.25, "seconds_per_pixel": 5e-7}],
-        "ceiling": [{"fine_context": 8, "factor": 1, "mae_over_std": 0.2},
-                    {"fine_context": 8, "factor": 2, "mae_over_std": 0.07}]}))
+        "ceiling": [{"fine_reach": 8, "factor": 1, "mae_over_std": 0.2},
+                    {"fine_reach": 8, "factor": 2, "mae_over_std": 0.07}]}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
     assert page.count("Test CPU, 2 cores, 8.0 GiB") == 9

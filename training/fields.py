@@ -91,7 +91,7 @@ def build_field_ednn(net: str, ndim: int, channels: int, focus: int, context: in
     ``"window"``: the same trunk, the head weighs each pixel of the block on its own.
     ``"mlp"``: the paper's fully connected tile net (small tiles, discrete fields).
     ``"quadratic"``: one linear convolution over the whole window (kernel ``2 context
-    + 1``, 16 channels), then a squaring head averaged over the block: exactly the
+    + 1``, 4 channels), then a squaring head (8 units) averaged over the block: exactly the
     quadratic forms of the field within the context (pair energies, bonds) and
     nothing else. One layer, not a stack: the loss is then a polynomial of low
     degree in the weights, which L-BFGS converges quickly.
@@ -109,8 +109,9 @@ def build_field_ednn(net: str, ndim: int, channels: int, focus: int, context: in
     if net == "mlp":
         tile_net = IsingMLP(tuple(fi + 2 * ci for fi, ci in zip(f, c, strict=True)), channels)
     else:
-        trunk = ((16, 2 * context + 1, 1),) if net == "quadratic" else trunk_for(context)
-        tile_net = ValidCNN(ndim, channels, f, c, trunk=trunk, hidden=32,
+        trunk = ((4, 2 * context + 1, 1),) if net == "quadratic" else trunk_for(context)
+        tile_net = ValidCNN(ndim, channels, f, c, trunk=trunk,
+                            hidden=8 if net == "quadratic" else 32,
                             readout="window" if net == "window" else "mean",
                             activation="quadratic" if net == "quadratic" else "silu")
     return EDNN(tile_net, focus, context, boundary, ndim=ndim, dense=True)

@@ -99,14 +99,14 @@ SCREENED_MODELS = {
     "wide": {"focus": 4, "context": 32},
     "multiscale": {"scales": "1:4:8,4:1:8"},
 }
-#: The training budget, about the same wall-clock time for each kind on two CPU cores:
+#: The training budget, about ten minutes of wall-clock time per kind on two CPU cores:
 #: the quadratic net (one linear convolution over the window, a squaring head: exactly
-#: the pair energies within its reach) gets a few Adam epochs, then full-batch L-BFGS,
-#: which is what converges it (on 400 of the training samples). ``wide`` costs about
-#: five times more per sample than ``multiscale``, so it gets fewer L-BFGS steps.
+#: the pair energies within its reach) gets a few Adam epochs, then full-batch L-BFGS
+#: on all 800 training lattices, which is what converges it. ``wide`` costs about nine
+#: times more per sample than ``multiscale``, so it gets a seventh of the L-BFGS steps.
 SCREENED_TRAINING = {"n": 1000, "L": 96, "net": "quadratic", "patience": 10,
-                     "lbfgs_samples": 400, "epochs": {"short": 3, "wide": 1, "multiscale": 3},
-                     "lbfgs_steps": {"short": 100, "wide": 40, "multiscale": 100}}
+                     "lbfgs_samples": 800, "epochs": {"short": 3, "wide": 1, "multiscale": 3},
+                     "lbfgs_steps": {"short": 100, "wide": 15, "multiscale": 100}}
 
 
 def train_screened(
