@@ -154,6 +154,8 @@ def _model_card(path: Path, model) -> str:
             f"| tile | {_axes([f + 2 * c for f, c in zip(spec.focus, spec.context)])} px |",
             f"| boundary | {spec.boundary} |",
             f"| spacing | {_spacing(spec)} |"]
+    out += [f"| scale {k} | factor {_axes(s.factor)}, focus {_axes(s.focus)}, context "
+            f"{_axes(s.context)} (coarse px), {s.kind} |" for k, s in enumerate(spec.scales)]
     if spec.input_offset or spec.input_scale != 1:
         out.append(f"| input scaling | (x - {spec.input_offset:.6g}) * {spec.input_scale:.6g} |")
     if spec.output_offset or spec.output_scale != 1:
@@ -171,8 +173,10 @@ def _model_card(path: Path, model) -> str:
     out += ["", "## Data", ""]
     described = {k: prov.get(k) for k in ("reference", "n_structures", "data_hash", "seed")
                  if k in prov}
-    if data:
+    if isinstance(data, dict):
         described = {**{f"data.{k}": v for k, v in data.items()}, **described}
+    elif data:  # train fields: the store's path
+        described = {"data": data, **described}
     if described:
         out += ["| | |", "|---|---|"]
         out += [f"| {k} | {_value(v)} |" for k, v in described.items()]
@@ -230,7 +234,7 @@ def _limits(spec, data) -> list[str]:
         elements = ", ".join(SYMBOLS.get(z, str(z)) for z in spec.raster["species"])
         lines.append(f"Only the elements {elements} (one channel each); `energy()` refuses "
                      "others.")
-    if data and "L" in data:
+    if isinstance(data, dict) and "L" in data:
         shown = f"Trained on {data['L']}-site-per-axis samples"
         if "temperatures" in data:
             shown += " at T in {}..{}".format(*data["temperatures"])

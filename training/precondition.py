@@ -63,6 +63,10 @@ def _parent(root: nn.Module, target: nn.Module) -> tuple[nn.Module, str]:
     raise ValueError("module not found")
 
 
+#: at most this many bytes of patches when the moments are taken
+PATCH_BYTES = 2**29
+
+
 @torch.no_grad()
 def patch_moments(ednn: EDNN, inputs: np.ndarray, max_samples: int = 256) -> torch.Tensor:
     """Second-moment matrix (float64) of the first convolution's input patches.
@@ -75,6 +79,9 @@ def patch_moments(ednn: EDNN, inputs: np.ndarray, max_samples: int = 256) -> tor
     c, kernel = conv.in_channels, tuple(conv.kernel_size)
     d = c * math.prod(kernel)
     eye = torch.eye(d, dtype=torch.float64).reshape(d, c, *kernel)
+    # the patches of one sample take d * pixels * 8 bytes: a wide kernel gets fewer samples
+    per_sample = d * math.prod(np.shape(inputs)[2:]) * 8
+    max_samples = max(1, min(max_samples, PATCH_BYTES // per_sample))
     x = torch.as_tensor(np.asarray(inputs[:max_samples]), dtype=torch.float64)
     padded = (ednn.pad(x) - ednn.input_offset.double()) * ednn.input_scale.double()
     patches = CONV_FN[len(kernel)](padded, eye, stride=conv.stride)  # (N, d, *out)
