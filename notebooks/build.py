@@ -291,6 +291,30 @@ try:
     score(coarse, porous)
 except EDNNError as err:
     print(type(err).__name__ + ":", err)"""),
+    ("md", """## A multi-scale model, with plain onnxruntime
+
+A multi-scale model is still one file: one input and one output per branch, listed in
+`ednn.scales`. Each branch sees the field coarsened by its factor (the block mean), padded
+by its own context; the prediction is the sum of every branch's scaled outputs."""),
+    ("code", """from ednn_dask import load_model
+
+path = ROOT / "models" / "screened-multiscale.onnx"
+spec = load_model(path).spec
+print([(s.factor, s.focus, s.context, s.input, s.output) for s in spec.scales])
+lattice = np.random.default_rng(1).choice(np.float32([-1, 0, 1]), p=[0.1, 0.8, 0.1],
+                                            size=(256, 256))
+x = (lattice - spec.input_offset) * spec.input_scale
+session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+feeds = {}
+for s in spec.scales:
+    fy, fx = s.factor
+    coarse = x.reshape(256 // fy, fy, 256 // fx, fx).mean(axis=(1, 3))
+    feeds[s.input] = np.pad(coarse, [(c, c) for c in s.context],
+                            mode="wrap")[None, None].astype(np.float32)
+outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+plain = sum(float((outputs[s.output] * s.output_scale + s.output_offset).sum())
+            for s in spec.scales)
+print(f"plain onnxruntime {plain:.3f} J, ednn-dask {score(lattice, path).energy:.3f} J")"""),
     ("code", """tmp.cleanup()   # the exported model"""),
 ]
 

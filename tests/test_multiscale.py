@@ -101,6 +101,15 @@ def test_scales_that_name_other_tensors_are_refused(multiscale2d, tmp_path):
         TileModel.load(path)
 
 
+def test_branches_with_different_input_scaling_are_refused(tmp_path):
+    from ednn_dask.errors import ConfigError
+
+    model = random_multiscale(2, "periodic")
+    model.branches[1].input_scale.fill_(3.0)
+    with pytest.raises(ConfigError, match="set_input_scaling"):
+        _export(model, tmp_path / "m.onnx")
+
+
 def test_a_multiscale_model_refuses_to_run_as_one_graph(multiscale2d):
     with pytest.raises(ModelFormatError, match="multi-scale model: run its branches"):
         multiscale2d[1].run(np.zeros((1, 1, 12, 12), np.float32))

@@ -26,10 +26,9 @@ from ednn_dask.errors import ConfigError
 from ednn_dask.model import load_model
 from ednn_dask.storage import refuse_existing
 from training import reference
-from training.config import TrainConfig
+from training.config import TrainConfig, run_dir
 from training.datasets import dataset_hash
 from training.metrics import parity_plot, split_indices
-from training.recipes import run_dir
 
 
 def cell_spacing(pixels: int) -> tuple[float, float]:

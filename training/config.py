@@ -1,8 +1,14 @@
-"""Hyper-parameters of a training run (plain data: importing this needs no torch)."""
+"""Hyper-parameters of a training run and where it keeps its files (no torch needed)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+
+def run_dir(out: Path, workdir: str | None) -> Path:
+    """Where a run keeps its checkpoints and metrics: ``workdir``, default ``runs/<model stem>``."""
+    return Path(workdir) if workdir else Path("runs") / out.stem
 
 
 @dataclass

@@ -62,6 +62,12 @@ def spec_for(ednn: EDNN | MultiScaleEDNN, kind: str, channels: int, **fields: An
     """The metadata of an EDNN: geometry and scaling from the module, the rest given."""
     if isinstance(ednn, MultiScaleEDNN):
         first = ednn.branches[0]
+        if any((float(b.input_offset), float(b.input_scale))
+               != (float(first.input_offset), float(first.input_scale)) for b in ednn.branches):
+            raise ConfigError(
+                "the branches of a multi-scale model scale their input differently; the file "
+                "holds one input scaling for the field: set it with "
+                "MultiScaleEDNN.set_input_scaling(offset, scale) before training.")
         scales = tuple(
             Scale(factor=factor, focus=b.tiling.focus, context=b.tiling.context, kind=kind,
                   input=f"field_{k}", output=f"contribution_{k}",

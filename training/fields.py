@@ -24,10 +24,9 @@ from ednn_dask.inference import contributions
 from ednn_dask.model import TileModel
 from ednn_dask.storage import refuse_existing
 from ednn_dask.tiling import block_mean
-from training.config import TrainConfig
+from training.config import TrainConfig, run_dir
 from training.field_data import SampleStream, open_field_data, stream_hash
 from training.metrics import error_metrics, parity_plot, split_indices
-from training.recipes import run_dir
 
 SPLITS = ("all", "train", "val", "test")
 NETS = ("density", "window", "mlp", "quadratic")

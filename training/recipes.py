@@ -18,7 +18,7 @@ import numpy as np
 from ednn_dask.errors import ConfigError
 from ednn_dask.storage import refuse_existing
 from training import datasets
-from training.config import TrainConfig
+from training.config import TrainConfig, run_dir
 from training.ising import sample_ising
 from training.laplacian import laplacian_dataset
 from training.screened import screened_dataset
@@ -59,11 +59,6 @@ def make_dataset(
         ds = laplacian_dataset(n, L, seed=seed, progress=progress)
     path = datasets.save_dataset(ds, out, overwrite=overwrite)
     return {"store": str(path), "samples": n, "hash": datasets.dataset_hash(ds)}
-
-
-def run_dir(out: Path, workdir: str | None) -> Path:
-    """Where a run keeps its checkpoints and metrics: ``workdir``, default ``runs/<model stem>``."""
-    return Path(workdir) if workdir else Path("runs") / out.stem
 
 
 def _dataset(data: str | None, make, path: Path):

@@ -128,16 +128,17 @@ def train_screened(
     the run's folder the first time and reused after; the run resumes from its
     checkpoint, so the same command continues an interrupted one.
     """
+    from training.config import run_dir
+    from training.datasets import save_dataset
     from training.fields import train_fields
-    from training.recipes import make_dataset, run_dir
 
     if kind not in SCREENED_MODELS:
         raise ConfigError(f"kind must be one of {sorted(SCREENED_MODELS)}, got {kind!r}.")
     work = run_dir(Path(out), workdir)
     store = Path(data) if data else work / "screened.zarr"
     if not data and not store.exists():
-        make_dataset("screened", str(store), n=SCREENED_TRAINING["n"], L=SCREENED_TRAINING["L"],
-                     seed=seed, progress=progress)
+        save_dataset(screened_dataset(SCREENED_TRAINING["n"], SCREENED_TRAINING["L"], seed=seed,
+                                      progress=progress), store)
     return train_fields(
         store, out, field="field", target="target", **SCREENED_MODELS[kind],
         net=SCREENED_TRAINING["net"], epochs=epochs or SCREENED_TRAINING["epochs"][kind],
