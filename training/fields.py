@@ -166,7 +166,7 @@ def train_fields(
         pixels; ``focus`` and ``context`` are then not given.
     boundary : "periodic" or float
         What lies outside each sample: its periodic image, or a constant in field units.
-    net : {"density", "window", "mlp"}
+    net : {"density", "window", "mlp", "quadratic"}
         The tile net (:func:`build_field_ednn`).
     epochs, device, seed, threads : optional
         As :class:`training.config.TrainConfig`; ``epochs`` default 150 (early
@@ -217,11 +217,13 @@ def train_fields(
     except ValueError as err:
         raise DataSetError(f"field {field!r} of {spec.path!r}: {err}") from None
     mean, std = stream.statistics(train)
-    branches = [(ednn, None)] if not scales else list(zip(ednn.branches, ednn.factors,
-                                                          strict=True))
-    for branch, _ in branches:
-        branch.input_offset.fill_(mean)
-        branch.input_scale.fill_(1.0 / std if std > 0 else 1.0)
+    scale = 1.0 / std if std > 0 else 1.0
+    if scales:
+        ednn.set_input_scaling(mean, scale)
+    else:
+        ednn.input_offset.fill_(mean)
+        ednn.input_scale.fill_(scale)
+    branches = list(zip(ednn.branches, ednn.factors, strict=True)) if scales else [(ednn, None)]
     if whiten and net != "mlp":
         samples = stream.take(np.sort(train[:256]))
         for branch, factor in branches:
