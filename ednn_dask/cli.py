@@ -192,6 +192,15 @@ def cmd_data(args) -> int:
             **_given(args, "n", "cells", "limit", "max_vacancies", "replicas"))
         _print({"store": args.out, **counts}, args.json)
         return 0
+    if args.system == "rock" and args.volume:
+        from training.rock import write_rock_volume
+
+        with _client(args) as client:
+            summary = write_rock_volume(args.out, args.volume, chunks=args.chunks or 256,
+                                        seed=args.seed, client=client, overwrite=args.overwrite,
+                                        **_given(args, "sigma", "porosity"))
+        _print(summary, args.json)
+        return 0
     from training.recipes import make_dataset
 
     summary = make_dataset(args.system, args.out, dim=args.dim, seed=args.seed,
@@ -217,6 +226,8 @@ def cmd_train(args) -> int:
         _print({"model": args.out, "kind": args.kind, "best_epoch": metrics["best_epoch"],
                 **metrics["test"]}, args.json)
         return 0
+    if args.system == "rock":
+        return _train_rock(args)
     if args.net in FIELD_NETS:
         raise ConfigError(f"--net {args.net} is a net of `train fields`; {args.system} takes "
                           f"one of {ATOMISTIC_NETS}.")
@@ -261,6 +272,20 @@ def _train_fields(args) -> int:
     return 0
 
 
+def _train_rock(args) -> int:
+    from training.rock import TARGETS, train_rock
+
+    if args.target is None:
+        raise ConfigError(f"train rock needs --target, one of {', '.join(TARGETS)}.")
+    result = train_rock(args.out, target=args.target, data=args.data, seed=args.seed,
+                        workdir=args.workdir, overwrite=args.overwrite,
+                        **_given(args, "n", "L", "focus"))
+    _print({"model": args.out, "target": args.target, **result["head"],
+            **{f"test_{k}": v for k, v in result["metrics"]["test"].items()
+               if k in ("mae", "relative_mae", "max_ae")}}, args.json)
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from training import evaluation
 
@@ -271,6 +296,14 @@ def cmd_evaluate(args) -> int:
             raise ConfigError("evaluate fields needs --data STORE (a data set of fields).")
         result = evaluate_fields(args.model, args.data, split=args.split, plot=args.plot,
                                  **_given(args, "field", "target"))
+    elif args.system == "rock":
+        from training.rock import evaluate_rock
+
+        if args.data:
+            with _client(args) as client:
+                result = evaluate_rock(args.model, data=args.data, client=client)
+        else:
+            result = evaluate_rock(args.model, **_given(args, "L", "n", "seed"))
     elif args.system == "screened":
         from training.screened import evaluate_screened
 
@@ -300,6 +333,8 @@ def _evaluate_command(args) -> str:
     words = ["ednn-dask", "evaluate", args.system, "--model", args.model]
     if args.system in ("atoms", "fields"):
         words += ["--data", args.data, "--split", args.split]
+    elif args.system == "rock" and args.data:
+        words += ["--data", args.data]
     else:
         for name, value in _given(args, "L", "n", "seed").items():
             words += [f"--{name}", str(value)]
@@ -470,6 +505,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number between 0 and 1")
+    return value
+
+
 POSITIVE, NON_NEGATIVE = _count(1), _count(0)
 ATOMISTIC_NETS = ("compact", "fine", "smooth", "paper")
 FIELD_NETS = ("density", "window", "mlp", "quadratic")
@@ -535,12 +580,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("data", help="generate a training data set (Zarr)")
-    p.add_argument("system", choices=["ising", "laplacian", "screened", "hexagonal", "porous"])
+    p.add_argument("system", choices=["ising", "laplacian", "screened", "rock", "hexagonal",
+                                      "porous"])
     p.add_argument("out")
     p.add_argument("--n", type=POSITIVE, help="number of samples (ising/laplacian 5000, "
-                   "screened 2000, hexagonal 5000, porous 1000)")
+                   "screened 2000, rock 200, hexagonal 5000, porous 1000)")
     p.add_argument("--L", type=POSITIVE,
-                   help="side of each sample (ising 8, laplacian 100, screened 96, at least 65)")
+                   help="side of each sample (ising 8, laplacian 100, screened 96, at least 65; "
+                   "rock 32)")
+    p.add_argument("--volume", type=POSITIVE, metavar="SIZE",
+                   help="rock: one periodic volume of SIZE^3 voxels instead of a data set, "
+                   "generated and measured (exact volume, area, Euler characteristic) chunk "
+                   "by chunk on a LocalCluster or --scheduler")
+    p.add_argument("--chunks", type=POSITIVE, help="rock --volume: chunk side (default 256)")
+    p.add_argument("--sigma", type=_positive_float,
+                   help="rock --volume: correlation length in voxels (default 2)")
+    p.add_argument("--porosity", type=_fraction, help="rock --volume: pore fraction (default "
+                   "0.25)")
     p.add_argument("--dim", type=int, default=2, choices=[2, 3], help="Ising dimension")
     p.add_argument("--near-critical", action="store_true", help="Ising: T within 0.1 of Tc")
     p.add_argument("--cells", type=POSITIVE, nargs=2, metavar=("NX", "NY"),
@@ -550,7 +606,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicas", type=POSITIVE,
                    help="atomistic: compute each energy on the N x N replica, per cell (tblite "
                    "samples the Gamma point only; this is N x N k-points of the cell)")
-    p.add_argument("--scheduler", help="atomistic: dask scheduler for the GFN1-xTB runs")
+    p.add_argument("--scheduler", help="atomistic: dask scheduler for the GFN1-xTB runs; "
+                   "rock --volume: for the chunks (default: LocalCluster)")
+    p.add_argument("--processes", action="store_true",
+                   help="rock --volume: LocalCluster with worker processes")
     p.add_argument("--limit", type=NON_NEGATIVE, help="atomistic: compute at most this many now")
     p.add_argument("--retry-failed", action="store_true", help="atomistic: retry failed SCFs")
     p.add_argument("--seed", type=NON_NEGATIVE, default=0)
@@ -559,8 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("train", help="train an EDNN and export it to ONNX")
-    p.add_argument("system", choices=["ising", "laplacian", "screened", "hexagonal", "porous",
-                                      "fields"],
+    p.add_argument("system", choices=["ising", "laplacian", "screened", "rock", "hexagonal",
+                                      "porous", "fields"],
                    help="a recipe, or fields: your own data set (--data --field --target "
                    "--focus --context, or --scales)")
     p.add_argument("--kind", default="multiscale", choices=["short", "wide", "multiscale"],
@@ -577,7 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "cell; smooth: SiLU at 64 px; dense path) or the paper's 13 layers (tile "
                    "path); fields: density (default), window, mlp or quadratic")
     p.add_argument("--field", help="fields: the field variable of --data")
-    p.add_argument("--target", help="fields: the target variable of --data (dims sample)")
+    p.add_argument("--target", help="fields: the target variable of --data (dims sample); "
+                   "rock: volume, area or euler")
     p.add_argument("--boundary", default="periodic",
                    help="fields: outside each sample, periodic (default) or a constant value")
     p.add_argument("--threads", type=POSITIVE,
@@ -586,7 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--focus", type=POSITIVE,
                    help="fields: focus in px (required); atomistic focus in px, default the "
                    "net's (= --pixels: the whole "
-                   "training cell as one tile, the non-EDNN baseline)")
+                   "training cell as one tile, the non-EDNN baseline); rock: focus in voxels "
+                   "(default 8)")
     p.add_argument("--context", type=NON_NEGATIVE,
                    help="fields: context in px (required); atomistic context in px, default "
                    "the net's")
@@ -613,9 +674,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy of a model on fresh exact references")
-    p.add_argument("system", choices=["ising", "laplacian", "screened", "atoms", "fields"])
+    p.add_argument("system", choices=["ising", "laplacian", "screened", "rock", "atoms",
+                                      "fields"])
     p.add_argument("--model", required=True)
-    p.add_argument("--data", help="atoms, fields: the data set to evaluate on")
+    p.add_argument("--data", help="atoms, fields: the data set to evaluate on; rock: a volume "
+                   "of `data rock --volume`, scored chunk by chunk")
+    p.add_argument("--scheduler", help="rock --data: dask scheduler address (default: "
+                   "in-process LocalCluster)")
+    p.add_argument("--processes", action="store_true",
+                   help="rock --data: LocalCluster with worker processes")
     p.add_argument("--split", default="all", choices=["all", "train", "val", "test"],
                    help="atoms, fields: one split of the model's training run (its own "
                    "data set only)")

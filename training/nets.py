@@ -15,6 +15,7 @@ parameters of the tile form exactly (no copies, so gradients flow through both):
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ednn_dask.errors import ConfigError
+from training.cubical import cells
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -201,3 +203,76 @@ def _same_padding(kernel: int, stride: int) -> tuple[int, int, int, int]:
     """(left, right, top, bottom) zero padding of TensorFlow's "SAME" for even inputs."""
     total = max(kernel - stride, 0)
     return (total // 2, total - total // 2, total // 2, total - total // 2)
+
+
+class CubicalNet(nn.Module):
+    """Additive functionals of a binary image, exactly: a linear head on its cell counts.
+
+    For every voxel of the focus block the net counts the cells of the pore space's
+    cubical complex anchored there (:func:`training.cubical.cells`: the voxel, its edges,
+    squares and cube towards higher indices; ``2^ndim`` of them) and weighs them with a
+    linear head; a tile's contribution is the sum over its focus block. For pixels of 0
+    and 1, a cell's indicator is ``relu(sum of its corners - (corners - 1))`` exactly,
+    so the net is exact in float32 wherever the head's weights are.
+
+    Only the head (``2^ndim`` weights and a per-voxel constant) is learned:
+    :meth:`fit_head` solves it by least squares. Context 1 (the upper neighbours).
+    """
+
+    def __init__(self, ndim: int, focus: Sequence[int]):
+        super().__init__()
+        self.focus, self.context = tuple(focus), (1,) * ndim
+        self.tile = tuple(f + 2 for f in self.focus)
+        kinds = cells(ndim)
+        corners = torch.zeros(len(kinds), 1, *(2,) * ndim)
+        for k, axes in enumerate(kinds):
+            for offset in itertools.product(*((0, 1) if a in axes else (0,)
+                                               for a in range(ndim))):
+                corners[(k, 0, *offset)] = 1.0
+        self.register_buffer("corners", corners)
+        self.register_buffer("corners_bias", 1.0 - corners.flatten(1).sum(1))
+        self.register_buffer("block", torch.ones(1, 1, *self.focus))
+        self.head = CONV[ndim](len(kinds), 1, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def cell_indicators(self, padded: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, *n + 2)`` padded by one voxel -> ``(N, 2^ndim, *n)``, one per anchor."""
+        anchors = padded[(..., *(slice(1, None),) * len(self.focus))]
+        conv = CONV_FN[len(self.focus)]
+        return F.relu(conv(anchors, self.corners, self.corners_bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        per_voxel = self.head(self.cell_indicators(x))
+        return CONV_FN[len(self.focus)](per_voxel, self.block, stride=self.focus)
+
+    def dense_forward(self, padded: torch.Tensor, focus: Sequence[int]) -> torch.Tensor:
+        if tuple(focus) != self.focus:
+            raise ConfigError(f"net was built for focus {self.focus}, not {tuple(focus)}.")
+        return self.forward(padded)
+
+    def to_dense(self, focus: Sequence[int]) -> nn.Module:
+        return self
+
+    @torch.no_grad()
+    def fit_head(self, ednn: nn.Module, x: torch.Tensor, y) -> dict:
+        """Least squares of the head on samples ``x`` ``(B, 1, *spatial)`` and targets ``y``.
+
+        The design matrix holds each sample's cell counts and its voxel count, so the
+        fit is exact (to float64 rounding) for any target that is a combination of
+        them; the residual says how far another target is from one.
+        """
+        import numpy as np
+
+        padded = ednn.pad(x)  # the EDNN's input and output scalings are the identity
+        counts = torch.stack([self.cell_indicators(padded[i : i + 1]).sum(
+            dim=tuple(range(2, x.dim()))).double()[0] for i in range(len(x))])
+        voxels = torch.full((len(x), 1), float(math.prod(x.shape[2:])), dtype=torch.float64)
+        design = torch.cat([counts, voxels], dim=1).numpy()
+        target = np.asarray(y, np.float64)
+        solution, *_ = np.linalg.lstsq(design, target, rcond=None)
+        residual = design @ solution - target
+        self.head.weight.copy_(torch.from_numpy(solution[:-1]).reshape(self.head.weight.shape))
+        self.head.bias.fill_(float(solution[-1]))
+        return {"weights": [float(w) for w in self.head.weight.flatten()],
+                "bias": float(self.head.bias), "max_residual": float(np.abs(residual).max())}

@@ -21,6 +21,7 @@ from training import datasets
 from training.config import TrainConfig, run_dir
 from training.ising import sample_ising
 from training.laplacian import laplacian_dataset
+from training.rock import rock_dataset
 from training.screened import screened_dataset
 
 # 2-D: binary 3x3 tiles have at most 512 distinct states, so full-batch training on the
@@ -38,14 +39,15 @@ LAPLACIAN_DEFAULTS = {"L": 50, "n": 10000, "epochs": 15, "lbfgs_steps": 450,
 
 
 DATA_DEFAULTS = {"ising": {"n": 5000, "L": 8}, "laplacian": {"n": 5000, "L": 100},
-                 "screened": {"n": 2000, "L": 96}}
+                 "screened": {"n": 2000, "L": 96}, "rock": {"n": 200, "L": 32}}
 
 
 def make_dataset(
     system: str, out: str, *, n: int | None = None, L: int | None = None, dim: int = 2,
     seed: int = 0, near_critical: bool = False, overwrite: bool = False, progress: bool = True,
 ) -> dict[str, Any]:
-    """Sample an Ising, Laplacian or screened data set and store it as Zarr (``ednn-dask data``)."""
+    """Sample an Ising, Laplacian, screened or rock data set and store it as Zarr
+    (``ednn-dask data``)."""
     if system not in DATA_DEFAULTS:
         raise ConfigError(f"system must be one of {sorted(DATA_DEFAULTS)}, got {system!r}.")
     refuse_existing(out, overwrite)
@@ -55,6 +57,8 @@ def make_dataset(
                           progress=progress)
     elif system == "screened":
         ds = screened_dataset(n, L, seed=seed, progress=progress)
+    elif system == "rock":
+        ds = rock_dataset(n, L, seed=seed)
     else:
         ds = laplacian_dataset(n, L, seed=seed, progress=progress)
     path = datasets.save_dataset(ds, out, overwrite=overwrite)

@@ -1,0 +1,146 @@
+"""Digital rock at scale: periodic rocks of up to 2048³ voxels in Zarr, scored out of core.
+
+    python bench/rock_volume.py [--sizes 256 512 1024 2048] [--chunks 256]
+                                [--workdir runs/rock-volume] [--keep]
+
+For each size, on one in-process LocalCluster (1 worker, 2 threads):
+
+1. ``training.rock.write_rock_volume``: the rock generated chunk by chunk into Zarr,
+   its exact pore volume, interface area and Euler characteristic counted from the
+   same chunks in the same pass;
+2. each shipped rock model (``models/rock-{volume,area,euler}.onnx``) scores the store
+   through ``ednn_dask.score``: relative error, exact after rounding, seconds, voxels
+   per second, and the most memory the process gains while it scores (sampled every
+   20 ms; the workers are threads of this process);
+3. raw onnxruntime on the same chunks (the Euler model): each z-slab of chunks read
+   once from the same store, padded with its periodic neighbours by numpy, and
+   ``InferenceSession.run`` over the pipeline's slab size (2 threads), no dask and no
+   ednn-dask: the baseline of the voxels-per-second ratio.
+
+Writes ``bench/results/rock.json`` (the docs' benchmarks page renders it). The volumes
+are deleted after each size unless ``--keep``; 2048³ takes about 1 GB of disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from bench_pipeline import PeakMemory
+from record import RESULTS, ROOT, write_result
+
+from ednn_dask import load_model, score
+from ednn_dask.compute import dask_client
+from ednn_dask.defaults import BATCH_PIXELS
+from training.rock import FIELD, TARGETS, write_rock_volume
+
+MODELS = {t: ROOT / "models" / f"rock-{t}.onnx" for t in TARGETS}
+
+
+def raw_onnxruntime(store: Path, model, chunks: int) -> tuple[float, float]:
+    """The Euler (or any rock) model over the stored volume with plain onnxruntime.
+
+    Returns the sum and the seconds. Every chunk is read once, but for slab 0's first
+    plane again at the end (the last slab's periodic neighbour).
+    """
+    import onnxruntime as ort
+    import zarr
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(model.onnx_bytes, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    f = model.spec.focus[0]
+    started = time.perf_counter()
+    volume = zarr.open_array(store / FIELD, mode="r")
+    n = volume.shape[0]
+    slabs = n // chunks
+    previous = volume[n - 1 : n]
+    current = volume[0:chunks]
+    total = 0.0
+    for k in range(slabs):
+        following = volume[(k + 1) * chunks : (k + 2) * chunks] if k + 1 < slabs else volume[0:1]
+        slab = np.concatenate([previous, current, following[:1]])
+        slab = np.pad(slab, [(0, 0), (1, 1), (1, 1)], mode="wrap")
+        for y in range(0, n, chunks):
+            for x in range(0, n, chunks):
+                block = slab[:, y : y + chunks + 2, x : x + chunks + 2]
+                rows = max(1, BATCH_PIXELS // (f * (chunks + 2) ** 2))
+                for z in range(0, chunks, rows * f):
+                    part = block[z : z + rows * f + 2].astype(np.float32)[None, None]
+                    total += float(session.run(None, {name: part})[0].sum(dtype=np.float64))
+        previous, current = current[-1:], following
+    return total, time.perf_counter() - started
+
+
+def one_size(size: int, chunks: int, workdir: Path, keep: bool, client) -> dict:
+    store = workdir / f"rock-{size}.zarr"
+    if store.exists():
+        shutil.rmtree(store)
+    made = write_rock_volume(store, size, chunks=chunks, client=client, progress=False)
+    voxels = size**3
+    row = {"size": size, "voxels": voxels, "chunks": chunks, "porosity": made["porosity"],
+           "generate_seconds": made["seconds"],
+           "store_MB": round(sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+                             / 1e6, 1)}
+    for target, path in MODELS.items():
+        model = load_model(path)
+        with PeakMemory() as memory:
+            started = time.perf_counter()
+            result = score(store, model, client=client, variable=FIELD,
+                           keep_contributions=False)
+            seconds = time.perf_counter() - started
+        exact = made[target]
+        row[target] = {"exact": exact, "predicted": result.energy,
+                       "relative_error": abs(result.energy - exact) / abs(exact),
+                       "exact_after_rounding": round(result.energy) == round(exact),
+                       "seconds": round(seconds, 2), "voxels_per_second": voxels / seconds,
+                       "peak_gain_MB": round(memory.gained / 2**20, 1)}
+        print(f"{size}^3 {target}: {result.energy:.10g} vs exact {exact:.10g} "
+              f"({row[target]['relative_error']:.2e}), {seconds:.1f} s, "
+              f"{voxels / seconds / 1e6:.1f} Mvox/s, +{row[target]['peak_gain_MB']} MB",
+              flush=True)
+    raw_total, raw_seconds = raw_onnxruntime(store, load_model(MODELS["euler"]), chunks)
+    row["raw_onnxruntime"] = {"model": "euler", "sum": raw_total,
+                              "seconds": round(raw_seconds, 2),
+                              "voxels_per_second": voxels / raw_seconds}
+    row["speed_vs_raw"] = row["euler"]["voxels_per_second"] / (voxels / raw_seconds)
+    print(f"{size}^3 raw onnxruntime: {raw_seconds:.1f} s; ednn-dask/raw "
+          f"{row['speed_vs_raw']:.2f}", flush=True)
+    if not keep:
+        shutil.rmtree(store)
+    return row
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    parser.add_argument("--chunks", type=int, default=256)
+    parser.add_argument("--workdir", default=str(ROOT / "runs" / "rock-volume"))
+    parser.add_argument("--keep", action="store_true", help="keep the Zarr volumes")
+    parser.add_argument("--json-out", default=str(RESULTS / "rock.json"))
+    args = parser.parse_args(argv)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with dask_client() as client:
+        for size in args.sizes:
+            rows.append(one_size(size, args.chunks, workdir, args.keep, client))
+    largest = rows[-1]
+    summary = {
+        "rows": rows,
+        "largest": largest["size"],
+        "relative_errors": {t: largest[t]["relative_error"] for t in TARGETS},
+        "euler_exact_after_rounding": largest["euler"]["exact_after_rounding"],
+        "speed_vs_raw": largest["speed_vs_raw"],
+        "peak_gain_MB": {r["size"]: max(r[t]["peak_gain_MB"] for t in TARGETS) for r in rows},
+    }
+    write_result(summary, args.json_out, sys.argv)
+
+
+if __name__ == "__main__":
+    main()
