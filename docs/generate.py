@@ -43,6 +43,7 @@ BENCHMARKS = {  # bench script -> its result files under bench/results/
     "mc_sheet.py": "mc-sheet.json",
     "soak.py": "soak.json",
     "screened_scales.py": "screened.json",
+    "train_fields_accuracy.py": "train-fields-*.json",
 }
 EVALUATIONS = "evaluate-*.json"  # ednn-dask evaluate --json-out, from `make evaluations`
 ACCURACY_MARKER = "<!-- generated: accuracy -->"  # in findings.md
@@ -312,7 +313,8 @@ def benchmarks_page() -> str:
               "bench_sheet.py": _sheet_table, "bench_mc.py": _mc_table,
               "binder.py": _binder_table, "mc_gr_compare.py": _gr_table,
               "mc_sheet.py": _mc_sheet_table, "soak.py": _soak_table,
-              "screened_scales.py": _screened_table}
+              "screened_scales.py": _screened_table,
+              "train_fields_accuracy.py": _train_fields_table}
     for script, pattern in BENCHMARKS.items():
         doc = ast.get_docstring(ast.parse((ROOT / "bench" / script).read_text())) or script
         title, _, body = doc.partition("\n")
@@ -502,6 +504,19 @@ def _screened_table(records: list[dict]) -> list[str]:
         cells = {x["factor"]: x["mae_over_std"] for x in r["ceiling"] if x["fine_reach"] == c}
         out.append(f"| {c} px | " + " | ".join(f"{cells[f]:.4f}" for f in factors) + " |")
     return out + ["", "![error against cost](screened-cost.png)"]
+
+
+def _train_fields_table(records: list[dict]) -> list[str]:
+    out = ["| training set | scored field | training (default settings) | epochs (best) "
+           "| test relative MAE | relative error on the scored field |",
+           "|---|---|---|---|---|---|"]
+    for r in records:
+        side = "x".join([str(r["sample_side"])] * r["dim"])
+        big = "x".join([str(r["big_side"])] * r["dim"])
+        out.append(f"| {r['samples']:,} fields of {side} | {big} | {r['train_minutes']:.1f} min "
+                   f"on {r['cores']} cores | {r['epochs_run']} ({r['best_epoch']}) "
+                   f"| {r['test']['relative_mae']:.2%} | {r['big_relative_error']:+.3%} |")
+    return out
 
 
 def _sheet_table(records: list[dict]) -> list[str]:

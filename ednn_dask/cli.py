@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -800,14 +801,65 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread: every ``with`` block cleans up as for Ctrl-C."""
 
 
+class _Interrupted(KeyboardInterrupt):
+    """SIGINT, raised in the main thread.
+
+    A subclass, not ``KeyboardInterrupt`` itself: CPython remembers a
+    ``KeyboardInterrupt`` that escaped code run through ``PyRun_*`` (as some extension
+    modules run code while they are imported) and then ends the process by SIGINT
+    (status -2) even when the command handled it and returned 130.
+    """
+
+
+_SIGNALLED: list[int] = []  # the signal that stops the running command, once one came
+
+
 def _on_signal(signum, frame) -> None:
     import logging
 
+    _SIGNALLED.append(signum)
     # a cluster shut down mid-task logs its surprise from its own threads: not for the user
     logging.disable(logging.CRITICAL)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal_again)
-    raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    raise _Terminated() if signum == signal.SIGTERM else _Interrupted()
+
+
+def _unraisable(previous, unraisable) -> None:
+    """An interrupt raised where Python ignores exceptions: deliver it again, silently.
+
+    Python runs a signal handler between any two bytecodes of the main thread, also
+    inside a gc callback (distributed installs one) or a ``__del__``, where an
+    exception is printed as "Exception ignored" and dropped: the command would go on.
+    A thread runs the handler again 10 ms later (from this hook it would run at once,
+    where it is ignored again).
+    """
+    if isinstance(unraisable.exc_value, (_Interrupted, _Terminated)) and _SIGNALLED:
+        import threading
+
+        signum = _SIGNALLED.pop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _on_signal)
+        threading.Timer(0.01, _redeliver, (signum,)).start()
+        return
+    previous(unraisable)
+
+
+def _redeliver(signum: int) -> None:
+    import _thread
+
+    if signal.getsignal(signum) is _on_signal:  # the command still runs
+        _thread.interrupt_main(signum)
+
+
+def _interrupted(args, signum: int) -> int:
+    """Print the one line of a stopped command; its exit status."""
+    name, code = ("SIGTERM", 143) if signum == signal.SIGTERM else ("SIGINT", 130)
+    command = f"ednn-dask {args.command}" if args is not None else "ednn-dask"
+    kept, then = _kept(args) if args is not None else ("; nothing written", "")
+    print(f"{command}: interrupted ({name}){kept}{'; ' + then if then else ''}.",
+          file=sys.stderr)
+    return code
 
 
 def _on_signal_again(signum, frame) -> None:
@@ -849,23 +901,33 @@ def _run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _quiet_libraries()
+    # The handlers come first: every heavy import (dask, xarray, numba, onnxruntime: a
+    # few seconds) happens inside the command, after them, so a Ctrl-C then ends in
+    # the same one line. Only this module and the cheap package root load before.
     previous = {}
+    _SIGNALLED.clear()
     with contextlib.suppress(ValueError):  # only the main thread may set handlers
         previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT,
                                                                     signal.SIGTERM)}
+    hook = sys.unraisablehook
+    sys.unraisablehook = functools.partial(_unraisable, hook)
+    args = None
     try:
+        args = build_parser().parse_args(argv)
+        _quiet_libraries()
         return _run(args)
-    except EDNNError as err:
+    except KeyboardInterrupt as err:
+        return _interrupted(args, signal.SIGTERM if isinstance(err, _Terminated) else
+                            signal.SIGINT)
+    except Exception as err:
+        # the interrupt came first: raised inside an import, it may surface as another
+        # error (an extension module's "ImportError: initialization failed")
+        if _SIGNALLED:
+            return _interrupted(args, _SIGNALLED[0])
+        if not isinstance(err, EDNNError):
+            raise
         print(f"ednn-dask {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as err:
-        name, code = ("SIGTERM", 143) if isinstance(err, _Terminated) else ("SIGINT", 130)
-        kept, then = _kept(args)
-        print(f"ednn-dask {args.command}: interrupted ({name}){kept}"
-              f"{'; ' + then if then else ''}.", file=sys.stderr)
-        return code
     finally:
         import logging
 
@@ -873,6 +935,7 @@ def main(argv: list[str] | None = None) -> int:
 
         remove_leftovers()  # the job's clusters are closed: nothing writes into them any more
         logging.disable(logging.NOTSET)
+        sys.unraisablehook = hook
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

@@ -8,6 +8,9 @@ Read top to bottom, :func:`score` is::
                       (a multi-scale model: one per branch, on a coarsened copy)
     reduce            tree sum in float64 (split_every)
     compute           on the given client, the active one, or dask's threaded scheduler
+
+A field of one chunk skips the middle three: one task pads it, scores it and sums
+(:func:`one_task`), with the same numbers.
 """
 
 from __future__ import annotations
@@ -182,12 +185,7 @@ def contribution_map(
                                      batch_pixels=batch_pixels, channels_first=channels_first,
                                      dims=dims)
     lead = 1 if channels_first else 0
-    for axis, (sizes, c) in enumerate(zip(data.chunks[lead:], tiling.context, strict=True)):
-        if min(sizes) < c:
-            raise GeometryError(
-                f"chunk of {min(sizes)} pixels on spatial axis {axis} is smaller than the "
-                f"context {c}; rechunk with ednn_dask.score.align first."
-            )
+    _check_context(data.chunks[lead:], tiling.context)
     depth = {lead + i: c for i, c in enumerate(tiling.context)}
     # where each chunk starts in the field: a NaN is reported at its field position
     starts = tuple(tuple(int(v) for v in np.cumsum((0, *sizes[:-1])))
@@ -226,6 +224,15 @@ def contribution_map(
         name="ednn-contributions-"
         + dask.base.tokenize(data.name, model_key.key, method, threads, batch_pixels),
     )
+
+
+def _check_context(spatial_chunks, context) -> None:
+    for axis, (sizes, c) in enumerate(zip(spatial_chunks, context, strict=True)):
+        if min(sizes) < c:
+            raise GeometryError(
+                f"chunk of {min(sizes)} pixels on spatial axis {axis} is smaller than the "
+                f"context {c}; rechunk with ednn_dask.score.align first."
+            )
 
 
 def _branch_contributions(data: da.Array, model: TileModel, tiling: Tiling, *, method,
@@ -278,6 +285,88 @@ def _score_block(block, model, *, method, threads, batch_pixels, starts, context
         block, model, method=method, threads=threads, batch_pixels=batch_pixels,
         origin=origin, field_shape=field_shape, dims=dims or None,
     )
+
+
+def one_task(
+    data: da.Array,
+    model: TileModel,
+    tiling: Tiling,
+    *,
+    method: Method = "auto",
+    threads: int = 1,
+    batch_pixels: int = BATCH_PIXELS,
+    channels_first: bool = False,
+    dims: tuple[str, ...] | None = None,
+    keep_contributions: bool = True,
+) -> Any:
+    """:func:`score`'s graph for a field of one chunk: one task pads, scores and sums.
+
+    The task computes what :func:`contribution_map` and the tree sum compute for one
+    chunk, with the same functions, so the same numbers. Returns a ``dask.delayed``
+    of ``(energy,)`` or ``(energy, contributions)``. The graph holds the field's
+    chunk, the model and this task, where ``map_overlap`` and the reduction make
+    some 30 tasks of a periodic 2-D chunk: every task is a key that the scheduler
+    and the workers track, and some of that per-key state (dask's ``key_split``
+    cache, holding up to 100,000 keys per process) outlives the job, so a batch of
+    many small fields on one long-lived cluster grew with each field.
+    """
+    if data.npartitions != 1:
+        raise GeometryError(f"one_task scores a field of one chunk; this one has "
+                            f"{data.npartitions}: use contribution_map.")
+    (block,) = data.to_delayed().ravel()
+    model_key = dask.delayed(model, pure=True)  # as in contribution_map
+    options = dict(method=method, threads=threads, batch_pixels=batch_pixels,
+                   channels_first=channels_first, dims=dims,
+                   keep_contributions=keep_contributions)
+    name = "ednn-score-" + dask.base.tokenize(data.name, model_key.key, tiling, options)
+    return dask.delayed(_score_one_chunk, pure=True)(block, model_key, tiling,
+                                                     dask_key_name=name, **options)
+
+
+def _score_one_chunk(block, model, tiling, *, keep_contributions, **options) -> tuple:
+    values = _chunk_contributions(np.asarray(block), model, tiling, **options)
+    # what the tree sum computes for one chunk: the chunk's sum in float64, then the sum
+    # of that one value
+    axes = tuple(range(values.ndim))
+    energy = np.sum(np.sum(values, axis=axes, dtype=np.float64, keepdims=True), axis=axes,
+                    dtype=np.float64)
+    return (energy, values) if keep_contributions else (energy,)
+
+
+def _chunk_contributions(block: np.ndarray, model: TileModel, tiling: Tiling, *, method,
+                         threads, batch_pixels, channels_first, dims) -> np.ndarray:
+    """:func:`contribution_map` of a field that is one chunk, ``block``, in numpy."""
+    lead = 1 if channels_first else 0
+    shape = block.shape[lead:]
+    if model.spec.scales:  # as _branch_contributions
+        dims = dims or model.spec.spatial_dims
+        origin = (0,) * len(shape)
+        total = None
+        for scale, branch in zip(model.spec.scales, model.branches, strict=True):
+            coarse = block
+            if max(scale.factor) > 1:
+                coarse = coarsen(block, scale.factor, origin, shape, dims)
+            part = _chunk_contributions(
+                coarse, branch, Tiling(scale.focus, scale.context, tiling.boundary),
+                method=method, threads=threads, batch_pixels=batch_pixels,
+                channels_first=channels_first, dims=dims)
+            per = tuple(f // b for f, b in zip(model.spec.focus, scale.block, strict=True))
+            summed = block_sum(part, per)
+            total = summed if total is None else total + summed
+        return total.astype(np.float32)
+    _check_context([(n,) for n in shape], tiling.context)
+    # map_overlap's halo of a single chunk: the periodic wrap, or the constant in the
+    # block's dtype
+    width = ((0, 0),) * lead + tuple((c, c) for c in tiling.context)
+    if tiling.boundary == "periodic":
+        padded = np.pad(block, width, mode="wrap")
+    else:
+        padded = np.pad(block, width, mode="constant",
+                        constant_values=np.array(tiling.boundary).astype(block.dtype))
+    return _score_block(padded, model, method=method, threads=threads,
+                        batch_pixels=batch_pixels, starts=tuple((0,) for _ in shape),
+                        context=tiling.context, field_shape=tuple(shape), dims=dims,
+                        block_id=(0,) * block.ndim)
 
 
 def score(
@@ -351,15 +440,22 @@ def score(
     tiling.check(spatial_shape)
     data = align(f.data, tiling, chunks, channels_first=channels_first)
     spatial_dims = f.dims[1:] if channels_first else f.dims
-    contrib = contribution_map(
-        data, model, tiling, method=method_, threads=threads, channels_first=channels_first,
-        dims=tuple(map(str, spatial_dims)),
-    )
-    energy = contrib.sum(dtype=np.float64, split_every=split_every)
+    options = dict(method=method_, threads=threads, channels_first=channels_first,
+                   dims=tuple(map(str, spatial_dims)))
+    if data.npartitions == 1:
+        n_chunks = 1
+        task = one_task(data, model, tiling, keep_contributions=keep_contributions, **options)
+    else:
+        contrib = contribution_map(data, model, tiling, **options)
+        n_chunks = math.prod(len(c) for c in contrib.chunks)
+        energy = contrib.sum(dtype=np.float64, split_every=split_every)
     t1 = time.perf_counter()
-    targets = (energy, contrib) if keep_contributions else (energy,)
     try:
-        values = compute(targets, client, progress)
+        if data.npartitions == 1:
+            (values,) = compute((task,), client, progress)
+        else:
+            values = compute((energy, contrib) if keep_contributions else (energy,), client,
+                             progress)
     except NonFiniteFieldError as err:
         raise locate(err, f) from None
     t2 = time.perf_counter()
@@ -371,7 +467,7 @@ def score(
         energy=float(values[0]),
         contributions=contributions,
         n_tiles=math.prod(tiling.grid(spatial_shape)),
-        n_chunks=math.prod(len(c) for c in contrib.chunks),
+        n_chunks=n_chunks,
         method=method_,
         target=model.spec.target,
         unit=model.spec.target_unit,

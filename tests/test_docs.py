@@ -216,10 +216,16 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
             "context": [32, 32], "cost_vs_slowest": 0.25, "seconds_per_pixel": 5e-7}],
         "ceiling": [{"fine_reach": 8, "factor": 1, "mae_over_std": 0.2},
                     {"fine_reach": 8, "factor": 2, "mae_over_std": 0.07}]}))
+    (tmp_path / "train-fields-2d.json").write_text(json.dumps({
+        **header, "dim": 2, "samples": 3000, "sample_side": 32, "big_side": 1024,
+        "train_minutes": 6.2, "cores": 2, "epochs_run": 150, "best_epoch": 149,
+        "test": {"relative_mae": 0.0037}, "big_relative_error": -0.0027}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
-    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 9
-    assert page.count("2030-01-02T03:04:05+00:00") == 9
+    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 10
+    assert page.count("2030-01-02T03:04:05+00:00") == 10
+    assert "| 3,000 fields of 32x32 | 1024x1024 | 6.2 min on 2 cores | 150 (149) | 0.37% " \
+           "| -0.270% |" in page
     assert "| `models/screened-multiscale.onnx` | 4 | 32 | 1:4:8, 4:1:8 | 0.0500 | 0.500 " \
            "| 0.250 |" in page
     assert "| 8 px | 0.2000 | 0.0700 |" in page

@@ -16,6 +16,7 @@ SMALL = {  # appended to each notebook's parameters cell
     "02-graphene-micron.ipynb": "SIDE_A = 100.0\nSCALING_SIDES = [60.0, 100.0, 200.0]",
     "03-model-exchange.ipynb": "",
     "04-monte-carlo.ipynb": "SIZES = [8, 16]\nSTEPS = 3000\nMOVES = 2000",
+    "05-your-own-data.ipynb": "N_FIELDS = 600\nEPOCHS = 10\nBIG = 512",
 }
 
 
@@ -27,7 +28,8 @@ def test_every_notebook_is_tested_and_built_from_build_py():
     for name, source in (("01-ising-quickstart.ipynb", cells["QUICKSTART"]),
                          ("02-graphene-micron.ipynb", cells["GRAPHENE"]),
                          ("03-model-exchange.ipynb", cells["EXCHANGE"]),
-                         ("04-monte-carlo.ipynb", cells["MONTE_CARLO"])):
+                         ("04-monte-carlo.ipynb", cells["MONTE_CARLO"]),
+                         ("05-your-own-data.ipynb", cells["YOUR_OWN_DATA"])):
         written = [c.source for c in nbformat.read(NOTEBOOKS / name, as_version=4).cells]
         assert written == [src for _, src in source], f"run python notebooks/build.py ({name})"
 

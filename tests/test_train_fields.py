@@ -117,6 +117,8 @@ def test_a_3d_data_set_trains_and_exports_its_geometry(tmp_path):
                  workdir=tmp_path / "w", **FAST)
     spec = TileModel.load(tmp_path / "v.onnx").spec
     assert (spec.dims, spec.focus, spec.spacing) == (("z", "y", "x"), (2, 2, 2), (0.5,) * 3)
+    config = json.loads((tmp_path / "w" / "metrics.json").read_text())["config"]
+    assert config["lbfgs_samples"] == 1024  # 2^20 pixels' worth, at most 1,024 samples
     volume = np.random.default_rng(3).standard_normal((8, 8, 8)).astype(np.float32)
     exact = float((volume.astype(np.float64) ** 2).sum())
     got = score(make_field(volume, spacing=0.5, spacing_unit="nm"), TileModel.load(
@@ -293,6 +295,13 @@ def test_threads_default_to_the_idle_cores_we_may_use():
     import os
 
     assert 1 <= default_threads() <= len(os.sched_getaffinity(0))
+
+
+def test_the_lbfgs_batch_holds_about_a_million_pixels():
+    from training.fields import lbfgs_samples
+
+    assert [lbfgs_samples((n,) * d) for n, d in ((32, 2), (16, 3), (64, 3), (4, 3))] \
+        == [1024, 256, 64, 1024]
 
 
 def test_the_trunk_sees_exactly_the_context():
