@@ -81,7 +81,22 @@ class IsingMLP(nn.Module):
         return DenseView(self, focus)
 
 
-class ValidCNN(nn.Module):
+class FullyConvolutional(nn.Module):
+    """A tile net whose tile form already runs on a whole padded grid: its dense form
+    is itself (one value per focus block, for the focus it was built for)."""
+
+    focus: tuple[int, ...]
+
+    def dense_forward(self, padded: torch.Tensor, focus: Sequence[int]) -> torch.Tensor:
+        if tuple(focus) != self.focus:
+            raise ConfigError(f"net was built for focus {self.focus}, not {tuple(focus)}.")
+        return self.forward(padded)
+
+    def to_dense(self, focus: Sequence[int]) -> nn.Module:
+        return self
+
+
+class ValidCNN(FullyConvolutional):
     """Compact fully convolutional tile net built from unpadded convolutions.
 
     Parameters
@@ -160,14 +175,6 @@ class ValidCNN(nn.Module):
             y = CONV_FN[y.dim() - 2](y, self.window_mean, stride=self.mean_stride)
         return y
 
-    def dense_forward(self, padded: torch.Tensor, focus: Sequence[int]) -> torch.Tensor:
-        if tuple(focus) != self.focus:
-            raise ConfigError(f"net was built for focus {self.focus}, not {tuple(focus)}.")
-        return self.forward(padded)
-
-    def to_dense(self, focus: Sequence[int]) -> nn.Module:
-        return self
-
 
 class PaperCNN(nn.Module):
     """The paper's 13-layer tile CNN (Chem. Sci. 2019, section 2): tile path only.
@@ -205,7 +212,7 @@ def _same_padding(kernel: int, stride: int) -> tuple[int, int, int, int]:
     return (total // 2, total - total // 2, total // 2, total - total // 2)
 
 
-class CubicalNet(nn.Module):
+class CubicalNet(FullyConvolutional):
     """Additive functionals of a binary image, exactly: a linear head on its cell counts.
 
     For every voxel of the focus block the net counts the cells of the pore space's
@@ -246,13 +253,6 @@ class CubicalNet(nn.Module):
         per_voxel = self.head(self.cell_indicators(x))
         return CONV_FN[len(self.focus)](per_voxel, self.block, stride=self.focus)
 
-    def dense_forward(self, padded: torch.Tensor, focus: Sequence[int]) -> torch.Tensor:
-        if tuple(focus) != self.focus:
-            raise ConfigError(f"net was built for focus {self.focus}, not {tuple(focus)}.")
-        return self.forward(padded)
-
-    def to_dense(self, focus: Sequence[int]) -> nn.Module:
-        return self
 
     @torch.no_grad()
     def fit_head(self, ednn: nn.Module, x: torch.Tensor, y) -> dict:
