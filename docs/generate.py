@@ -44,6 +44,7 @@ BENCHMARKS = {  # bench script -> its result files under bench/results/
     "soak.py": "soak.json",
     "screened_scales.py": "screened.json",
     "train_fields_accuracy.py": "train-fields-*.json",
+    "rock_volume.py": "rock.json",
 }
 EVALUATIONS = "evaluate-*.json"  # ednn-dask evaluate --json-out, from `make evaluations`
 ACCURACY_MARKER = "<!-- generated: accuracy -->"  # in findings.md
@@ -314,7 +315,7 @@ def benchmarks_page() -> str:
               "binder.py": _binder_table, "mc_gr_compare.py": _gr_table,
               "mc_sheet.py": _mc_sheet_table, "soak.py": _soak_table,
               "screened_scales.py": _screened_table,
-              "train_fields_accuracy.py": _train_fields_table}
+              "train_fields_accuracy.py": _train_fields_table, "rock_volume.py": _rock_table}
     for script, pattern in BENCHMARKS.items():
         doc = ast.get_docstring(ast.parse((ROOT / "bench" / script).read_text())) or script
         title, _, body = doc.partition("\n")
@@ -516,6 +517,28 @@ def _train_fields_table(records: list[dict]) -> list[str]:
         out.append(f"| {r['samples']:,} fields of {side} | {big} | {r['train_minutes']:.1f} min "
                    f"on {r['cores']} cores | {r['epochs_run']} ({r['best_epoch']}) "
                    f"| {r['test']['relative_mae']:.2%} | {r['big_relative_error']:+.3%} |")
+    return out
+
+
+def _rock_table(records: list[dict]) -> list[str]:
+    r = records[-1]
+    out = ["| volume | generate + count | memory gained: generate | score (3 models) "
+           "| memory gained: score | with halos from the scored chunks "
+           "| volume error | area error | Euler | Mvoxel/s | ednn-dask / raw |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        overlap = row.get("euler_overlap", {}).get("peak_gain_MB")
+        euler = row["euler"]
+        out.append(
+            f"| {row['size']}³ | {row['generate_seconds']:,.0f} s "
+            f"| {row['generate_peak_gain_MB']:,.0f} MB "
+            f"| {sum(row[t]['seconds'] for t in ('volume', 'area', 'euler')):,.0f} s "
+            f"| {max(row[t]['peak_gain_MB'] for t in ('volume', 'area', 'euler')):,.0f} MB "
+            f"| {'-' if overlap is None else f'{overlap:,.0f} MB'} "
+            f"| {row['volume']['relative_error']:.1e} | {row['area']['relative_error']:.1e} "
+            f"| {'exact' if euler['exact_after_rounding'] else 'off'} "
+            f"({euler['predicted']:,.0f}) | {euler['voxels_per_second'] / 1e6:.0f} "
+            f"| {row['speed_vs_raw']:.2f} |")
     return out
 
 

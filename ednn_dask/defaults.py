@@ -19,6 +19,10 @@ BATCH_PIXELS = 2**17
 """Input pixels (times channels) per onnxruntime call: large enough to amortise the
 call, small enough that a wide first layer stays below ~150 MB of activations."""
 
+REREAD_BYTES = 2**28
+"""Lazy fields larger than this are scored with halos cut from a second read
+(:mod:`ednn_dask.halo`): memory stays flat for the cost of reading the field twice."""
+
 SPACING_RTOL = 1e-4
 """Relative tolerance between a field's pixel spacing and the model's."""
 

@@ -4,8 +4,10 @@ Read top to bottom, :func:`score` is::
 
     prepare_field     check the field against the model (dims, channels, dtype, spacing)
     align             chunk to multiples of the focus, never smaller than the context
-    contribution_map  map_overlap(depth=context, boundary) -> one value per focus block
-                      (a multi-scale model: one per branch, on a coarsened copy)
+    contribution_map  overlap(depth=context, boundary), then the model on every padded
+                      chunk -> one value per focus block (a multi-scale model: one per
+                      branch, on a coarsened copy); large lazy fields take their halos
+                      from a second read (ednn_dask.halo) so memory stays flat
     reduce            tree sum in float64 (split_every)
     compute           on the given client, the active one, or dask's threaded scheduler
 
@@ -31,9 +33,10 @@ import xarray as xr
 from dask.array.core import slices_from_chunks
 
 from ednn_dask.compute import compute
-from ednn_dask.defaults import BATCH_PIXELS, CHANNEL_DIM, SPACING_RTOL
+from ednn_dask.defaults import BATCH_PIXELS, CHANNEL_DIM, REREAD_BYTES, SPACING_RTOL
 from ednn_dask.errors import FieldError, GeometryError, NonFiniteFieldError
 from ednn_dask.field import as_field, field_spacing
+from ednn_dask.halo import reread_overlap
 from ednn_dask.inference import Method, block_contributions, coarsen, resolve_method
 from ednn_dask.model import TileModel, load_model
 from ednn_dask.tiling import Tiling, aligned_chunks, block_sum, check_chunks
@@ -174,16 +177,19 @@ def contribution_map(
     batch_pixels: int = BATCH_PIXELS,
     channels_first: bool = False,
     dims: tuple[str, ...] | None = None,
+    reread: bool = False,
 ) -> da.Array:
     """Lazy float32 array of contributions, one per focus block, chunked like ``data``.
 
-    ``dims`` names the spatial axes in errors (default: the model's). A multi-scale
-    model runs each branch on its own coarsened copy (:func:`_branch_contributions`).
+    ``dims`` names the spatial axes in errors (default: the model's). ``reread`` cuts
+    the halos from a second read of ``data`` (:func:`~ednn_dask.halo.reread_overlap`)
+    rather than from the chunks being scored. A multi-scale model runs each branch on
+    its own coarsened copy (:func:`_branch_contributions`).
     """
     if model.spec.scales:
         return _branch_contributions(data, model, tiling, method=method, threads=threads,
                                      batch_pixels=batch_pixels, channels_first=channels_first,
-                                     dims=dims)
+                                     dims=dims, reread=reread)
     lead = 1 if channels_first else 0
     _check_context(data.chunks[lead:], tiling.context)
     depth = {lead + i: c for i, c in enumerate(tiling.context)}
@@ -200,13 +206,10 @@ def contribution_map(
     # The model enters the graph once, as a delayed object: every worker fetches it
     # once and builds its own InferenceSession (cached per process).
     model_key = dask.delayed(model, pure=True)
-    return da.map_overlap(
+    padded = (reread_overlap(data, depth, boundary) if reread
+              else da.overlap.overlap(data, depth, boundary, allow_rechunk=False))
+    return padded.map_blocks(
         _score_block,
-        data,
-        depth=depth,
-        boundary=boundary,
-        trim=False,
-        allow_rechunk=False,
         chunks=out_chunks,
         drop_axis=[0] if channels_first else [],
         dtype=np.float32,
@@ -219,10 +222,10 @@ def contribution_map(
         context=tiling.context,
         field_shape=tuple(map(sum, data.chunks[lead:])),
         dims=dims,
-        # map_overlap takes ``name`` as the whole key: it must change with the inputs,
-        # or a scheduler that saw another graph returns that graph's results.
+        # the name must change with the inputs, or a scheduler that saw another graph
+        # returns that graph's results
         name="ednn-contributions-"
-        + dask.base.tokenize(data.name, model_key.key, method, threads, batch_pixels),
+        + dask.base.tokenize(padded.name, model_key.key, method, threads, batch_pixels),
     )
 
 
@@ -236,7 +239,7 @@ def _check_context(spatial_chunks, context) -> None:
 
 
 def _branch_contributions(data: da.Array, model: TileModel, tiling: Tiling, *, method,
-                          threads, batch_pixels, channels_first, dims) -> da.Array:
+                          threads, batch_pixels, channels_first, dims, reread) -> da.Array:
     """:func:`contribution_map` of a multi-scale model: every branch on its own coarse copy.
 
     Each branch coarsens the field by its factor (the block mean, chunk by chunk:
@@ -261,7 +264,8 @@ def _branch_contributions(data: da.Array, model: TileModel, tiling: Tiling, *, m
                 name=f"ednn-coarsen-{dask.base.tokenize(data.name, scale.factor)}")
         part = contribution_map(
             coarse, branch, Tiling(scale.focus, scale.context, tiling.boundary), method=method,
-            threads=threads, batch_pixels=batch_pixels, channels_first=channels_first, dims=dims)
+            threads=threads, batch_pixels=batch_pixels, channels_first=channels_first, dims=dims,
+            reread=reread)
         per = tuple(f // b for f, b in zip(spec.focus, scale.block, strict=True))
         summed = part.map_blocks(block_sum, per, dtype=np.float64, chunks=tuple(
             tuple(n // f for n in sizes) for sizes, f in zip(spatial_chunks, spec.focus,
@@ -384,6 +388,7 @@ def score(
     keep_contributions: bool = True,
     progress: bool = False,
     pad: bool = False,
+    reread: bool | None = None,
 ) -> ScoreResult:
     """Score a field with a tile model: the EDNN's extensive prediction.
 
@@ -421,6 +426,12 @@ def score(
         extended at the far end of each such axis with the (constant) boundary
         value, as if the outside of the grid began there. Periodic fields are never
         padded: that would change their period.
+    reread : bool or None
+        Cut the context halos from a second read of the field, so each chunk is freed
+        once it is scored and memory stays flat however large the field
+        (:mod:`ednn_dask.halo`), for the cost of reading it twice. ``None``: for lazy
+        (dask-backed, e.g. Zarr) fields larger than
+        :data:`~ednn_dask.defaults.REREAD_BYTES`.
 
     Returns
     -------
@@ -446,7 +457,9 @@ def score(
         n_chunks = 1
         task = one_task(data, model, tiling, keep_contributions=keep_contributions, **options)
     else:
-        contrib = contribution_map(data, model, tiling, **options)
+        if reread is None:
+            reread = isinstance(f.data, da.Array) and f.nbytes > REREAD_BYTES
+        contrib = contribution_map(data, model, tiling, reread=reread, **options)
         n_chunks = math.prod(len(c) for c in contrib.chunks)
         energy = contrib.sum(dtype=np.float64, split_every=split_every)
     t1 = time.perf_counter()

@@ -220,10 +220,19 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
         **header, "dim": 2, "samples": 3000, "sample_side": 32, "big_side": 1024,
         "train_minutes": 6.2, "cores": 2, "epochs_run": 150, "best_epoch": 149,
         "test": {"relative_mae": 0.0037}, "big_relative_error": -0.0027}))
+    scored = {"seconds": 10.0, "peak_gain_MB": 120.0, "relative_error": 1e-9,
+              "exact_after_rounding": True, "predicted": -1234.0, "voxels_per_second": 8e7}
+    (tmp_path / "rock.json").write_text(json.dumps({
+        **header, "rows": [{"size": 256, "generate_seconds": 3.0, "generate_peak_gain_MB": 90.0,
+                            "volume": scored, "area": scored, "euler": scored,
+                            "euler_overlap": {**scored, "peak_gain_MB": 300.0},
+                            "speed_vs_raw": 0.95}]}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
-    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 10
-    assert page.count("2030-01-02T03:04:05+00:00") == 10
+    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 11
+    assert page.count("2030-01-02T03:04:05+00:00") == 11
+    assert "| 256³ | 3 s | 90 MB | 30 s | 120 MB | 300 MB | 1.0e-09 | 1.0e-09 | exact (-1,234) " \
+           "| 80 | 0.95 |" in page
     assert "| 3,000 fields of 32x32 | 1024x1024 | 6.2 min on 2 cores | 150 (149) | 0.37% " \
            "| -0.270% |" in page
     assert "| `models/screened-multiscale.onnx` | 4 | 32 | 1:4:8, 4:1:8 | 0.0500 | 0.500 " \

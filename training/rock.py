@@ -37,6 +37,7 @@ import numpy as np
 from ednn_dask.compute import compute
 from ednn_dask.errors import ConfigError, DataSetError
 from ednn_dask.field import make_field, open_field
+from ednn_dask.halo import reread_overlap
 from ednn_dask.storage import atomic_output
 from training.cubical import anchored_counts, cell_counts, functionals
 
@@ -122,25 +123,39 @@ def rock_volume(size: int, *, chunks: int = 256, sigma: float = 2.0, porosity: f
 
     Each chunk draws its own noise (dask's per-chunk seeds from ``seed``) and is
     smoothed with a halo of its periodic neighbours' noise, so the volume is the same
-    for any scheduler and is never held whole.
+    for any scheduler. The halos come from a second draw of the noise
+    (:func:`ednn_dask.halo.reread_overlap`): no chunk waits in memory for its
+    neighbours, so memory stays flat in ``size``.
     """
     chunks = min(chunks, size)
     r = radius(sigma)
     if chunks < r:
         raise ConfigError(f"chunks of {chunks} voxels are thinner than the smoothing halo "
                           f"({r} voxels for sigma {sigma}); use larger chunks.")
-    noise = da.random.default_rng(seed).standard_normal((size,) * ndim, chunks=chunks,
-                                                        dtype=np.float32)
-    return da.map_overlap(smooth_threshold, noise, depth=r, boundary="periodic",
-                          dtype=np.uint8, sigma=sigma, porosity=porosity,
-                          meta=np.empty((0,) * ndim, np.uint8))
+    sizes = [chunks] * (size // chunks) + [size % chunks] * bool(size % chunks)
+    if sizes[-1] < r:  # a thin last chunk joins the one before: the halo must fit in it
+        sizes[-2:] = [sum(sizes[-2:])]
+    noise = da.random.default_rng(seed).standard_normal((size,) * ndim, dtype=np.float32,
+                                                        chunks=(tuple(sizes),) * ndim)
+    padded = reread_overlap(noise, {a: r for a in range(ndim)},
+                            {a: "periodic" for a in range(ndim)})
+    return padded.map_blocks(_smooth_chunk, r, sigma, porosity, chunks=noise.chunks,
+                             dtype=np.uint8, meta=np.empty((0,) * ndim, np.uint8))
+
+
+def _smooth_chunk(padded: np.ndarray, r: int, sigma: float, porosity: float) -> np.ndarray:
+    return smooth_threshold(padded, sigma, porosity)[(slice(r, -r),) * padded.ndim]
 
 
 def volume_counts(pore: da.Array) -> da.Array:
-    """:func:`cell_counts` of a periodic dask volume, chunk by chunk: a lazy int64 array."""
+    """:func:`cell_counts` of a periodic dask volume, chunk by chunk: a lazy int64 array.
+
+    Each chunk is counted with the first plane of its upper neighbours, cut from a
+    second read of ``pore`` (:func:`ednn_dask.halo.reread_overlap`): count a stored
+    volume, not one being generated, or it is generated twice.
+    """
     nd = pore.ndim
-    padded = da.overlap.overlap(pore, depth={a: 1 for a in range(nd)},
-                                boundary={a: "periodic" for a in range(nd)})
+    padded = reread_overlap(pore, {a: 1 for a in range(nd)}, {a: "periodic" for a in range(nd)})
     parts = padded.map_blocks(
         _chunk_counts, dtype=np.int64, new_axis=nd,
         chunks=(*((1,) * len(c) for c in pore.chunks), (2**nd,)))
@@ -157,11 +172,15 @@ def write_rock_volume(out: str | os.PathLike, size: int, *, chunks: int = 256,
                       sigma: float = 2.0, porosity: float = 0.25, ndim: int = 3, seed: int = 0,
                       client=None, overwrite: bool = False, progress: bool = True
                       ) -> dict[str, Any]:
-    """Generate a rock volume into a Zarr field and measure it, in one pass over the chunks.
+    """Generate a rock volume into a Zarr field, then measure it from the store.
 
-    The exact functionals are stored in the field's ``exact`` attribute; the store
-    appears at ``out`` only once both are complete.
+    Two passes over the chunks, each with memory flat in ``size``: the rock is
+    generated into the store, then counted from it (reading is far cheaper than
+    generating). The exact functionals are stored in the field's ``exact`` attribute;
+    the store appears at ``out`` only once both are complete.
     """
+    import zarr
+
     pore = rock_volume(size, chunks=chunks, sigma=sigma, porosity=porosity, ndim=ndim,
                        seed=seed)
     field = make_field(pore, spacing=SPACING, spacing_unit=SPACING_UNIT, dims=DIMS[ndim],
@@ -171,12 +190,12 @@ def write_rock_volume(out: str | os.PathLike, size: int, *, chunks: int = 256,
     with atomic_output(out, overwrite=overwrite) as tmp:
         store = field.to_dataset().to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False,
                                            write_empty_chunks=True, compute=False)
-        _, counts = compute([store, volume_counts(pore)], client=client, progress=progress)
+        compute([store], client=client, progress=progress)
+        stored = zarr.open_array(Path(tmp) / FIELD, mode="r+")
+        (counts,) = compute([volume_counts(da.from_zarr(stored))], client=client,
+                            progress=progress)
         exact = functionals(counts, SPACING)
-        import zarr
-
-        zarr.open_array(Path(tmp) / FIELD, mode="r+").attrs.update(
-            exact=exact, cell_counts=[int(c) for c in counts])
+        stored.attrs.update(exact=exact, cell_counts=[int(c) for c in counts])
     return {"store": str(out), "shape": [size] * ndim, "chunks": chunks, **exact,
             "porosity": float(counts[0]) / size**ndim,
             "seconds": round(time.perf_counter() - started, 1)}
