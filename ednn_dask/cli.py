@@ -58,18 +58,31 @@ def _by(values) -> str:
 def cmd_score(args) -> int:
     from ednn_dask.model import load_model
     from ednn_dask.score import score
+    from ednn_dask.storage import refuse_existing
 
     model = load_model(args.model)
     options = dict(chunks=args.chunks, boundary=args.boundary, method=args.method,
                    progress=args.progress, pad=args.pad, variable=args.variable)
     if args.table:
         args.kept = lambda: _table_kept(args, model)
+    if args.out and (args.table or len(args.fields) > 1):
+        raise ConfigError("--out writes the contribution map of one field; give one field "
+                          "and no --table.")
+    if args.out:
+        refuse_existing(args.out, args.overwrite)
     with _client(args) as client:
         if args.table:
             return _score_table(args, model, client, options)
         for field in args.fields:
-            result = score(field, model, client=client, keep_contributions=False, **options)
-            _print({"field": field, **result.to_dict()}, args.json)
+            result = score(field, model, client=client, keep_contributions=bool(args.out),
+                           **options)
+            summary = {"field": field, **result.to_dict()}
+            if args.out:
+                from ednn_dask.maps import write_score
+
+                write_score(result.contributions, args.out, summary, overwrite=args.overwrite)
+                summary["out"] = args.out
+            _print(summary, args.json)
             if model.spec.raster is not None and not args.json:
                 print("(energy is the EDNN sum of the field, without the model's reference "
                       "energies; ednn_dask.energy() on the atoms gives the total)")
@@ -543,7 +556,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("--table", help="batch mode: append one row per field to this CSV results "
                    "table, skipping fields it holds for this model already (resumable)")
-    p.add_argument("--overwrite", action="store_true", help="start a new --table")
+    p.add_argument("--out", help="one field: folder for result.json, contributions.zarr (the "
+                   "contribution map) and contributions.png (3-D: slices through the centre)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new --table, or replace --out")
     p.add_argument("--json", action="store_true", help="print one JSON object per field")
     p.set_defaults(func=cmd_score)
 

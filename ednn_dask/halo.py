@@ -4,7 +4,7 @@
 stays in memory until its last neighbour has been scored: on a 3-D field that is a
 whole layer of chunks at best, and in practice most of the field. :func:`reread_overlap`
 gives the same padded blocks from two independent reads of the field
-(:func:`dask.graph_manipulation.clone`): from the first only the thin edges a
+(:func:`second_read`): from the first only the thin edges a
 neighbour needs are kept (a chunk is freed once they are cut), from the second each
 chunk's centre, freed once it is scored. The price is reading (or generating) the
 field twice.
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
-from dask.base import tokenize
-from dask.graph_manipulation import clone
+from dask._task_spec import Alias, DataNode, convert_legacy_graph
+from dask.base import clone_key, tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 
@@ -45,49 +45,77 @@ def reread_overlap(data: da.Array, depth: dict[int, int], boundary: dict[int, ob
         if d > min(data.chunks[a]):
             raise ValueError(f"a halo of {d} on axis {a} is deeper than its smallest chunk "
                              f"({min(data.chunks[a])})")
-    edges = clone(data, seed=tokenize(data.name, "halo"))
+    edges = second_read(data)
     token = tokenize(data.name, depth, boundary)
-    cut, name = f"halo-edge-{token}", f"halo-block-{token}"
+    cut, name = f"halo-edges-{token}", f"halo-block-{token}"
     steps = [(-1, 0, 1) if depth[a] else (0,) for a in range(data.ndim)]
+    offsets = [o for o in itertools.product(*steps) if any(o)]
     dsk: dict = {}
     for index in itertools.product(*(range(len(c)) for c in data.chunks)):
+        # all the edges this chunk lends, cut in one task: the read is freed right after
+        dsk[(cut, *index)] = (_edges, (edges.name, *index), offsets, depth)
         pieces = np.empty(tuple(map(len, steps)), dtype=object)
         for where in itertools.product(*(range(len(s)) for s in steps)):
             offset = tuple(s[w] for s, w in zip(steps, where, strict=True))
             if not any(offset):
                 pieces[where] = (data.name, *index)
                 continue
-            piece = _neighbour_piece(data, index, offset, depth, boundary)
-            if isinstance(piece, _Fill):
-                pieces[where] = piece
-                continue
-            neighbour, slices = piece
-            key = (cut, *index, *offset)
-            dsk[key] = (_copy_of, (edges.name, *neighbour), slices)
-            pieces[where] = key
+            neighbour = _neighbour(data, index, offset, depth, boundary)
+            pieces[where] = neighbour if isinstance(neighbour, _Fill) else [
+                (cut, *neighbour), offset]
         dsk[(name, *index)] = (_assemble, pieces.tolist())
     chunks = tuple(tuple(n + 2 * depth[a] for n in c) for a, c in enumerate(data.chunks))
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data, edges])
     return da.Array(graph, name, chunks, meta=data._meta)
 
 
-def _neighbour_piece(data: da.Array, index, offset, depth, boundary):
-    """Which neighbour chunk and which slice of it fill ``offset`` of block ``index``,
-    or the :class:`_Fill` of a constant boundary there."""
-    neighbour, slices, shape, fill = [], [], [], None
+def second_read(data: da.Array) -> da.Array:
+    """``data`` again, computed by tasks of its own (new keys all the way to the roots).
+
+    Literal data in the graph (an in-memory array, a Zarr array's handle) is shared,
+    not copied. :func:`dask.graph_manipulation.clone` would be the tool, but it leaves
+    task-spec nodes pointing at the original tasks (dask issue 12455), so the "second"
+    read would share the first one's work and memory.
+    """
+    graph = convert_legacy_graph(dict(data.__dask_graph__()))
+    seed = tokenize(data.name, "second read")
+    subs = {k: k if isinstance(node, DataNode) else clone_key(k, seed)
+            for k, node in graph.items()}
+    dsk = {subs[k]: node.substitute(subs, key=subs[k]) for k, node in graph.items()}
+    name = clone_key(data.name, seed)
+    for key in _flat_keys(data):
+        if subs[key] == key:  # a literal chunk: the second read is the same data
+            dsk[(name, *key[1:])] = Alias((name, *key[1:]), key)
+    return da.Array(dsk, name, data.chunks, meta=data._meta)
+
+
+def _flat_keys(data: da.Array) -> list:
+    return list(itertools.product([data.name], *(range(n) for n in data.numblocks)))
+
+
+def _neighbour(data: da.Array, index, offset, depth, boundary):
+    """The index of the chunk that fills ``offset`` of block ``index``, or the
+    :class:`_Fill` of a constant boundary there."""
+    neighbour, shape, fill = [], [], None
     for a, (i, o) in enumerate(zip(index, offset, strict=True)):
-        sizes, d = data.chunks[a], depth[a]
         j = i + o
-        if not 0 <= j < len(sizes):
+        if not 0 <= j < len(data.chunks[a]):
             if boundary[a] != "periodic":
                 fill = boundary[a]
-            j %= len(sizes)
+            j %= len(data.chunks[a])
         neighbour.append(j)
-        slices.append(slice(None) if o == 0 else slice(-d, None) if o < 0 else slice(0, d))
-        shape.append(sizes[i] if o == 0 else d)
-    if fill is not None:
-        return _Fill(tuple(shape), fill)
-    return tuple(neighbour), tuple(slices)
+        shape.append(data.chunks[a][i] if o == 0 else depth[a])
+    return _Fill(tuple(shape), fill) if fill is not None else tuple(neighbour)
+
+
+def _edges(chunk: np.ndarray, offsets, depth) -> dict:
+    """The pieces of ``chunk`` that the neighbour at each ``-offset`` takes as its halo.
+
+    Copies, not views: a view would keep the whole chunk alive.
+    """
+    return {o: np.array(chunk[tuple(
+        slice(None) if s == 0 else slice(-depth[a], None) if s < 0 else slice(0, depth[a])
+        for a, s in enumerate(o))]) for o in offsets}
 
 
 def _assemble(pieces: list) -> np.ndarray:
@@ -98,13 +126,11 @@ def _assemble(pieces: list) -> np.ndarray:
 
 
 def _filled(pieces, dtype):
+    if isinstance(pieces, list) and len(pieces) == 2 and isinstance(pieces[0], dict):
+        bundle, offset = pieces
+        return bundle[offset]
     if isinstance(pieces, list):
         return [_filled(p, dtype) for p in pieces]
     if isinstance(pieces, _Fill):
         return np.full(pieces.shape, pieces.value, dtype=dtype)
     return pieces
-
-
-def _copy_of(chunk: np.ndarray, slices) -> np.ndarray:
-    # a copy, not a view: a view would keep the whole chunk alive
-    return np.array(chunk[slices])
