@@ -131,3 +131,19 @@ def test_an_interrupted_batch_job_resumes_to_the_uninterrupted_table(exact_ising
     assert (resumed.set_index("field")["energy"].sort_index()
             == reference.set_index("field")["energy"].sort_index()).all()
     assert dict(zip(resumed["field"], resumed["energy"], strict=True)) == expected
+
+
+def test_a_table_of_3d_volumes_holds_their_exact_energies(exact_ising3d, tmp_path, capsys):
+    _, model = exact_ising3d
+    expected = {}
+    for seed, side in enumerate((8, 12, 16)):
+        spins = np.random.default_rng(seed).choice(np.array([-1, 1], np.int8), (side,) * 3)
+        path = save_field(make_field(spins, name="spins"), tmp_path / f"v{seed}.zarr",
+                          chunks={d: side // 2 for d in ("z", "y", "x")})
+        expected[str(path.resolve())] = ising_energy_np(spins.astype(float))
+    table = tmp_path / "volumes.csv"
+    assert main(["score", str(tmp_path / "v*.zarr"), "--model", str(model.path),
+                 "--table", str(table)]) == 0
+    rows = read_table(table)
+    assert dict(zip(rows["field"], rows["energy"], strict=True)) == expected
+    assert sorted(rows["n_pixels"]) == [8**3, 12**3, 16**3]

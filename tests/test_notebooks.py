@@ -16,7 +16,7 @@ SMALL = {  # appended to each notebook's parameters cell
     "02-graphene-micron.ipynb": "SIDE_A = 100.0\nSCALING_SIDES = [60.0, 100.0, 200.0]",
     "03-model-exchange.ipynb": "",
     "04-monte-carlo.ipynb": "SIZES = [8, 16]\nSTEPS = 3000\nMOVES = 2000",
-    "05-your-own-data.ipynb": "N_FIELDS = 400\nEPOCHS = 5\nLBFGS_STEPS = 60\nBIG = 512",
+    "05-your-own-data.ipynb": "N_FIELDS = 400\nEPOCHS = 5\nLBFGS_STEPS = 60\nBIG = 512\nROCK = 64",
 }
 
 
@@ -58,6 +58,8 @@ def test_notebook_runs(name, tmp_path):
     assert not left, f"{name} leaves its temporary folders behind: {left}"
     if name == "01-ising-quickstart.ipynb":
         _check_quickstart_reports_its_error(outputs)
+    if name == "05-your-own-data.ipynb":
+        _check_the_rock_is_exact(outputs)
 
 
 def _check_quickstart_reports_its_error(outputs) -> None:
@@ -68,3 +70,11 @@ def _check_quickstart_reports_its_error(outputs) -> None:
     assert test and big, f"notebook 01 no longer states its errors: {text!r}"
     assert float(test.group(1)) < 2e-3  # J per spin on held-out 8x8 lattices
     assert float(big.group(1)) < 0.5  # % of the exact energy of the large lattice
+
+
+def _check_the_rock_is_exact(outputs) -> None:
+    """Notebook 05's 3-D section scores a rock's Euler characteristic exactly."""
+    text = " ".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    found = re.search(r"EDNN Euler characteristic (-?[0-9.]+), exact (-?[0-9]+)", text)
+    assert found, f"notebook 05 no longer states the rock's Euler characteristic: {text!r}"
+    assert round(float(found.group(1))) == int(found.group(2))
