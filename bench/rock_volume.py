@@ -19,9 +19,10 @@ each phase (sampled every 20 ms; the workers are threads of this process; freed 
 is returned to the system before each phase). Then:
 
 4. raw onnxruntime on the same chunks (the Euler model): each z-slab of chunks read
-   once from the same store, padded with its periodic neighbours by numpy, and
-   ``InferenceSession.run`` over the pipeline's slab size (2 threads), no dask and no
-   ednn-dask: the baseline of the voxels-per-second ratio.
+   once from the same store, padded with its periodic neighbours by numpy, its chunks
+   scored by 2 threads, each with its own single-threaded ``InferenceSession``, in calls
+   of the pipeline's batch size; no dask and no ednn-dask: the baseline of the
+   voxels-per-second ratio.
 
 Writes ``bench/results/rock.json`` (the docs' benchmarks page renders it). The volumes
 are deleted after each size unless ``--keep``; 2048³ takes about 1 GB of disk.
@@ -47,20 +48,38 @@ from training.rock import FIELD, TARGETS, write_rock_volume
 MODELS = {t: ROOT / "models" / f"rock-{t}.onnx" for t in TARGETS}
 
 
-def raw_onnxruntime(store: Path, model, chunks: int) -> tuple[float, float]:
+def raw_onnxruntime(store: Path, model, chunks: int, threads: int = 2) -> tuple[float, float]:
     """The Euler (or any rock) model over the stored volume with plain onnxruntime.
 
-    Returns the sum and the seconds. Every chunk is read once, but for slab 0's first
-    plane again at the end (the last slab's periodic neighbour).
+    Returns the sum and the seconds. Each z-slab of chunks is read once (with one plane
+    of each neighbouring slab) and padded periodically by numpy; ``threads`` threads,
+    each with its own single-threaded session (as the pipeline's workers have), score
+    its chunks in calls of the pipeline's batch size. Every chunk is read once, but for
+    slab 0's first plane again at the end (the last slab's periodic neighbour).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     import onnxruntime as ort
     import zarr
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    session = ort.InferenceSession(model.onnx_bytes, options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    options.intra_op_num_threads = 1
+    sessions = [ort.InferenceSession(model.onnx_bytes, options,
+                                     providers=["CPUExecutionProvider"])
+                for _ in range(threads)]
+    name = sessions[0].get_inputs()[0].name
     f = model.spec.focus[0]
+    rows = max(1, BATCH_PIXELS // (f * (chunks + 2) ** 2))
+
+    def one_chunk(job) -> float:
+        k, block = job
+        total = 0.0
+        for z in range(0, chunks, rows * f):
+            part = block[z : z + rows * f + 2].astype(np.float32)[None, None]
+            total += float(sessions[k % threads].run(None, {name: part})[0].sum(
+                dtype=np.float64))
+        return total
+
     started = time.perf_counter()
     volume = zarr.open_array(store / FIELD, mode="r")
     n = volume.shape[0]
@@ -68,18 +87,16 @@ def raw_onnxruntime(store: Path, model, chunks: int) -> tuple[float, float]:
     previous = volume[n - 1 : n]
     current = volume[0:chunks]
     total = 0.0
-    for k in range(slabs):
-        following = volume[(k + 1) * chunks : (k + 2) * chunks] if k + 1 < slabs else volume[0:1]
-        slab = np.concatenate([previous, current, following[:1]])
-        slab = np.pad(slab, [(0, 0), (1, 1), (1, 1)], mode="wrap")
-        for y in range(0, n, chunks):
-            for x in range(0, n, chunks):
-                block = slab[:, y : y + chunks + 2, x : x + chunks + 2]
-                rows = max(1, BATCH_PIXELS // (f * (chunks + 2) ** 2))
-                for z in range(0, chunks, rows * f):
-                    part = block[z : z + rows * f + 2].astype(np.float32)[None, None]
-                    total += float(session.run(None, {name: part})[0].sum(dtype=np.float64))
-        previous, current = current[-1:], following
+    with ThreadPoolExecutor(threads) as pool:
+        for k in range(slabs):
+            following = (volume[(k + 1) * chunks : (k + 2) * chunks] if k + 1 < slabs
+                         else volume[0:1])
+            slab = np.pad(np.concatenate([previous, current, following[:1]]),
+                          [(0, 0), (1, 1), (1, 1)], mode="wrap")
+            blocks = [slab[:, y : y + chunks + 2, x : x + chunks + 2]
+                      for y in range(0, n, chunks) for x in range(0, n, chunks)]
+            total += sum(pool.map(one_chunk, enumerate(blocks)))
+            previous, current = current[-1:], following
     return total, time.perf_counter() - started
 
 
