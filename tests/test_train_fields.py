@@ -293,8 +293,19 @@ def test_the_quadratic_net_is_a_quadratic_form_of_the_tile(net, quadratic):
 
 def test_threads_default_to_the_idle_cores_we_may_use():
     import os
+    import subprocess
+    import sys
+    import time
 
-    assert 1 <= default_threads() <= len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0))
+    assert 1 <= default_threads() <= cores
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert default_threads() <= max(1, cores - 1)  # one core is taken now
+    finally:
+        spin.kill()
+        spin.wait()
 
 
 def test_the_lbfgs_batch_holds_about_a_million_pixels():

@@ -36,17 +36,19 @@ def default_threads() -> int:
     """torch CPU threads for training: the idle cores this process may run on, at least one.
 
     The cores are those of ``os.sched_getaffinity`` (a job's allotment, not the
-    machine's), less the 1-minute load average rounded to whole cores: on a machine
-    with one of two cores busy, two threads make each epoch several times slower than
-    one, as the threads wait for each other at every convolution. ``OMP_NUM_THREADS``,
-    where set, wins (torch reads it itself).
+    machine's), less those busy now: their use over half a second, rounded to whole
+    cores. (The load average lags by minutes: just after another job ends it still
+    counts that job.) On a machine with one of two cores busy, two threads make each
+    epoch several times slower than one, as the threads wait for each other at every
+    convolution. ``OMP_NUM_THREADS``, where set, wins (torch reads it itself).
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        busy = round(os.getloadavg()[0])
-    except OSError:  # no load average on this platform
-        busy = 0
-    return max(1, min(cores or 1, (cores or 1) - busy))
+    import psutil
+
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(
+        range(os.cpu_count() or 1))
+    use = psutil.cpu_percent(interval=0.5, percpu=True)
+    busy = round(sum(use[c] for c in cores if c < len(use)) / 100)
+    return max(1, len(cores) - busy)
 
 
 def keep_freed_memory() -> bool:
