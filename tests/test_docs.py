@@ -226,13 +226,13 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
         **header, "rows": [{"size": 256, "generate_seconds": 3.0, "generate_peak_gain_MB": 90.0,
                             "volume": scored, "area": scored, "euler": scored,
                             "euler_overlap": {**scored, "peak_gain_MB": 300.0},
-                            "speed_vs_raw": 0.95}]}))
+                            "speed_vs_raw": 0.95, "speed_vs_raw_inference": 0.7}]}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
     assert page.count("Test CPU, 2 cores, 8.0 GiB") == 11
     assert page.count("2030-01-02T03:04:05+00:00") == 11
     assert "| 256³ | 3 s | 90 MB | 30 s | 120 MB | 300 MB | 1.0e-09 | 1.0e-09 | exact (-1,234) " \
-           "| 80 | 0.95 |" in page
+           "| 80 | 0.95 | 0.70 |" in page
     assert "| 3,000 fields of 32x32 | 1024x1024 | 6.2 min on 2 cores | 150 (149) | 0.37% " \
            "| -0.270% |" in page
     assert "| `models/screened-multiscale.onnx` | 4 | 32 | 1:4:8, 4:1:8 | 0.0500 | 0.500 " \
