@@ -4,10 +4,9 @@
 stays in memory until its last neighbour has been scored: on a 3-D field that is a
 whole layer of chunks at best, and in practice most of the field. :func:`reread_overlap`
 gives the same padded blocks from two independent reads of the field
-(:func:`second_read`): from the first only the thin edges a
-neighbour needs are kept (a chunk is freed once they are cut), from the second each
-chunk's centre, freed once it is scored. The price is reading (or generating) the
-field twice.
+(:func:`second_read`): from the first only the thin edges a neighbour needs are kept
+(a chunk is freed once they are cut), from the second each chunk's centre, freed once
+it is scored. The price is reading (or generating) the field twice.
 """
 
 from __future__ import annotations
@@ -83,14 +82,10 @@ def second_read(data: da.Array) -> da.Array:
             for k, node in graph.items()}
     dsk = {subs[k]: node.substitute(subs, key=subs[k]) for k, node in graph.items()}
     name = clone_key(data.name, seed)
-    for key in _flat_keys(data):
+    for key in itertools.product([data.name], *map(range, data.numblocks)):
         if subs[key] == key:  # a literal chunk: the second read is the same data
             dsk[(name, *key[1:])] = Alias((name, *key[1:]), key)
     return da.Array(dsk, name, data.chunks, meta=data._meta)
-
-
-def _flat_keys(data: da.Array) -> list:
-    return list(itertools.product([data.name], *(range(n) for n in data.numblocks)))
 
 
 def _neighbour(data: da.Array, index, offset, depth, boundary):

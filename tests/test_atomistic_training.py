@@ -30,7 +30,7 @@ def store(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("net", ["compact", "smooth"])
+@pytest.mark.parametrize("net", [pytest.param("compact", marks=pytest.mark.slow), "smooth"])
 def test_train_export_and_score(store, tmp_path, net):
     out = tmp_path / "hex.onnx"
     metrics = train_atomistic("hexagonal", str(out), data=str(store), epochs=2, net=net,

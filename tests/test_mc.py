@@ -138,6 +138,7 @@ def test_metropolis_with_the_exact_energy_samples_the_boltzmann_distribution(exa
     assert run.drift == 0.0  # integer energies: the running total is exact
 
 
+@pytest.mark.slow
 def test_the_shipped_ising_model_samples_like_the_exact_energy(exact_ising2d):
     """L = 16, T = 2.5: <E>/N and <|m|> of the shipped 2-D EDNN and of the exact energy
     agree within 3 standard errors (blocking analysis)."""
