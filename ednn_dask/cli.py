@@ -189,6 +189,9 @@ def _given(args, *names: str) -> dict:
 
 
 def cmd_data(args) -> int:
+    if args.system == "thermal":
+        return _thermal_data(args)
+    args.seed = args.seed or 0
     if args.system in ("hexagonal", "porous"):
         from training.reference import build_reference_set, store_progress
 
@@ -220,6 +223,19 @@ def cmd_data(args) -> int:
     summary = make_dataset(args.system, args.out, dim=args.dim, seed=args.seed,
                            near_critical=args.near_critical, overwrite=args.overwrite,
                            **_given(args, "n", "L"))
+    _print(summary, args.json)
+    return 0
+
+
+def _thermal_data(args) -> int:
+    from training.thermal import THERMAL_SEED, build_thermal_set
+
+    args.kept = lambda: ("; the finished MD runs are kept", "run the same command to continue")
+    summary = build_thermal_set(
+        args.out, args.of, client=args.scheduler, overwrite=args.overwrite,
+        seed=THERMAL_SEED if args.seed is None else args.seed,
+        **_given(args, "n", "limit", "max_vacancies", "temperatures", "steps", "every",
+                 "equilibrate_steps", "workdir"))
     _print(summary, args.json)
     return 0
 
@@ -598,10 +614,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="generate a training data set (Zarr)")
     p.add_argument("system", choices=["ising", "laplacian", "screened", "rock", "hexagonal",
-                                      "porous"])
+                                      "porous", "thermal"],
+                   help="thermal: GFN1-xTB molecular-dynamics snapshots of --of cells")
     p.add_argument("out")
     p.add_argument("--n", type=POSITIVE, help="number of samples (ising/laplacian 5000, "
-                   "screened 2000, rock 200, hexagonal 5000, porous 1000)")
+                   "screened 2000, rock 200, hexagonal 5000, porous 1000; thermal: MD runs, "
+                   "96, of 20 snapshots each)")
     p.add_argument("--L", type=POSITIVE,
                    help="side of each sample (ising 8, laplacian 100, screened 96, at least 65; "
                    "rock 32)")
@@ -627,9 +645,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "rock --volume: for the chunks (default: LocalCluster)")
     p.add_argument("--processes", action="store_true",
                    help="rock --volume: LocalCluster with worker processes")
-    p.add_argument("--limit", type=NON_NEGATIVE, help="atomistic: compute at most this many now")
+    p.add_argument("--limit", type=NON_NEGATIVE, help="atomistic: compute at most this many "
+                   "structures (thermal: MD runs) now")
+    p.add_argument("--of", choices=["hexagonal", "porous"], default="hexagonal",
+                   help="thermal: the cells the runs start from (default hexagonal)")
+    p.add_argument("--temperatures", type=_positive_float, nargs="+", metavar="K",
+                   help="thermal: thermostat temperatures the runs cycle through "
+                   "(default 300 600 1000 1500)")
+    p.add_argument("--steps", type=POSITIVE, help="thermal: MD steps per run (default 600, 1 fs)")
+    p.add_argument("--every", type=POSITIVE, help="thermal: steps between snapshots (default 20)")
+    p.add_argument("--equilibrate-steps", type=NON_NEGATIVE,
+                   help="thermal: leading steps dropped (default 200)")
+    p.add_argument("--workdir", help="thermal: where the MD runs live (default OUT's stem + -md "
+                   "beside OUT)")
     p.add_argument("--retry-failed", action="store_true", help="atomistic: retry failed SCFs")
-    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
+    p.add_argument("--seed", type=NON_NEGATIVE, help="default 0 (thermal: 100)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_data)

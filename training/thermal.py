@@ -1,0 +1,260 @@
+"""Thermal GFN1-xTB data: snapshots of in-plane molecular dynamics, as a reference store.
+
+The cold data sets (:mod:`training.structure_sets`) hold lattices with small
+independent displacements; real sheets at temperature move their atoms together
+(phonons). A thermal data set is made of many short runs of in-plane Langevin
+GFN1-xTB dynamics (:func:`training.md.run_md`), one per training cell:
+
+- run ``k`` starts from cell ``k`` of the cold generator (seed ``seed``, no
+  displacement) at temperature ``temperatures[k % len(temperatures)]``;
+- the first ``equilibrate_steps`` steps are dropped, then every ``every``-th
+  step is a snapshot, labelled by the MD's own GFN1-xTB energy (the same method,
+  settings and convention as :func:`training.reference.xtb_energy`).
+
+The runs live in ``OUT-md/run-KKKKK.zarr`` beside the store ``OUT``; each is
+resumable, and they run in parallel on a Dask cluster (one single-threaded
+worker process per core by default). Every call finishes the pending runs (at
+most ``limit`` of them) and rewrites ``OUT`` atomically from all the finished
+ones, so the same command continues an interrupted job and ``OUT`` is always a
+complete reference store (``ednn-dask train hexagonal --data OUT`` reads it).
+
+Besides the reference variables, ``OUT`` holds per snapshot ``temperature``
+(the thermostat's, K), ``sigma`` (the per-coordinate RMS in-plane displacement
+from the starting lattice sites after removing the mean shift, Å: the quantity
+the error-by-displacement tables bin), ``run`` and ``step``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from ednn_dask.atoms.structure import Structure
+from ednn_dask.compute import progress_bar
+from ednn_dask.errors import ConfigError, OutputExistsError
+from ednn_dask.field import write_zarr_atomic
+
+TEMPERATURES = (300.0, 600.0, 1000.0, 1500.0)
+"""Thermostat temperatures (K) the runs cycle through."""
+THERMAL_SEED = 100
+"""Default seed: a namespace of its own, so no run starts from a cell of the cold sets
+(seeds 0 and 1). Held-out thermal sets use another seed again (e.g. 200)."""
+MD_SETTINGS = {"steps": 600, "every": 20, "equilibrate_steps": 200, "timestep_fs": 1.0,
+               "friction": 0.01}
+"""Per run: 400 fs of production after 200 fs (2 / friction) of equilibration from the
+ideal lattice, a snapshot every 20 fs (about one optical-phonon period): 20 snapshots."""
+CELLS = {"hexagonal": (5, 3), "porous": (5, 6)}
+
+
+@dataclass(frozen=True)
+class ThermalRun:
+    """One MD run of a thermal data set: a starting cell, a temperature and a seed."""
+
+    index: int
+    structure: Structure
+    temperature: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"run-{self.index:05d}.zarr"
+
+
+def thermal_runs(system: str, n: int, *, seed: int = THERMAL_SEED,
+                 temperatures: Sequence[float] = TEMPERATURES, start: int = 0,
+                 max_vacancies: int = 4) -> list[ThermalRun]:
+    """Runs ``start .. start + n - 1``: run ``k`` depends only on ``(system, seed, k)``."""
+    from training.structure_sets import hexagonal_structures, porous_structures
+
+    if system not in CELLS:
+        raise ConfigError(f"thermal data exist for {sorted(CELLS)}, not {system!r}.")
+    if not temperatures or min(temperatures) <= 0:
+        raise ConfigError(f"temperatures must be > 0 K, got {list(temperatures)}.")
+    runs = []
+    for k in range(start, start + n):
+        if system == "hexagonal":
+            (cell,) = hexagonal_structures(1, seed=seed, start=k, cells=CELLS[system],
+                                           max_vacancies=max_vacancies, max_displacement=0.0)
+        else:
+            (cell,) = porous_structures(1, seed=seed, start=k, cells=CELLS[system],
+                                        max_displacement=0.0)
+        md_seed = int(np.random.default_rng([seed, k, 1]).integers(2**31))
+        runs.append(ThermalRun(k, cell, float(temperatures[k % len(temperatures)]), md_seed))
+    return runs
+
+
+def build_thermal_set(
+    out: str | Path,
+    system: str = "hexagonal",
+    *,
+    n: int = 96,
+    seed: int = THERMAL_SEED,
+    temperatures: Sequence[float] = TEMPERATURES,
+    steps: int = MD_SETTINGS["steps"],
+    every: int = MD_SETTINGS["every"],
+    equilibrate_steps: int = MD_SETTINGS["equilibrate_steps"],
+    max_vacancies: int = 4,
+    workdir: str | Path | None = None,
+    client: object = None,
+    limit: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or continue) the ``n`` MD runs of a thermal set, then write the store ``out``.
+
+    Parameters
+    ----------
+    out : path
+        The reference store to write.
+    system : {"hexagonal", "porous"}
+        The cold generator the starting cells come from (60-atom hexagonal cells or
+        porous 5 x 6 cells).
+    n : int
+        Number of MD runs (each gives ``(steps - equilibrate_steps) / every`` snapshots).
+    workdir : path, optional
+        Where the MD runs live (default ``<out stem>-md/`` beside ``out``). Only
+        the store is needed to train; the runs are needed to continue.
+    limit : int, optional
+        Run at most this many of the pending runs now (the store then holds the
+        finished ones; run the same command again to continue).
+    client : distributed.Client or address, optional
+        Where the runs go (default: a LocalCluster of one single-threaded worker
+        process per core).
+
+    Returns
+    -------
+    dict
+        ``store``, ``runs_done``, ``runs_pending``, ``snapshots`` in the store.
+    """
+    if n < 1 or limit is not None and limit < 0:
+        raise ConfigError(f"n must be >= 1 and limit >= 0; got n={n}, limit={limit}.")
+    if not (0 <= equilibrate_steps < steps and steps % every == 0
+            and equilibrate_steps % every == 0):
+        raise ConfigError(f"need 0 <= equilibrate_steps < steps, both multiples of every; got "
+                          f"steps={steps}, every={every}, equilibrate_steps={equilibrate_steps}.")
+    params = {"generator": f"thermal-{system}", "n": n, "seed": seed,
+              "temperatures": [float(t) for t in temperatures], "steps": steps, "every": every,
+              "equilibrate_steps": equilibrate_steps, "max_vacancies": max_vacancies,
+              "timestep_fs": MD_SETTINGS["timestep_fs"], "friction": MD_SETTINGS["friction"]}
+    out = Path(out)
+    runs_dir = Path(workdir) if workdir else runs_folder(out)
+    _create_or_check(runs_dir, out, params, overwrite)
+    runs = thermal_runs(system, n, seed=seed, temperatures=temperatures,
+                        max_vacancies=max_vacancies)
+    pending = [r for r in runs if not _finished(runs_dir / r.name, steps)]
+    now = pending if limit is None else pending[:limit]
+
+    def write_store() -> dict[str, Any]:  # after every run: a killed job keeps what it made
+        done = [r for r in runs if _finished(runs_dir / r.name, steps)]
+        snapshots = 0
+        if done:
+            ds = thermal_dataset(done, runs_dir, params)
+            write_zarr_atomic(ds.chunk({"structure": 1000}), out, overwrite=True)
+            snapshots = ds.sizes["structure"]
+        return {"store": str(out), "runs_done": len(done),
+                "runs_pending": len(runs) - len(done), "snapshots": snapshots}
+
+    if now:
+        _run_all(now, runs_dir, params, client, progress, write_store)
+    return write_store()
+
+
+def runs_folder(out: Path) -> Path:
+    """Where the MD runs of the store ``out`` live: ``<stem>-md`` beside it."""
+    return out.with_name(out.stem + "-md")
+
+
+def _create_or_check(runs_dir: Path, out: Path, params: dict, overwrite: bool) -> None:
+    plan = runs_dir / "plan.json"
+    if overwrite:
+        shutil.rmtree(runs_dir, ignore_errors=True)
+    elif plan.exists() and json.loads(plan.read_text()) != params:
+        stored = json.loads(plan.read_text())
+        differ = {k: stored.get(k) for k in params if stored.get(k) != params[k]}
+        raise OutputExistsError(
+            f"{str(runs_dir)!r} holds thermal runs made with {differ}, not "
+            f"{ {k: params[k] for k in differ} }; choose another path or pass --overwrite "
+            f"to replace them.")
+    elif not plan.exists() and out.exists():
+        raise OutputExistsError(f"{str(out)!r} exists and is not a thermal set; choose another "
+                                f"path or pass --overwrite to replace it.")
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    plan.write_text(json.dumps(params, indent=1))
+
+
+def _finished(path: Path, steps: int) -> bool:
+    if not (path / "zarr.json").exists():
+        return False
+    return int(zarr.open_group(path, mode="r", zarr_format=3).attrs.get("step", -1)) >= steps
+
+
+def _run_one(path: str, structure: Structure, temperature: float, seed: int,
+             params: dict) -> str:
+    from training.md import run_md
+
+    run_md(path, structure, temperature, params["steps"], every=params["every"], seed=seed,
+           timestep_fs=params["timestep_fs"], friction=params["friction"],
+           equilibrate_steps=params["equilibrate_steps"], progress=False, threads=1)
+    return path
+
+
+def _run_all(runs: list[ThermalRun], runs_dir: Path, params: dict, client: object,
+             progress: bool, on_done: Any) -> None:
+    from distributed import as_completed
+
+    from training.reference import _client
+
+    with _client(client) as client_, \
+            progress_bar(len(runs), progress, "GFN1-xTB MD", "run") as bar:
+        futures = [client_.submit(_run_one, str(runs_dir / r.name), r.structure, r.temperature,
+                                  r.seed, params, pure=False, key=f"thermal-{r.name}")
+                   for r in runs]
+        for future in as_completed(futures):
+            future.result()  # an SCF that fails stops the job; the finished runs are kept
+            on_done()
+            bar.update(1)
+
+
+def thermal_dataset(runs: Sequence[ThermalRun], runs_dir: Path, params: dict) -> xr.Dataset:
+    """The production snapshots of finished MD runs as a reference data set (energies done).
+
+    ``params`` are the set's parameters (stored as attributes); frames after
+    ``params["equilibrate_steps"]`` are the snapshots."""
+    from training.reference import DONE, structures_dataset
+
+    structures, energy, temperature, sigma, run, step = [], [], [], [], [], []
+    for r in runs:
+        with xr.open_zarr(runs_dir / r.name, zarr_format=3, consolidated=False) as md:
+            md = md.load()
+        start = r.structure
+        keep = md["step"].values > params["equilibrate_steps"]
+        positions = md["positions"].values[keep]
+        for xyz in positions:
+            structures.append(Structure(xyz, start.numbers, start.cell, start.pbc,
+                                        dict(start.info)).wrapped())
+        energy.append(md["energy"].values[keep])
+        temperature.append(np.full(keep.sum(), md.attrs["temperature_K"]))
+        shift = positions[..., :2] - start.positions[:, :2]
+        shift -= shift.mean(axis=1, keepdims=True)
+        sigma.append(np.sqrt((shift ** 2).mean(axis=(1, 2))))
+        run.append(np.full(keep.sum(), r.index))
+        step.append(md["step"].values[keep])
+    ds = structures_dataset(structures, **params)
+    ds["energy"][:] = np.concatenate(energy)
+    ds["status"][:] = DONE
+    ds["temperature"] = ("structure", np.concatenate(temperature), {"units": "K"})
+    ds["sigma"] = ("structure", np.concatenate(sigma), {
+        "units": "angstrom", "long_name": "per-coordinate RMS in-plane displacement from the "
+        "starting lattice sites (mean shift removed)"})
+    ds["run"] = ("structure", np.concatenate(run).astype(np.int32))
+    ds["step"] = ("structure", np.concatenate(step).astype(np.int32))
+    ds.attrs["labels"] = "the MD's own GFN1-xTB energies (tblite defaults, Gamma point)"
+    return ds
