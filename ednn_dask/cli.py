@@ -27,8 +27,22 @@ def _print(result: dict, as_json: bool) -> None:
         return
     width = max(len(k) for k in result)
     for key, value in result.items():
+        if key == "groups" and isinstance(value, dict):
+            _print_groups(value)
+            continue
         shown = f"{value:.6g}" if isinstance(value, float) else value
         print(f"{key:<{width}}  {shown}")
+
+
+def _print_groups(groups: dict) -> None:
+    """Errors by group (``evaluate atoms``): one small table per grouping."""
+    for name, rows in groups.items():
+        print(f"\nby {name}:")
+        width = max(len(k) for k in rows)
+        print(f"  {'':<{width}}  {'n':>6}  {'MAE':>8}  {'mean':>8}")
+        for label, row in rows.items():
+            print(f"  {label:<{width}}  {row['n']:>6}  {row['mae']:>8.2f}  "
+                  f"{row['mean_signed']:>+8.2f}")
 
 
 def cmd_info(args) -> int:
@@ -191,6 +205,8 @@ def _given(args, *names: str) -> dict:
 def cmd_data(args) -> int:
     if args.system == "thermal":
         return _thermal_data(args)
+    if args.system == "rattles":
+        return _rattle_data(args)
     args.seed = args.seed or 0
     if args.system in ("hexagonal", "porous"):
         from training.reference import build_reference_set, store_progress
@@ -235,15 +251,48 @@ def _thermal_data(args) -> int:
         args.out, args.of, client=args.scheduler, overwrite=args.overwrite,
         seed=THERMAL_SEED if args.seed is None else args.seed,
         **_given(args, "n", "limit", "max_vacancies", "temperatures", "steps", "every",
-                 "equilibrate_steps", "workdir"))
+                 "equilibrate_steps", "workdir", "cells"))
     _print(summary, args.json)
     return 0
+
+
+def _rattle_data(args) -> int:
+    from training.reference import store_progress
+    from training.thermal import build_rattle_set
+
+    if not args.source:
+        raise ConfigError("data rattles needs --from STORE (a thermal set of `data thermal`).")
+
+    def kept() -> tuple[str, str]:
+        done, total = store_progress(args.out)
+        if total is None:
+            return "; nothing written (temporary files removed)", "run the same command"
+        return f" with {done:,} of {total:,} energies in {args.out!r}", "run the same command"
+
+    args.kept = kept
+    counts = build_rattle_set(args.out, args.source, client=args.scheduler, seed=args.seed or 0,
+                              retry_failed=args.retry_failed, overwrite=args.overwrite,
+                              **_given(args, "limit"),
+                              **({"per_run": args.n} if args.n else {}))
+    _print({"store": args.out, **counts}, args.json)
+    return 0
+
+
+def _data_paths(args, several: tuple[str, ...]) -> None:
+    """``--data`` as one path, or a list where the system takes several stores."""
+    if args.data is None or args.system in several:
+        return
+    if len(args.data) > 1:
+        raise ConfigError(f"{args.system} takes one --data store, got {len(args.data)}; "
+                          f"several are for {' and '.join(several)}.")
+    args.data = args.data[0]
 
 
 def cmd_train(args) -> int:
     from training import recipes
     from training.train import keep_freed_memory
 
+    _data_paths(args, ("hexagonal", "porous"))
     keep_freed_memory()  # process-wide allocator setting (faster epochs on glibc)
     if args.system == "fields":
         return _train_fields(args)
@@ -319,6 +368,7 @@ def _train_rock(args) -> int:
 def cmd_evaluate(args) -> int:
     from training import evaluation
 
+    _data_paths(args, ("atoms",))
     if args.system == "fields":
         from training.fields import evaluate_fields
 
@@ -362,7 +412,8 @@ def _evaluate_command(args) -> str:
 
     words = ["ednn-dask", "evaluate", args.system, "--model", args.model]
     if args.system in ("atoms", "fields"):
-        words += ["--data", args.data, "--split", args.split]
+        data = [args.data] if isinstance(args.data, str) else args.data
+        words += ["--data", *data, "--split", args.split]
     elif args.system == "rock" and args.data:
         words += ["--data", args.data]
     else:
@@ -614,12 +665,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="generate a training data set (Zarr)")
     p.add_argument("system", choices=["ising", "laplacian", "screened", "rock", "hexagonal",
-                                      "porous", "thermal"],
-                   help="thermal: GFN1-xTB molecular-dynamics snapshots of --of cells")
+                                      "porous", "thermal", "rattles"],
+                   help="thermal: GFN1-xTB molecular-dynamics snapshots of --of cells; "
+                   "rattles: Gaussian samples of each run of a thermal set (--from), labelled")
     p.add_argument("out")
     p.add_argument("--n", type=POSITIVE, help="number of samples (ising/laplacian 5000, "
                    "screened 2000, rock 200, hexagonal 5000, porous 1000; thermal: MD runs, "
-                   "96, of 20 snapshots each)")
+                   "96, of 20 snapshots each; rattles: per run, 100)")
+    p.add_argument("--from", dest="source", metavar="STORE",
+                   help="rattles: the thermal set whose runs are sampled")
     p.add_argument("--L", type=POSITIVE,
                    help="side of each sample (ising 8, laplacian 100, screened 96, at least 65; "
                    "rock 32)")
@@ -674,7 +728,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "resolution (32 px), or two scales (default)")
     p.add_argument("--out", required=True, help="ONNX file to write")
     p.add_argument("--dim", type=int, default=2, choices=[2, 3], help="Ising dimension")
-    p.add_argument("--data", help="train on this Zarr data set instead of sampling one")
+    p.add_argument("--data", nargs="+", metavar="STORE",
+                   help="train on this Zarr data set instead of sampling one (hexagonal, "
+                   "porous: one or more reference stores, trained on together)")
     p.add_argument("--L", type=POSITIVE)
     p.add_argument("--n", type=POSITIVE)
     p.add_argument("--epochs", type=POSITIVE)
@@ -724,8 +780,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("system", choices=["ising", "laplacian", "screened", "rock", "atoms",
                                       "fields"])
     p.add_argument("--model", required=True)
-    p.add_argument("--data", help="atoms, fields: the data set to evaluate on; rock: a volume "
-                   "of `data rock --volume`, scored chunk by chunk")
+    p.add_argument("--data", nargs="+", metavar="STORE",
+                   help="atoms, fields: the data set to evaluate on (atoms: one or more "
+                   "reference stores); rock: a volume of `data rock --volume`, scored chunk by "
+                   "chunk")
     p.add_argument("--scheduler", help="rock --data: dask scheduler address (default: "
                    "in-process LocalCluster)")
     p.add_argument("--processes", action="store_true",

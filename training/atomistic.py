@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,14 +167,19 @@ def prepare_run(
 
 
 def train_atomistic(
-    system: str, out: str, *, data: str | None = None, epochs: int | None = None,
+    system: str, out: str, *, data: str | Sequence[str] | None = None,
+    epochs: int | None = None,
     net: str = "compact", focus: int | None = None, context: int | None = None,
     pixels: int | None = None,
     seed: int = 0, limit: int | None = None, workdir: str | None = None,
     overwrite: bool = False, progress: bool = True, device: str = "cpu", whiten: bool = True,
     loss: str = "total",
 ) -> dict[str, Any]:
-    """Train the hexagonal or porous-graphene EDNN on its GFN1-xTB store; export to ONNX."""
+    """Train the hexagonal or porous-graphene EDNN on its GFN1-xTB store; export to ONNX.
+
+    ``data``: a reference store, or several trained on together (e.g. the cold set
+    and a thermal one); default the system's shipped store.
+    """
     from training.export import export_onnx
     from training.train import fit
 
@@ -185,7 +191,7 @@ def train_atomistic(
     species = SYSTEMS[system]["species"]
     out_path = Path(out)
     refuse_existing(out_path, overwrite)
-    ds = reference.load_reference(data or SYSTEMS[system]["data"])
+    ds = reference.load_reference_sets(data or SYSTEMS[system]["data"])
     if limit:
         ds = ds.isel(structure=slice(0, limit))
     work = run_dir(out_path, workdir)
@@ -243,7 +249,7 @@ def _hash(ds: xr.Dataset) -> str:
 SPLITS = ("all", "train", "val", "test")
 
 
-def evaluate_atomistic(model: str, data: str, *, plot: str | None = None,
+def evaluate_atomistic(model: str, data: str | Sequence[str], *, plot: str | None = None,
                        split: str = "all") -> dict[str, Any]:
     """Per-atom errors of a model on a reference store.
 
@@ -251,25 +257,65 @@ def evaluate_atomistic(model: str, data: str, *, plot: str | None = None,
     or ``"test"`` take that split of the model's training recipe, for the store the
     model was trained on (checked against the data hash in its provenance).
     """
-    ds = reference.load_reference(data)
+    ds = reference.load_reference_sets(data)
     if split != "all":
         ds = ds.isel(structure=recipe_split(ds, model, split))
     structures = reference.dataset_structures(ds)
     predicted = energy(structures, model)
     n_atoms = ds["n_atoms"].values
     error = (predicted - ds["energy"].values) / n_atoms
-    result = {"model": str(model), "data": str(data), "split": split,
+    result = {"model": str(model), "data": data if isinstance(data, str) else list(data),
+              "split": split,
               "n": len(structures), "mae_meV_per_atom": float(np.abs(error).mean() * 1e3),
               "median_meV_per_atom": float(np.median(np.abs(error)) * 1e3),
               "max_meV_per_atom": float(np.abs(error).max() * 1e3),
               # a shared offset, not scatter: e.g. the reference's finite-size term
               "mean_signed_meV_per_atom": float(error.mean() * 1e3),
-              "atoms": sorted(set(n_atoms.tolist()))}
+              "atoms": sorted(set(n_atoms.tolist())), "groups": error_groups(error * 1e3, ds)}
     if plot:
         parity_plot(ds["energy"].values / n_atoms, predicted / n_atoms, plot,
-                    unit="eV/atom", title=f"{Path(model).name} on {Path(data).name}"
+                    unit="eV/atom", title=f"{Path(model).name} on "
+                    f"{', '.join(Path(p).name for p in np.atleast_1d(data))}"
                     + ("" if split == "all" else f", {split} split"))
     return result
+
+
+SIGMA_BINS = (0.03, 0.05, 0.07)
+"""Edges (Å) of the per-coordinate displacement bins the errors are reported in."""
+
+
+def displacement_sigma(ds: xr.Dataset) -> np.ndarray:
+    """Per-coordinate RMS in-plane displacement (Å) of every structure of a reference set.
+
+    A thermal set stores it (``sigma``); a cold set's displacements are uniform in
+    a disc of radius ``displacement``, whose per-coordinate RMS is half the radius.
+    """
+    return ds["sigma"].values if "sigma" in ds else ds["displacement"].values / 2
+
+
+def error_groups(error: np.ndarray, ds: xr.Dataset) -> dict[str, dict[str, dict[str, float]]]:
+    """MAE and mean signed error (units of ``error``) by temperature, σ bin, kind x vacancies
+    and size, each group with its count; a grouping with one group is left out."""
+    bins = [f"< {SIGMA_BINS[0]:g}", *(f"{a:g}-{b:g}" for a, b in zip(SIGMA_BINS, SIGMA_BINS[1:])),
+            f">= {SIGMA_BINS[-1]:g}"]
+    labels = {
+        "sigma_angstrom": [bins[k] for k in np.digitize(displacement_sigma(ds), SIGMA_BINS)],
+        "kind_vacancies": [f"{reference.KINDS[int(k)]}, {int(v)} vac" for k, v in
+                           zip(ds["kind"].values, ds["vacancies"].values, strict=True)],
+        "atoms": [str(int(n)) for n in ds["n_atoms"].values],
+    }
+    if "temperature" in ds:
+        labels = {"temperature_K": [f"{t:g}" for t in ds["temperature"].values], **labels}
+    groups = {}
+    for name, values in labels.items():
+        values = np.array(values)
+        keys = sorted(set(values), key=lambda v: (bins.index(v), "") if name == "sigma_angstrom"
+                      else (len(v), v))
+        if len(keys) > 1:
+            groups[name] = {k: {"n": int((values == k).sum()),
+                                "mae": float(np.abs(error[values == k]).mean()),
+                                "mean_signed": float(error[values == k].mean())} for k in keys}
+    return groups
 
 
 def recipe_split(ds: xr.Dataset, model: str, split: str) -> np.ndarray:

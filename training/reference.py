@@ -336,6 +336,42 @@ def load_reference(path: str | os.PathLike, *, done_only: bool = True) -> xr.Dat
     return ds.isel(structure=ds["status"].values == DONE) if done_only else ds
 
 
+REFERENCE_VARIABLES = ("positions", "numbers", "cell", "pbc", "n_atoms", "kind", "vacancies",
+                       "displacement", "porosity", "energy", "status", "seconds")
+
+
+def load_reference_sets(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> xr.Dataset:
+    """One store, or several concatenated (e.g. cold + thermal) with their energies done.
+
+    Atoms are padded to the largest structure; ``source`` says which store each
+    structure came from. ``temperature`` and ``sigma`` are kept where every store
+    has them; otherwise ``sigma`` is filled from the cold sets' displacement radius
+    (:func:`training.atomistic.displacement_sigma`) and ``temperature`` left out.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        return load_reference(paths)
+    if not paths:
+        raise ConfigError("no data set given.")
+    sets = [load_reference(p) for p in paths]
+    if len(sets) == 1:
+        return sets[0]
+    n_max = max(ds.sizes["atom"] for ds in sets)
+    parts = []
+    for k, ds in enumerate(sets):
+        sigma = ds["sigma"].values if "sigma" in ds else ds["displacement"].values / 2
+        keep = [v for v in ("temperature",) if all(v in other for other in sets)]
+        part = ds[[*REFERENCE_VARIABLES, *keep]].pad(
+            atom=(0, n_max - ds.sizes["atom"]),
+            constant_values={"positions": np.nan, "numbers": 0})
+        part["numbers"] = part["numbers"].astype(np.uint8)
+        part["sigma"] = ("structure", sigma)
+        part["source"] = ("structure", np.full(ds.sizes["structure"], k, np.int16))
+        parts.append(part.drop_vars("structure"))
+    out = xr.concat(parts, dim="structure", combine_attrs="drop")
+    out.attrs = {"method": METHOD, "sources": [str(p) for p in paths]}
+    return out.assign_coords(structure=np.arange(out.sizes["structure"]))
+
+
 def species_counts(ds: xr.Dataset, elements: Sequence[int]) -> np.ndarray:
     """(n_structures, n_elements) number of atoms of each element."""
     numbers = ds["numbers"].values

@@ -19,9 +19,8 @@ ones, so the same command continues an interrupted job and ``OUT`` is always a
 complete reference store (``ednn-dask train hexagonal --data OUT`` reads it).
 
 Besides the reference variables, ``OUT`` holds per snapshot ``temperature``
-(the thermostat's, K), ``sigma`` (the per-coordinate RMS in-plane displacement
-from the starting lattice sites after removing the mean shift, Å: the quantity
-the error-by-displacement tables bin), ``run`` and ``step``.
+(the thermostat's, K), ``sigma`` (:func:`thermal_sigma`, Å: the quantity the
+error-by-displacement tables bin), ``run`` and ``step``.
 """
 
 from __future__ import annotations
@@ -54,6 +53,21 @@ ideal lattice, a snapshot every 20 fs (about one optical-phonon period): 20 snap
 CELLS = {"hexagonal": (5, 3), "porous": (5, 6)}
 
 
+SIGMA_ATTRS = {"units": "angstrom", "long_name": "per-coordinate RMS in-plane displacement "
+               "from the run's mean positions, the structure's mean shift removed"}
+
+
+def thermal_sigma(displacement: np.ndarray) -> np.ndarray:
+    """Per-coordinate RMS in-plane displacement of each structure, its mean shift removed.
+
+    ``displacement`` is ``(structures, atoms, xyz)``, from the run's mean positions
+    (the cell relaxed at its temperature), so a vacancy's static relaxation is not
+    counted as thermal motion.
+    """
+    d = displacement[..., :2] - displacement[..., :2].mean(axis=1, keepdims=True)
+    return np.sqrt((d ** 2).mean(axis=(1, 2)))
+
+
 @dataclass(frozen=True)
 class ThermalRun:
     """One MD run of a thermal data set: a starting cell, a temperature and a seed."""
@@ -70,21 +84,26 @@ class ThermalRun:
 
 def thermal_runs(system: str, n: int, *, seed: int = THERMAL_SEED,
                  temperatures: Sequence[float] = TEMPERATURES, start: int = 0,
-                 max_vacancies: int = 4) -> list[ThermalRun]:
-    """Runs ``start .. start + n - 1``: run ``k`` depends only on ``(system, seed, k)``."""
+                 max_vacancies: int = 4, cells: tuple[int, int] | None = None,
+                 ) -> list[ThermalRun]:
+    """Runs ``start .. start + n - 1``: run ``k`` depends only on ``(system, seed, k)``.
+
+    ``cells``: the cell in 4-atom rectangular cells (default :data:`CELLS`, the
+    training cells)."""
     from training.structure_sets import hexagonal_structures, porous_structures
 
     if system not in CELLS:
         raise ConfigError(f"thermal data exist for {sorted(CELLS)}, not {system!r}.")
     if not temperatures or min(temperatures) <= 0:
         raise ConfigError(f"temperatures must be > 0 K, got {list(temperatures)}.")
+    cells = tuple(cells or CELLS[system])
     runs = []
     for k in range(start, start + n):
         if system == "hexagonal":
-            (cell,) = hexagonal_structures(1, seed=seed, start=k, cells=CELLS[system],
+            (cell,) = hexagonal_structures(1, seed=seed, start=k, cells=cells,
                                            max_vacancies=max_vacancies, max_displacement=0.0)
         else:
-            (cell,) = porous_structures(1, seed=seed, start=k, cells=CELLS[system],
+            (cell,) = porous_structures(1, seed=seed, start=k, cells=cells,
                                         max_displacement=0.0)
         md_seed = int(np.random.default_rng([seed, k, 1]).integers(2**31))
         runs.append(ThermalRun(k, cell, float(temperatures[k % len(temperatures)]), md_seed))
@@ -102,6 +121,7 @@ def build_thermal_set(
     every: int = MD_SETTINGS["every"],
     equilibrate_steps: int = MD_SETTINGS["equilibrate_steps"],
     max_vacancies: int = 4,
+    cells: tuple[int, int] | None = None,
     workdir: str | Path | None = None,
     client: object = None,
     limit: int | None = None,
@@ -143,12 +163,13 @@ def build_thermal_set(
     params = {"generator": f"thermal-{system}", "n": n, "seed": seed,
               "temperatures": [float(t) for t in temperatures], "steps": steps, "every": every,
               "equilibrate_steps": equilibrate_steps, "max_vacancies": max_vacancies,
+              "cells": list(cells or CELLS[system]),
               "timestep_fs": MD_SETTINGS["timestep_fs"], "friction": MD_SETTINGS["friction"]}
     out = Path(out)
     runs_dir = Path(workdir) if workdir else runs_folder(out)
     _create_or_check(runs_dir, out, params, overwrite)
     runs = thermal_runs(system, n, seed=seed, temperatures=temperatures,
-                        max_vacancies=max_vacancies)
+                        max_vacancies=max_vacancies, cells=cells)
     pending = [r for r in runs if not _finished(runs_dir / r.name, steps)]
     now = pending if limit is None else pending[:limit]
 
@@ -242,19 +263,97 @@ def thermal_dataset(runs: Sequence[ThermalRun], runs_dir: Path, params: dict) ->
                                         dict(start.info)).wrapped())
         energy.append(md["energy"].values[keep])
         temperature.append(np.full(keep.sum(), md.attrs["temperature_K"]))
-        shift = positions[..., :2] - start.positions[:, :2]
-        shift -= shift.mean(axis=1, keepdims=True)
-        sigma.append(np.sqrt((shift ** 2).mean(axis=(1, 2))))
+        sigma.append(thermal_sigma(positions - positions.mean(axis=0)))
         run.append(np.full(keep.sum(), r.index))
         step.append(md["step"].values[keep])
     ds = structures_dataset(structures, **params)
     ds["energy"][:] = np.concatenate(energy)
     ds["status"][:] = DONE
     ds["temperature"] = ("structure", np.concatenate(temperature), {"units": "K"})
-    ds["sigma"] = ("structure", np.concatenate(sigma), {
-        "units": "angstrom", "long_name": "per-coordinate RMS in-plane displacement from the "
-        "starting lattice sites (mean shift removed)"})
+    ds["sigma"] = ("structure", np.concatenate(sigma), SIGMA_ATTRS)
     ds["run"] = ("structure", np.concatenate(run).astype(np.int32))
     ds["step"] = ("structure", np.concatenate(step).astype(np.int32))
     ds.attrs["labels"] = "the MD's own GFN1-xTB energies (tblite defaults, Gamma point)"
     return ds
+
+
+def thermal_rattles(ds: xr.Dataset, per_run: int, *, seed: int = 0) -> list[Structure]:
+    """``per_run`` Gaussian samples of each MD run's in-plane displacements, around its mean.
+
+    A run's snapshots ``x_i`` (``m`` of them, unwrapped against the first) give the
+    mean positions ``x̄`` (the cell relaxed at temperature) and the displacements
+    ``u_i = x_i - x̄``; a sample is ``x̄ + Σ_i c_i u_i`` with ``c_i ~ N(0, 1/(m-1))``,
+    a draw from the Gaussian of the run's sample covariance. The atoms move
+    together as in the MD (phonons), at about a fiftieth of the MD's cost per
+    labelled structure; anharmonic tails are what only the MD snapshots carry.
+    """
+    from training.reference import KINDS
+
+    if per_run < 1:
+        raise ConfigError(f"per_run must be >= 1, got {per_run}.")
+    if "run" not in ds:
+        raise ConfigError("rattles are drawn from a thermal set (ednn-dask data thermal): this "
+                          "data set has no 'run' variable.")
+    rng = np.random.default_rng(seed)
+    runs, kinds = ds["run"].values, ds["kind"].values
+    out = []
+    for run in np.unique(runs):
+        idx = np.flatnonzero(runs == run)
+        if len(idx) < 2:
+            continue
+        n = int(ds["n_atoms"].values[idx[0]])
+        cell, pbc = ds["cell"].values[idx[0]], tuple(bool(p) for p in ds["pbc"].values[idx[0]])
+        x = ds["positions"].values[idx, :n].astype(np.float64)
+        frac = (x - x[:1]) @ np.linalg.inv(cell)
+        x = x - np.round(frac * np.array(pbc)) @ cell  # unwrapped against the first snapshot
+        mean = x.mean(axis=0)
+        u = x - mean
+        info = {"kind": KINDS[int(kinds[idx[0]])],
+                "vacancies": int(ds["vacancies"].values[idx[0]]),
+                "temperature": float(ds["temperature"].values[idx[0]]), "run": int(run)}
+        c = rng.standard_normal((per_run, len(idx))) / np.sqrt(len(idx) - 1)
+        samples = np.einsum("sm,mad->sad", c, u)
+        for d, sigma in zip(samples, thermal_sigma(samples), strict=True):
+            out.append(Structure(mean + d, ds["numbers"].values[idx[0], :n].astype(np.int64),
+                                 cell, pbc, {**info, "sigma": float(sigma)}).wrapped())
+    return out
+
+
+def build_rattle_set(out: str | Path, source: str | Path, *, per_run: int = 100,
+                     seed: int = 0, client: object = None, limit: int | None = None,
+                     retry_failed: bool = False, overwrite: bool = False,
+                     progress: bool = True) -> dict[str, int]:
+    """Create (or resume) a reference store of :func:`thermal_rattles` and label it with GFN1-xTB.
+
+    The structures are drawn from the thermal set ``source``; their energies are
+    computed like any reference store's (:func:`training.reference.compute_energies`:
+    resumable, on Dask, several runs may fill one store).
+    """
+    from ednn_dask.storage import locked
+    from training.datasets import dataset_hash
+    from training.reference import compute_energies, load_reference, structures_dataset
+
+    thermal = load_reference(source)
+    params = {"generator": "thermal-rattles", "source": Path(source).name,
+              "source_hash": dataset_hash(thermal[["positions", "numbers", "cell", "energy"]]),
+              "per_run": per_run, "seed": seed}
+    path = Path(out)
+    with locked(path):
+        if path.exists() and not overwrite:
+            with xr.open_zarr(path, zarr_format=3, consolidated=False) as ds:
+                differ = {k: ds.attrs.get(k) for k in params if ds.attrs.get(k) != params[k]}
+            if differ:
+                raise OutputExistsError(
+                    f"{str(path)!r} holds a data set made with {differ}, not "
+                    f"{ {k: params[k] for k in differ} }; choose another path or pass "
+                    f"--overwrite to replace it.")
+        else:
+            structures = thermal_rattles(thermal, per_run, seed=seed)
+            ds = structures_dataset(structures, **params)
+            for name in ("temperature", "sigma", "run"):
+                ds[name] = ("structure", np.array([s.info[name] for s in structures]))
+            ds["temperature"].attrs["units"] = "K"
+            ds["sigma"].attrs.update(SIGMA_ATTRS)
+            write_zarr_atomic(ds.chunk({"structure": 1000}), path, overwrite=overwrite)
+    return compute_energies(path, client=client, retry_failed=retry_failed, limit=limit,
+                            progress=progress)

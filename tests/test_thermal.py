@@ -1,0 +1,151 @@
+"""Thermal GFN1-xTB data: MD runs as a resumable reference store, covariance rattles, mixed sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ase")
+pytest.importorskip("tblite.ase")
+
+import xarray as xr  # noqa: E402
+
+from ednn_dask.atoms.materials import hexagonal_sheet  # noqa: E402
+from ednn_dask.cli import main  # noqa: E402
+from ednn_dask.errors import OutputExistsError  # noqa: E402
+from training.atomistic import SIGMA_BINS, error_groups  # noqa: E402
+from training.reference import (  # noqa: E402
+    DONE,
+    dataset_structures,
+    load_reference,
+    load_reference_sets,
+    structures_dataset,
+    xtb_energy,
+)
+from training.thermal import build_thermal_set, thermal_rattles  # noqa: E402
+
+distributed = pytest.importorskip("distributed")
+# 16-atom cells: a few ms per GFN1-xTB step instead of ~1 s for the 60-atom training cell
+SMALL = {"cells": (2, 2), "steps": 6, "every": 2, "equilibrate_steps": 2, "max_vacancies": 0,
+         "temperatures": (800.0, 1500.0), "progress": False}
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def thermal(tmp_path_factory, client):
+    out = tmp_path_factory.mktemp("thermal") / "t.zarr"
+    first = build_thermal_set(out, n=3, limit=1, client=client, **SMALL)
+    part = load_reference(out)
+    rest = build_thermal_set(out, n=3, client=client, **SMALL)
+    return out, first, part, rest, load_reference(out)
+
+
+def test_runs_resume_into_one_store_labelled_by_the_md(thermal):
+    out, first, part, rest, ds = thermal
+    assert (first["runs_done"], first["runs_pending"], first["snapshots"]) == (1, 2, 2)
+    assert (rest["runs_done"], rest["runs_pending"], rest["snapshots"]) == (3, 0, 6)
+    assert ds["run"].values.tolist() == [0, 0, 1, 1, 2, 2]
+    assert ds["step"].values.tolist() == [4, 6] * 3  # the frames after equilibration
+    assert ds["temperature"].values.tolist() == [800.0, 800.0, 1500.0, 1500.0, 800.0, 800.0]
+    assert (ds["status"].values == DONE).all() and ds.attrs["generator"] == "thermal-hexagonal"
+    # the first call's run is kept as it was, not rerun
+    for name in ("positions", "energy"):
+        np.testing.assert_array_equal(ds[name].values[:2], part[name].values)
+    # the label is the GFN1-xTB energy of the stored (wrapped, float32) positions
+    (s,) = dataset_structures(ds, [3])
+    assert abs(xtb_energy(s) - ds["energy"].values[3]) < 1e-4
+    # sigma: RMS from the run's mean; two snapshots sit equally far on either side of theirs
+    sigma = ds["sigma"].values
+    assert (sigma > 0).all() and (sigma < 0.2).all()
+    np.testing.assert_allclose(sigma[::2], sigma[1::2], rtol=1e-6)
+
+
+def test_a_changed_plan_is_refused_and_a_rerun_changes_nothing(thermal, client):
+    out, *_, ds = thermal
+    with pytest.raises(OutputExistsError, match="steps"):
+        build_thermal_set(out, n=3, client=client, **{**SMALL, "steps": 8})
+    again = build_thermal_set(out, n=3, client=client, **SMALL)
+    assert again["runs_done"] == 3
+    np.testing.assert_array_equal(load_reference(out)["energy"].values, ds["energy"].values)
+
+
+def _fake_thermal(rng, m=40):
+    """One run of m snapshots of a 16-atom cell with known, correlated displacements."""
+    cell = hexagonal_sheet(rng, "graphene", cells=(2, 2))
+    mix = rng.normal(size=(32, 32)) * 0.01  # in-plane covariance mix @ mix.T
+    moves = (rng.normal(size=(m, 32)) @ mix.T).reshape(m, 16, 2)
+    snapshots = []
+    for d in moves:
+        xyz = cell.positions.copy()
+        xyz[:, :2] += d
+        snapshots.append(type(cell)(xyz, cell.numbers, cell.cell, cell.pbc, dict(cell.info))
+                         .wrapped())
+    ds = structures_dataset(snapshots)
+    ds["run"] = ("structure", np.zeros(m, np.int32))
+    ds["temperature"] = ("structure", np.full(m, 1000.0))
+    return ds, cell.positions[None, :, :2] + moves
+
+
+def test_rattles_sample_the_runs_mean_and_covariance():
+    rng = np.random.default_rng(3)
+    ds, unwrapped = _fake_thermal(rng)
+    rattles = thermal_rattles(ds, 20000, seed=1)
+    assert len(rattles) == 20000 and {s.info["temperature"] for s in rattles} == {1000.0}
+    cell = np.diag(ds["cell"].values[0])[:2]
+    x = np.stack([s.positions[:, :2] for s in rattles])
+    assert (x >= 0).all() and (x < cell).all()  # wrapped into the cell
+    # unwrap against the run's mean, then compare the first two moments
+    mean = unwrapped.mean(axis=0)
+    d = x - mean
+    d -= np.round(d / cell) * cell
+    want = np.cov((unwrapped - mean).reshape(len(unwrapped), -1), rowvar=False)
+    got = np.cov(d.reshape(len(d), -1), rowvar=False)
+    np.testing.assert_allclose(d.mean(axis=0), 0, atol=4 * np.sqrt(want.max() / len(d)))
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+    assert {s.info["sigma"] > 0 for s in rattles} == {True}
+
+
+def test_cold_and_thermal_sets_load_together(thermal):
+    out, *_, thermal_ds = thermal
+    cold = load_reference("data/hexagonal-2x2.zarr")
+    both = load_reference_sets(["data/hexagonal-2x2.zarr", str(out)])
+    n_cold = cold.sizes["structure"]
+    assert both.sizes["structure"] == n_cold + thermal_ds.sizes["structure"]
+    assert both["source"].values.tolist() == [0] * n_cold + [1] * thermal_ds.sizes["structure"]
+    np.testing.assert_array_equal(both["energy"].values[n_cold:], thermal_ds["energy"].values)
+    s_cold, s_thermal = dataset_structures(both, [0, n_cold])
+    np.testing.assert_array_equal(s_cold.positions, dataset_structures(cold, [0])[0].positions)
+    np.testing.assert_array_equal(s_thermal.numbers, dataset_structures(thermal_ds, [0])[0].numbers)
+    # cold sets get sigma from their displacement radius (uniform in a disc: RMS = radius / 2)
+    np.testing.assert_array_equal(both["sigma"].values[:n_cold], cold["displacement"].values / 2)
+    assert "temperature" not in both  # only where every store has one
+
+
+def test_errors_are_grouped_by_temperature_sigma_kind_and_size():
+    ds = xr.Dataset({"sigma": ("structure", [0.01, 0.04, 0.06, 0.09, 0.01]),
+                     "temperature": ("structure", [300.0, 300.0, 1000.0, 1000.0, 300.0]),
+                     "kind": ("structure", np.int8([0, 0, 1, 1, 0])),
+                     "vacancies": ("structure", np.int16([0, 0, 0, 0, 0])),
+                     "n_atoms": ("structure", [60] * 5)})
+    groups = error_groups(np.array([1.0, -3.0, 5.0, 7.0, 2.0]), ds)
+    assert list(groups) == ["temperature_K", "sigma_angstrom", "kind_vacancies"]  # one size: none
+    assert groups["temperature_K"]["300"] == {"n": 3, "mae": 2.0, "mean_signed": 0.0}
+    assert list(groups["sigma_angstrom"]) == [f"< {SIGMA_BINS[0]:g}", "0.03-0.05", "0.05-0.07",
+                                              f">= {SIGMA_BINS[-1]:g}"]
+    assert groups["sigma_angstrom"]["< 0.03"] == {"n": 2, "mae": 1.5, "mean_signed": 1.5}
+    assert groups["kind_vacancies"]["hbn, 0 vac"]["mae"] == 6.0
+
+
+def test_the_cli_refuses_what_it_cannot_do(capsys, tmp_path):
+    assert main(["data", "rattles", str(tmp_path / "r.zarr")]) == 2
+    assert "--from" in capsys.readouterr().err
+    assert main(["train", "ising", "--out", str(tmp_path / "m.onnx"), "--data", "a.zarr",
+                 "b.zarr"]) == 2
+    assert "one --data store" in capsys.readouterr().err
