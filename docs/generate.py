@@ -244,6 +244,18 @@ def _limits(spec, data) -> list[str]:
     if spec.provenance.get("reference"):
         lines.append(f"Its target is the {spec.provenance['reference']} energy of the training "
                      "cells, not an experiment or a higher-level method.")
+    temperatures = spec.provenance.get("temperatures_K")
+    if temperatures == "cold":
+        lines.append("Trained on cold lattices only (independent displacements, per-coordinate "
+                     f"RMS up to {spec.provenance['sigma_max_angstrom']} Å): thermal "
+                     "configurations are extrapolation.")
+    elif temperatures:
+        cold = " and cold lattices" if spec.provenance.get("cold_lattices_too") else ""
+        lines.append("Trained on thermal configurations from {:g} to {:g} K{} (per-coordinate "
+                     "RMS up to {} Å).".format(*temperatures, cold,
+                                               spec.provenance["sigma_max_angstrom"]))
+    if spec.provenance.get("energy_convention"):
+        lines.append(f"Energy convention: {spec.provenance['energy_convention']}.")
     return lines
 
 

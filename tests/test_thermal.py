@@ -125,21 +125,29 @@ def test_cold_and_thermal_sets_load_together(thermal):
     np.testing.assert_array_equal(s_thermal.numbers, dataset_structures(thermal_ds, [0])[0].numbers)
     # cold sets get sigma from their displacement radius (uniform in a disc: RMS = radius / 2)
     np.testing.assert_array_equal(both["sigma"].values[:n_cold], cold["displacement"].values / 2)
-    assert "temperature" not in both  # only where every store has one
+    assert np.isnan(both["temperature"].values[:n_cold]).all()
+    np.testing.assert_array_equal(both["temperature"].values[n_cold:],
+                                  thermal_ds["temperature"].values)
+    from training.atomistic import data_conditions
+
+    conditions = data_conditions(both, ["data/hexagonal-2x2.zarr", str(out)])
+    assert conditions["temperatures_K"] == [800.0, 1500.0] and conditions["cold_lattices_too"]
+    assert conditions["stores"] == ["hexagonal-2x2.zarr", "t.zarr"]
 
 
 def test_errors_are_grouped_by_temperature_sigma_kind_and_size():
-    ds = xr.Dataset({"sigma": ("structure", [0.01, 0.04, 0.06, 0.09, 0.01]),
-                     "temperature": ("structure", [300.0, 300.0, 1000.0, 1000.0, 300.0]),
-                     "kind": ("structure", np.int8([0, 0, 1, 1, 0])),
-                     "vacancies": ("structure", np.int16([0, 0, 0, 0, 0])),
-                     "n_atoms": ("structure", [60] * 5)})
-    groups = error_groups(np.array([1.0, -3.0, 5.0, 7.0, 2.0]), ds)
+    ds = xr.Dataset({"sigma": ("structure", [0.01, 0.04, 0.06, 0.09, 0.01, 0.02]),
+                     "temperature": ("structure", [300.0, 300.0, 1000.0, 1000.0, 300.0, np.nan]),
+                     "kind": ("structure", np.int8([0, 0, 1, 1, 0, 0])),
+                     "vacancies": ("structure", np.int16([0, 0, 0, 0, 0, 0])),
+                     "n_atoms": ("structure", [60] * 6)})
+    groups = error_groups(np.array([1.0, -3.0, 5.0, 7.0, 2.0, -1.0]), ds)
     assert list(groups) == ["temperature_K", "sigma_angstrom", "kind_vacancies"]  # one size: none
     assert groups["temperature_K"]["300"] == {"n": 3, "mae": 2.0, "mean_signed": 0.0}
     assert list(groups["sigma_angstrom"]) == [f"< {SIGMA_BINS[0]:g}", "0.03-0.05", "0.05-0.07",
                                               f">= {SIGMA_BINS[-1]:g}"]
-    assert groups["sigma_angstrom"]["< 0.03"] == {"n": 2, "mae": 1.5, "mean_signed": 1.5}
+    assert groups["temperature_K"]["cold"] == {"n": 1, "mae": 1.0, "mean_signed": -1.0}
+    assert groups["sigma_angstrom"]["< 0.03"] == {"n": 3, "mae": 4 / 3, "mean_signed": 2 / 3}
     assert groups["kind_vacancies"]["hbn, 0 vac"]["mae"] == 6.0
 
 

@@ -215,6 +215,7 @@ def train_atomistic(
         reference_energies=mu, overwrite=True,
         provenance={"system": system, "net": net, "reference": reference.METHOD,
                     "data_hash": _hash(ds), "n_structures": int(ds.sizes["structure"]),
+                    **data_conditions(ds, data or SYSTEMS[system]["data"]),
                     "seed": seed, "whiten": whiten and net != "paper", "loss": loss,
                     "metrics": metrics["test"],
                     "device": _device_name(device), "train_seconds": round(metrics["seconds"]),
@@ -231,6 +232,32 @@ def train_atomistic(
                 out_path.with_suffix(".parity.png"), unit="eV/atom",
                 title=f"{out_path.name}: held-out test, GFN1-xTB")
     return metrics
+
+
+def data_conditions(ds: xr.Dataset, data: str | Sequence[str]) -> dict[str, Any]:
+    """What a model card says of its training data: stores, temperatures, energy convention.
+
+    ``temperatures_K`` is the range of the thermal structures' thermostats (and
+    ``cold_lattices_too`` whether cold sets were mixed in), or ``"cold"`` where every
+    structure is a lattice with independent displacements (per-coordinate RMS up
+    to ``sigma_max_angstrom``).
+    """
+    sources = [data] if isinstance(data, (str, Path)) else list(data)
+    out: dict[str, Any] = {"stores": [Path(p).name for p in sources]}
+    t = ds["temperature"].values if "temperature" in ds else np.array([np.nan])
+    if np.isfinite(t).any():
+        out["temperatures_K"] = [float(np.nanmin(t)), float(np.nanmax(t))]
+        out["cold_lattices_too"] = bool(np.isnan(t).any())
+    else:
+        out["temperatures_K"] = "cold"
+    out["sigma_max_angstrom"] = round(float(displacement_sigma(ds).max()), 4)
+    replicas = {int(xr.open_zarr(p, zarr_format=3, consolidated=False).attrs.get("replicas", 1))
+                for p in sources}
+    out["energy_convention"] = (
+        "GFN1-xTB total energy of the periodic cell, Gamma point (tblite defaults)"
+        if replicas == {1} else
+        f"GFN1-xTB total energy per cell of its n x n replica, n in {sorted(replicas)}")
+    return out
 
 
 def _device_name(device: str) -> str:
@@ -305,7 +332,8 @@ def error_groups(error: np.ndarray, ds: xr.Dataset) -> dict[str, dict[str, dict[
         "atoms": [str(int(n)) for n in ds["n_atoms"].values],
     }
     if "temperature" in ds:
-        labels = {"temperature_K": [f"{t:g}" for t in ds["temperature"].values], **labels}
+        labels = {"temperature_K": ["cold" if np.isnan(t) else f"{t:g}"
+                                    for t in ds["temperature"].values], **labels}
     groups = {}
     for name, values in labels.items():
         values = np.array(values)

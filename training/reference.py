@@ -344,9 +344,9 @@ def load_reference_sets(paths: str | os.PathLike | Sequence[str | os.PathLike]) 
     """One store, or several concatenated (e.g. cold + thermal) with their energies done.
 
     Atoms are padded to the largest structure; ``source`` says which store each
-    structure came from. ``temperature`` and ``sigma`` are kept where every store
-    has them; otherwise ``sigma`` is filled from the cold sets' displacement radius
-    (:func:`training.atomistic.displacement_sigma`) and ``temperature`` left out.
+    structure came from. ``sigma`` comes from thermal sets or, for cold ones, from
+    the displacement radius (:func:`training.atomistic.displacement_sigma`);
+    ``temperature`` is NaN for the structures of cold sets.
     """
     if isinstance(paths, (str, os.PathLike)):
         return load_reference(paths)
@@ -359,12 +359,13 @@ def load_reference_sets(paths: str | os.PathLike | Sequence[str | os.PathLike]) 
     parts = []
     for k, ds in enumerate(sets):
         sigma = ds["sigma"].values if "sigma" in ds else ds["displacement"].values / 2
-        keep = [v for v in ("temperature",) if all(v in other for other in sets)]
-        part = ds[[*REFERENCE_VARIABLES, *keep]].pad(
+        part = ds[list(REFERENCE_VARIABLES)].pad(
             atom=(0, n_max - ds.sizes["atom"]),
             constant_values={"positions": np.nan, "numbers": 0})
         part["numbers"] = part["numbers"].astype(np.uint8)
         part["sigma"] = ("structure", sigma)
+        part["temperature"] = ds["temperature"] if "temperature" in ds else (
+            "structure", np.full(ds.sizes["structure"], np.nan))
         part["source"] = ("structure", np.full(ds.sizes["structure"], k, np.int16))
         parts.append(part.drop_vars("structure"))
     out = xr.concat(parts, dim="structure", combine_attrs="drop")
