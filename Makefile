@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_sheet.py
 	$(PY) bench/bench_mc.py
 	$(PY) bench/screened_scales.py
+	$(PY) bench/thermal_errors.py
 
 # accuracy of the shipped models on data they never saw, as JSON for the docs' findings
 # page (docs/generate.py renders bench/results/evaluate-*.json); about 5 min on 2 cores
@@ -66,6 +67,8 @@ data: $(STAMP)
 	$(VENV)/bin/ednn-dask data hexagonal data/hexagonal-2x2.zarr --cells 10 6 --n 24 --seed 1
 	$(VENV)/bin/ednn-dask data hexagonal data/hexagonal-3x3.zarr --cells 15 9 --n 12 --seed 2 --max-vacancies 0
 	$(VENV)/bin/ednn-dask data porous data/porous.zarr
+	# held-out thermal MD (about 50 min on 2 cores); the runs stay in runs/ to continue
+	$(VENV)/bin/ednn-dask data thermal data/thermal-test-hexagonal.zarr --seed 200 --temperatures 300 1000 --n 8 --workdir runs/thermal-test-hexagonal-md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

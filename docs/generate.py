@@ -45,6 +45,7 @@ BENCHMARKS = {  # bench script -> its result files under bench/results/
     "screened_scales.py": "screened.json",
     "train_fields_accuracy.py": "train-fields-*.json",
     "rock_volume.py": "rock.json",
+    "thermal_errors.py": "thermal-errors.json",
 }
 EVALUATIONS = "evaluate-*.json"  # ednn-dask evaluate --json-out, from `make evaluations`
 ACCURACY_MARKER = "<!-- generated: accuracy -->"  # in findings.md
@@ -327,7 +328,8 @@ def benchmarks_page() -> str:
               "binder.py": _binder_table, "mc_gr_compare.py": _gr_table,
               "mc_sheet.py": _mc_sheet_table, "soak.py": _soak_table,
               "screened_scales.py": _screened_table,
-              "train_fields_accuracy.py": _train_fields_table, "rock_volume.py": _rock_table}
+              "train_fields_accuracy.py": _train_fields_table, "rock_volume.py": _rock_table,
+              "thermal_errors.py": _thermal_table}
     for script, pattern in BENCHMARKS.items():
         doc = ast.get_docstring(ast.parse((ROOT / "bench" / script).read_text())) or script
         title, _, body = doc.partition("\n")
@@ -552,6 +554,31 @@ def _rock_table(records: list[dict]) -> list[str]:
             f"| {'exact' if euler['exact_after_rounding'] else 'off'} "
             f"({euler['predicted']:,.0f}) | {euler['voxels_per_second'] / 1e6:.0f} "
             f"| {row['speed_vs_raw']:.2f} | {row['speed_vs_raw_inference']:.2f} |")
+    return out
+
+
+def _thermal_table(records: list[dict]) -> list[str]:
+    """MAE of each model on held-out MD (by temperature, sigma), its test split, supercells."""
+    r = records[-1]
+    out = ["MAE in meV/atom (mean signed error in brackets).", "",
+           "| model | data | n | MAE | by temperature | by sigma (Å) |",
+           "|---|---|---|---|---|---|"]
+
+    def line(model: str, data: str, e: dict) -> str:
+        groups = {name: ", ".join(f"{k}: {g['mae']:.1f} ({g['mean_signed']:+.1f})"
+                                  for k, g in e["groups"].get(name, {}).items()) or "-"
+                  for name in ("temperature_K", "sigma_angstrom")}
+        return (f"| `{Path(model).name}` | {data} | {e['n']:,} | "
+                f"{e['mae_meV_per_atom']:.2f} ({e['mean_signed_meV_per_atom']:+.2f}) "
+                f"| {groups['temperature_K']} | {groups['sigma_angstrom']} |")
+
+    for row in r["rows"]:
+        for name, e in row["thermal"].items():
+            out.append(line(row["model"], f"`{name}` (held-out MD)", e))
+        out.append(line(row["model"], "its test split", row["test_split"]))
+        for name, e in row["supercells"].items():
+            atoms = f"{min(e['atoms'])}-{max(e['atoms'])}"
+            out.append(line(row["model"], f"`{name}` (cold, {atoms} atoms)", e))
     return out
 
 

@@ -227,10 +227,23 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
                             "volume": scored, "area": scored, "euler": scored,
                             "euler_overlap": {**scored, "peak_gain_MB": 300.0},
                             "speed_vs_raw": 0.95, "speed_vs_raw_inference": 0.7}]}))
+    groups = {"temperature_K": {"300": {"n": 80, "mae": 3.0, "mean_signed": 2.5},
+                                "1000": {"n": 80, "mae": 9.0, "mean_signed": 8.5}},
+              "sigma_angstrom": {"< 0.03": {"n": 60, "mae": 2.0, "mean_signed": 1.0}}}
+    evaluated = {"n": 160, "mae_meV_per_atom": 6.0, "mean_signed_meV_per_atom": 5.5,
+                 "groups": groups, "atoms": [56, 60]}
+    (tmp_path / "thermal-errors.json").write_text(json.dumps({
+        **header, "rows": [{"model": "models/hex.onnx", "thermal": {"t.zarr": evaluated},
+                            "test_split": {**evaluated, "groups": {}},
+                            "supercells": {"h2.zarr": {**evaluated, "atoms": [224, 240]}}}]}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
-    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 11
-    assert page.count("2030-01-02T03:04:05+00:00") == 11
+    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 12
+    assert page.count("2030-01-02T03:04:05+00:00") == 12
+    assert "| `hex.onnx` | `t.zarr` (held-out MD) | 160 | 6.00 (+5.50) | 300: 3.0 (+2.5), " \
+           "1000: 9.0 (+8.5) | < 0.03: 2.0 (+1.0) |" in page
+    assert "| `hex.onnx` | `h2.zarr` (cold, 224-240 atoms) | 160 |" in page
+    assert "| `hex.onnx` | its test split | 160 | 6.00 (+5.50) | - | - |" in page
     assert "| 256³ | 3 s | 90 MB | 30 s | 120 MB | 300 MB | 1.0e-09 | 1.0e-09 | exact (-1,234) " \
            "| 80 | 0.95 | 0.70 |" in page
     assert "| 3,000 fields of 32x32 | 1024x1024 | 6.2 min on 2 cores | 150 (149) | 0.37% " \

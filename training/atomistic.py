@@ -321,8 +321,8 @@ def displacement_sigma(ds: xr.Dataset) -> np.ndarray:
 
 
 def error_groups(error: np.ndarray, ds: xr.Dataset) -> dict[str, dict[str, dict[str, float]]]:
-    """MAE and mean signed error (units of ``error``) by temperature, σ bin, kind x vacancies
-    and size, each group with its count; a grouping with one group is left out."""
+    """MAE and mean signed error (units of ``error``) by temperature, store, σ bin, kind x
+    vacancies and size, each group with its count; a grouping with one group is left out."""
     bins = [f"< {SIGMA_BINS[0]:g}", *(f"{a:g}-{b:g}" for a, b in zip(SIGMA_BINS, SIGMA_BINS[1:])),
             f">= {SIGMA_BINS[-1]:g}"]
     labels = {
@@ -331,6 +331,9 @@ def error_groups(error: np.ndarray, ds: xr.Dataset) -> dict[str, dict[str, dict[
                            zip(ds["kind"].values, ds["vacancies"].values, strict=True)],
         "atoms": [str(int(n)) for n in ds["n_atoms"].values],
     }
+    if "source" in ds:
+        names = [Path(p).name for p in ds.attrs["sources"]]
+        labels = {"store": [names[k] for k in ds["source"].values], **labels}
     if "temperature" in ds:
         labels = {"temperature_K": ["cold" if np.isnan(t) else f"{t:g}"
                                     for t in ds["temperature"].values], **labels}

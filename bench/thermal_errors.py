@@ -1,0 +1,77 @@
+"""Atomistic models at temperature: errors on held-out GFN1-xTB MD snapshots, cold test cells
+and supercells, by temperature and by displacement.
+
+    .venv/bin/python bench/thermal_errors.py [--models M.onnx ...] [--thermal STORE ...]
+        [--json-out bench/results/thermal-errors.json]
+
+For every model (default: the shipped hexagonal model) it evaluates, through
+``ednn-dask evaluate atoms``'s function:
+
+- every ``--thermal`` store whole (default ``data/thermal-test-hexagonal.zarr``: MD
+  at 300 K and 1000 K of cells no model trains on, made by
+  ``ednn-dask data thermal data/thermal-test-hexagonal.zarr --seed 200
+  --temperatures 300 1000 --n 8``), with the errors by temperature and by sigma bin;
+- the held-out test split of the model's own training stores (its provenance names
+  them; they are looked for in ``data/``), cold structures and thermal ones apart;
+- the cold supercells ``data/hexagonal-2x2.zarr`` and ``data/hexagonal-3x3.zarr``.
+
+``docs/generate.py`` turns the JSON into the table of the benchmarks page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT))
+
+from record import RESULTS, write_result  # noqa: E402
+
+SUPERCELLS = ("data/hexagonal-2x2.zarr", "data/hexagonal-3x3.zarr")
+
+
+def training_stores(model: str) -> list[str]:
+    """The stores a model was trained on, from its provenance (default: the cold set)."""
+    from ednn_dask.model import load_model
+
+    names = load_model(model).spec.provenance.get("stores") or ["hexagonal.zarr"]
+    return [str(ROOT / "data" / name) for name in names]
+
+
+def evaluate_model(model: str, thermal: list[str]) -> dict:
+    from training.atomistic import evaluate_atomistic
+
+    row = {"model": str(model), "thermal": {}, "supercells": {}}
+    for store in thermal:
+        row["thermal"][Path(store).name] = evaluate_atomistic(model, store)
+    stores = training_stores(model)
+    row["test_split"] = evaluate_atomistic(model, stores if len(stores) > 1 else stores[0],
+                                           split="test")
+    for store in SUPERCELLS:
+        row["supercells"][Path(store).name] = evaluate_atomistic(model, str(ROOT / store))
+    return row
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["models/hexagonal-f16c24.onnx"])
+    parser.add_argument("--thermal", nargs="+", default=["data/thermal-test-hexagonal.zarr"])
+    parser.add_argument("--json-out", default=str(RESULTS / "thermal-errors.json"))
+    args = parser.parse_args(argv)
+    summary = {"rows": [evaluate_model(m, args.thermal) for m in args.models]}
+    for row in summary["rows"]:
+        for name, result in row["thermal"].items():
+            by_t = result["groups"].get("temperature_K", {})
+            shown = ", ".join(f"{t} K {g['mae']:.1f}" for t, g in by_t.items())
+            print(f"{row['model']} on {name}: MAE {result['mae_meV_per_atom']:.2f} meV/atom "
+                  f"({shown})")
+        print(f"{row['model']} test split: {row['test_split']['mae_meV_per_atom']:.2f} meV/atom")
+    write_result(summary, args.json_out, sys.argv)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
