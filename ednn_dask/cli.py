@@ -317,7 +317,8 @@ def cmd_train(args) -> int:
                                   net=args.net or "compact", focus=args.focus, context=args.context,
                                   pixels=args.pixels, seed=args.seed, limit=args.n,
                                   workdir=args.workdir, overwrite=args.overwrite,
-                                  device=args.device, whiten=args.whiten, loss=args.loss)
+                                  device=args.device, whiten=args.whiten, loss=args.loss,
+                                  init_from=args.init_from, lr=args.lr)
         _print({"model": args.out, **metrics["test"], **metrics["test_per_atom"]}, args.json)
         return 0
     common = dict(L=args.L, n=args.n, epochs=args.epochs, seed=args.seed, data=args.data,
@@ -772,6 +773,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=["total", "per-atom"], default="total",
                    help="atomistic: mean squared error of the total energy, or of the energy "
                    "per atom (weighs small cells as the per-atom metric does)")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="atomistic: start from this exported model's weights, scalings and "
+                   "reference energies (same --net, --focus, --context): fine-tuning")
+    p.add_argument("--lr", type=_positive_float,
+                   help="atomistic: Adam learning rate (default 2e-3; 2e-4 with --init-from)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)

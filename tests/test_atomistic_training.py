@@ -9,7 +9,7 @@ import pytest
 import zarr
 
 from ednn_dask import TileModel, energy
-from ednn_dask.errors import OutputExistsError
+from ednn_dask.errors import ConfigError, OutputExistsError
 from training import reference
 from training.atomistic import NETS, cell_spacing, train_atomistic
 from training.structure_sets import hexagonal_structures
@@ -146,3 +146,35 @@ def test_prepare_run_init_seed_changes_the_weights_only(store):
                for r in (first, again, other)]
     assert torch.equal(weights[0], weights[1])
     assert not torch.equal(weights[0], weights[2])
+
+
+def test_fine_tuning_starts_from_the_exported_weights(store, tmp_path):
+    import torch
+
+    from training.atomistic import build_net, load_weights, rasterize_structures
+    from training.evaluation import score_samples
+
+    first = tmp_path / "first.onnx"
+    train_atomistic("hexagonal", str(first), data=str(store), epochs=1, net="smooth",
+                    workdir=str(tmp_path / "w1"), progress=False)
+    model = TileModel.load(first)
+    spacing, species = cell_spacing(NETS["smooth"]["pixels"]), [5, 6, 7]
+    # the exported file carries everything the net needs: torch equals onnxruntime
+    ednn = build_net(3, "smooth")
+    load_weights(ednn, str(first), spacing=spacing, species=species)
+    x = rasterize_structures(reference.load_reference(store).isel(structure=slice(0, 4)),
+                             species, spacing=spacing)
+    with torch.no_grad():
+        from_torch = ednn.double()(torch.as_tensor(x, dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(from_torch, score_samples(x, model), rtol=1e-5, atol=1e-3)
+    with pytest.raises(ConfigError, match="not a model of this net"):
+        load_weights(build_net(3, "smooth", context=12), str(first), spacing=spacing,
+                     species=species)
+    # fine-tuning keeps the reference energies and says where it started
+    tuned = tmp_path / "tuned.onnx"
+    train_atomistic("hexagonal", str(tuned), data=str(store), epochs=1, net="smooth",
+                    workdir=str(tmp_path / "w2"), progress=False, init_from=str(first))
+    spec = TileModel.load(tuned).spec
+    assert spec.reference_energies == model.spec.reference_energies
+    assert spec.provenance["init_from"].startswith("first.onnx (sha256 ")
+    assert spec.provenance["lr"] == pytest.approx(2e-4) and spec.provenance["whiten"] is False

@@ -137,12 +137,15 @@ class Prepared:
 def prepare_run(
     ds: xr.Dataset, system: str, *, net: str = "compact", focus: int | None = None,
     context: int | None = None, pixels: int | None = None, seed: int = 0,
-    whiten: bool = True, init_seed: int | None = None,
+    whiten: bool = True, init_seed: int | None = None, init_from: str | None = None,
 ) -> Prepared:
     """Split, fit the reference energies, rasterize and build the net of a recipe.
 
     ``seed`` fixes the split (as in :func:`training.train.fit`); ``init_seed``, if
     given, seeds torch before the net is built, so runs differ only in the weights.
+    ``init_from``: an exported model of the same net, whose weights, input and
+    output scaling and reference energies the run starts from (fine-tuning); the
+    first layer is then not whitened again.
     """
     import torch
 
@@ -151,12 +154,17 @@ def prepare_run(
     preset, species = net_preset(net), SYSTEMS[system]["species"]
     splits = recipe_splits(ds.sizes["structure"], seed)
     train = splits[0]
-    mu = reference.fit_reference_energies(ds.isel(structure=train), species)
+    start = load_model(init_from).spec if init_from else None
+    mu = (dict(start.reference_energies) if start else
+          reference.fit_reference_energies(ds.isel(structure=train), species))
     spacing = cell_spacing(pixels or preset["pixels"])
     x = rasterize_structures(ds, species, spacing=spacing)
     if init_seed is not None:
         torch.manual_seed(init_seed)
     ednn = build_net(len(species), net, focus, context)
+    if init_from:
+        load_weights(ednn, init_from, spacing=spacing, species=species)
+        return Prepared(splits, mu, reference.residual_energy(ds, mu), spacing, x, ednn)
     # Standardized inputs: at the raw scale the net sits on a constant-output plateau
     # for tens of epochs before it starts to see vacancies and bonds.
     ednn.input_offset.fill_(float(x[train].mean()))
@@ -166,6 +174,41 @@ def prepare_run(
     return Prepared(splits, mu, reference.residual_energy(ds, mu), spacing, x, ednn)
 
 
+def load_weights(ednn: Any, path: str, *, spacing: tuple[float, float],
+                 species: Sequence[int]) -> None:
+    """Load an exported model's weights and scalings into ``ednn``, a net of the same shape.
+
+    The ONNX initializers carry the tile net's parameter names (a whitened first
+    layer is exported folded, as a plain convolution); refused with the
+    difference when the geometry, grid, species or any parameter shape differ.
+    """
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    spec = load_model(path).spec
+    wanted = {"focus": tuple(ednn.tiling.focus), "context": tuple(ednn.tiling.context),
+              "spacing": tuple(round(s, 9) for s in spacing),
+              "species": list(species)}
+    found = {"focus": tuple(spec.focus), "context": tuple(spec.context),
+             "spacing": tuple(round(s, 9) for s in spec.spacing or ()),
+             "species": list((spec.raster or {}).get("species", []))}
+    weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(path).graph.initializer}
+    state = ednn.tile_net.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    given = {k: tuple(v.shape) for k, v in weights.items() if k in shapes}
+    if wanted != found or given != shapes:
+        differ = {k: (found[k], wanted[k]) for k in wanted if found[k] != wanted[k]}
+        if given != shapes:
+            differ["parameters"] = sorted(set(shapes.items()) ^ set(given.items()))[:4]
+        raise ConfigError(f"{path!r} is not a model of this net ({differ}, as (model, net)); "
+                          f"start from a model trained with the same --net, --focus and "
+                          f"--context.")
+    ednn.tile_net.load_state_dict({k: torch.as_tensor(weights[k].copy()) for k in state})
+    for name in ("input_offset", "input_scale", "output_offset", "output_scale"):
+        getattr(ednn, name).fill_(float(getattr(spec, name)))
+
+
 def train_atomistic(
     system: str, out: str, *, data: str | Sequence[str] | None = None,
     epochs: int | None = None,
@@ -173,12 +216,15 @@ def train_atomistic(
     pixels: int | None = None,
     seed: int = 0, limit: int | None = None, workdir: str | None = None,
     overwrite: bool = False, progress: bool = True, device: str = "cpu", whiten: bool = True,
-    loss: str = "total",
+    loss: str = "total", init_from: str | None = None, lr: float | None = None,
 ) -> dict[str, Any]:
     """Train the hexagonal or porous-graphene EDNN on its GFN1-xTB store; export to ONNX.
 
     ``data``: a reference store, or several trained on together (e.g. the cold set
-    and a thermal one); default the system's shipped store.
+    and a thermal one); default the system's shipped store. ``init_from``: start
+    from the weights of an exported model of the same net (fine-tuning, e.g. the
+    shipped model on new data), with a learning rate ``lr`` (default a tenth of
+    the recipe's, so the run refines rather than relearns).
     """
     from training.export import export_onnx
     from training.train import fit
@@ -196,17 +242,19 @@ def train_atomistic(
         ds = ds.isel(structure=slice(0, limit))
     work = run_dir(out_path, workdir)
     config = TrainConfig(epochs=epochs or DEFAULTS["epochs"], batch_size=DEFAULTS["batch_size"],
-                         lr=DEFAULTS["lr"], lr_final=DEFAULTS["lr_final"], seed=seed,
+                         lr=lr or DEFAULTS["lr"] / (10 if init_from else 1),
+                         lr_final=DEFAULTS["lr_final"] / (10 if init_from else 1), seed=seed,
                          patience=epochs or DEFAULTS["epochs"], augment=True,
                          device=device)
     # the seed fixes the initial weights too: the same command trains the same model
     run = prepare_run(ds, system, net=net, focus=focus, context=context, pixels=pixels,
-                      seed=seed, whiten=whiten, init_seed=seed)
+                      seed=seed, whiten=whiten, init_seed=seed, init_from=init_from)
     ednn, mu, spacing, test = run.ednn, run.reference_energies, run.spacing, run.splits[2]
     x, target = run.fields, run.target
     n_atoms = ds["n_atoms"].values
     atoms = n_atoms if loss == "per-atom" else None
-    metrics = fit(ednn, x, target, config, work, atoms=atoms, progress=progress)
+    metrics = fit(ednn, x, target, config, work, atoms=atoms, progress=progress,
+                  set_scaling=init_from is None)
     raster = {"gamma": GAMMA, "cutoff": CUTOFF_GAMMAS * GAMMA, "species": species}
     model = export_onnx(
         ednn, out_path, channels=len(species), kind="tile" if net == "paper" else "dense",
@@ -216,7 +264,10 @@ def train_atomistic(
         provenance={"system": system, "net": net, "reference": reference.METHOD,
                     "data_hash": _hash(ds), "n_structures": int(ds.sizes["structure"]),
                     **data_conditions(ds, data or SYSTEMS[system]["data"]),
-                    "seed": seed, "whiten": whiten and net != "paper", "loss": loss,
+                    "seed": seed, "whiten": whiten and net != "paper" and not init_from,
+                    "loss": loss, "lr": config.lr,
+                    **({"init_from": f"{Path(init_from).name} "
+                        f"(sha256 {load_model(init_from).sha256[:16]})"} if init_from else {}),
                     "metrics": metrics["test"],
                     "device": _device_name(device), "train_seconds": round(metrics["seconds"]),
                     "command": " ".join(sys.argv)},

@@ -80,6 +80,7 @@ def fit(
     atoms: np.ndarray | None = None,
     progress: bool = True,
     data_hash: str | None = None,
+    set_scaling: bool = True,
 ) -> dict[str, Any]:
     """Train ``ednn`` on ``inputs (N, C, *spatial)`` -> ``targets (N,)``; resume if possible.
 
@@ -88,7 +89,8 @@ def fit(
     buffer (memory flat in the number of samples; not with ``unique_tiles``).
 
     The per-tile output scaling is set from the training targets so the net sees
-    targets of order one. Writes ``checkpoint.pt`` (every epoch), ``metrics.json``
+    targets of order one (``set_scaling=False`` keeps the EDNN's own: a net that
+    starts from a trained model's weights). Writes ``checkpoint.pt`` (every epoch), ``metrics.json``
     and ``parity.png`` to ``out_dir`` and returns the metrics. ``sites`` (pixels
     per sample, default all of them) turns errors into per-site errors. ``atoms``
     (N,), if given, makes the loss and the validation error (which picks the best
@@ -138,7 +140,8 @@ def fit(
     train, val, test = split_indices(len(y), config.val_fraction, config.test_fraction, config.seed)
     n_tiles = math.prod(ednn.tiling.grid(source.shape[2:]))
     made_from = _made_from(ednn, config, data_hash)  # before the scaling: shapes, not values
-    _set_output_scaling(ednn, y[train], n_tiles)
+    if set_scaling:
+        _set_output_scaling(ednn, y[train], n_tiles)
     scale = float((y[train] / per[train]).std()) or 1.0
     counts = TileCounts(ednn, inputs, (train, val), device) if config.unique_tiles else None
     if counts is not None:
