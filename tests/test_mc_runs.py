@@ -180,7 +180,7 @@ def test_mc_atoms_killed_and_run_again_equals_the_uninterrupted_run(tmp_path):
     structure = tmp_path / "graphene.extxyz"
     _graphene(0.02, seed=1).to_ase().write(structure)
     argv = ["mc", "atoms", "--model", HEXAGONAL, "--structure", structure, "--T", "1000",
-            "--steps", "1200", "--every", "10", "--equilibrate", "200", "--seed", "5",
+            "--steps", "600", "--every", "10", "--equilibrate", "100", "--seed", "5",
             "--checkpoint", "0.3"]
     whole, cut = tmp_path / "whole.zarr", tmp_path / "cut.zarr"
     done = _cli(*argv, "--out", whole, "--json")
