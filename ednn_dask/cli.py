@@ -244,9 +244,20 @@ def cmd_data(args) -> int:
 
 
 def _thermal_data(args) -> int:
-    from training.thermal import THERMAL_SEED, build_thermal_set
+    from training.thermal import THERMAL_SEED, build_mc_set, build_thermal_set
 
-    args.kept = lambda: ("; the finished MD runs are kept", "run the same command to continue")
+    args.kept = lambda: ("; the finished runs and energies are kept",
+                         "run the same command to continue")
+    if args.from_mc:
+        given = _given(args, "n", "limit", "max_vacancies", "temperatures", "steps", "every",
+                       "workdir", "cells")
+        if args.equilibrate_steps is not None:
+            given["equilibrate"] = args.equilibrate_steps
+        counts = build_mc_set(args.out, args.from_mc, args.of, client=args.scheduler,
+                              overwrite=args.overwrite, retry_failed=args.retry_failed,
+                              seed=THERMAL_SEED if args.seed is None else args.seed, **given)
+        _print({"store": args.out, **counts}, args.json)
+        return 0
     summary = build_thermal_set(
         args.out, args.of, client=args.scheduler, overwrite=args.overwrite,
         seed=THERMAL_SEED if args.seed is None else args.seed,
@@ -672,7 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--n", type=POSITIVE, help="number of samples (ising/laplacian 5000, "
                    "screened 2000, rock 200, hexagonal 5000, porous 1000; thermal: MD runs, "
-                   "96, of 20 snapshots each; rattles: per run, 100)")
+                   "96, of 20 snapshots each; --from-mc: chains, 32; rattles: per run, 100)")
     p.add_argument("--from", dest="source", metavar="STORE",
                    help="rattles: the thermal set whose runs are sampled")
     p.add_argument("--L", type=POSITIVE,
@@ -707,10 +718,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperatures", type=_positive_float, nargs="+", metavar="K",
                    help="thermal: thermostat temperatures the runs cycle through "
                    "(default 300 600 1000 1500)")
-    p.add_argument("--steps", type=POSITIVE, help="thermal: MD steps per run (default 600, 1 fs)")
-    p.add_argument("--every", type=POSITIVE, help="thermal: steps between snapshots (default 20)")
+    p.add_argument("--from-mc", metavar="MODEL",
+                   help="thermal: snapshots of EDNN Monte Carlo chains with MODEL instead of "
+                   "MD, labelled with GFN1-xTB (a round of active learning)")
+    p.add_argument("--steps", type=POSITIVE, help="thermal: MD steps per run (default 600, "
+                   "1 fs); --from-mc: measured single-atom moves per chain (default 6000)")
+    p.add_argument("--every", type=POSITIVE, help="thermal: steps (moves) between snapshots "
+                   "(default 20; --from-mc 300)")
     p.add_argument("--equilibrate-steps", type=NON_NEGATIVE,
-                   help="thermal: leading steps dropped (default 200)")
+                   help="thermal: leading steps (moves) dropped (default 200; --from-mc 3000)")
     p.add_argument("--workdir", help="thermal: where the MD runs live (default OUT's stem + -md "
                    "beside OUT)")
     p.add_argument("--retry-failed", action="store_true", help="atomistic: retry failed SCFs")

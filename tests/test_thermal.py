@@ -157,3 +157,29 @@ def test_the_cli_refuses_what_it_cannot_do(capsys, tmp_path):
     assert main(["train", "ising", "--out", str(tmp_path / "m.onnx"), "--data", "a.zarr",
                  "b.zarr"]) == 2
     assert "one --data store" in capsys.readouterr().err
+
+
+def test_monte_carlo_snapshots_become_a_labelled_store(tmp_path, client):
+    from ednn_dask.model import load_model
+    from training.thermal import build_mc_set
+
+    model = "models/hexagonal-f16c24.onnx"
+    out = tmp_path / "mc.zarr"
+    run = {"n": 1, "steps": 200, "every": 100, "equilibrate": 100, "max_vacancies": 0,
+           "temperatures": (1000.0,), "client": client, "progress": False}
+    assert build_mc_set(out, model, **run) == {"done": 2, "failed": 0, "pending": 0}
+    ds = load_reference(out)
+    assert ds.attrs["model_sha256"] == load_model(model).sha256
+    assert ds["temperature"].values.tolist() == [1000.0, 1000.0]
+    # the snapshots are the chain's frames, labelled by GFN1-xTB
+    chain = xr.open_zarr(tmp_path / "mc-mc" / "run-00000.zarr", zarr_format=3,
+                         consolidated=False)
+    structures = dataset_structures(ds)
+    for frame, s in zip(chain["positions"].values, structures, strict=True):
+        np.testing.assert_allclose(s.positions[:, :2] % np.diag(s.cell)[:2],
+                                   frame[:, :2] % np.diag(s.cell)[:2], atol=1e-5)
+    assert xtb_energy(structures[1]) == pytest.approx(ds["energy"].values[1], abs=1e-6)
+    # the same command finds everything done; another model's chains are refused
+    assert build_mc_set(out, model, **run)["done"] == 2
+    with pytest.raises(OutputExistsError, match="model"):
+        build_mc_set(out, "models/porous-f32c16.onnx", **run)

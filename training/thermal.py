@@ -277,6 +277,13 @@ def thermal_dataset(runs: Sequence[ThermalRun], runs_dir: Path, params: dict) ->
     return ds
 
 
+def unwrapped(x: np.ndarray, cell: np.ndarray, pbc: Sequence[bool]) -> np.ndarray:
+    """Snapshots ``(m, atoms, xyz)`` of one cell, each atom moved by whole cell vectors to
+    its image nearest the first snapshot's: a trajectory a mean can be taken of."""
+    frac = (x - x[:1]) @ np.linalg.inv(cell)
+    return x - np.round(frac * np.array(pbc)) @ cell
+
+
 def thermal_rattles(ds: xr.Dataset, per_run: int, *, seed: int = 0) -> list[Structure]:
     """``per_run`` Gaussian samples of each MD run's in-plane displacements, around its mean.
 
@@ -303,9 +310,7 @@ def thermal_rattles(ds: xr.Dataset, per_run: int, *, seed: int = 0) -> list[Stru
             continue
         n = int(ds["n_atoms"].values[idx[0]])
         cell, pbc = ds["cell"].values[idx[0]], tuple(bool(p) for p in ds["pbc"].values[idx[0]])
-        x = ds["positions"].values[idx, :n].astype(np.float64)
-        frac = (x - x[:1]) @ np.linalg.inv(cell)
-        x = x - np.round(frac * np.array(pbc)) @ cell  # unwrapped against the first snapshot
+        x = unwrapped(ds["positions"].values[idx, :n].astype(np.float64), cell, pbc)
         mean = x.mean(axis=0)
         u = x - mean
         info = {"kind": KINDS[int(kinds[idx[0]])],
@@ -357,3 +362,112 @@ def build_rattle_set(out: str | Path, source: str | Path, *, per_run: int = 100,
             write_zarr_atomic(ds.chunk({"structure": 1000}), path, overwrite=overwrite)
     return compute_energies(path, client=client, retry_failed=retry_failed, limit=limit,
                             progress=progress)
+
+
+MC_SETTINGS = {"steps": 6000, "every": 300, "equilibrate": 3000}
+"""Per EDNN-MC chain (moves of one atom; a 60-atom cell): 50 sweeps of equilibration,
+then a snapshot every 5 sweeps: 20 snapshots."""
+
+
+def _mc_chain(path: str, run: ThermalRun, model: str, params: dict) -> str:
+    from ednn_dask.mc.atoms import run_atoms
+
+    run_atoms(run.structure, model, run.temperature, params["steps"], every=params["every"],
+              equilibrate=params["equilibrate"], seed=run.seed, out=path, progress=False)
+    return path
+
+
+def build_mc_set(
+    out: str | Path,
+    model: str | Path,
+    system: str = "hexagonal",
+    *,
+    n: int = 32,
+    seed: int = THERMAL_SEED,
+    temperatures: Sequence[float] = TEMPERATURES,
+    steps: int = MC_SETTINGS["steps"],
+    every: int = MC_SETTINGS["every"],
+    equilibrate: int = MC_SETTINGS["equilibrate"],
+    max_vacancies: int = 4,
+    cells: tuple[int, int] | None = None,
+    workdir: str | Path | None = None,
+    client: object = None,
+    limit: int | None = None,
+    retry_failed: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Snapshots of EDNN Monte Carlo with ``model``, labelled with GFN1-xTB: active learning.
+
+    ``n`` chains (:func:`training.mc.atoms.run_atoms`, single-atom moves at the
+    temperatures of :func:`thermal_runs`, from the same cells) run on the Dask
+    cluster into ``workdir`` (default ``<out stem>-mc/``); their snapshots become
+    the reference store ``out``, whose energies are then computed like any
+    reference store's. Where the model is wrong, its chain goes where GFN1-xTB
+    would not; labelling those snapshots and training on them is one round of
+    active learning. Resumable at every stage: the same command continues.
+    """
+    from distributed import as_completed
+
+    from ednn_dask.model import load_model
+    from ednn_dask.storage import locked
+    from training.reference import _client, compute_energies
+
+    if n < 1 or steps < every or steps % every:
+        raise ConfigError(f"need n >= 1 and steps a multiple of every; got n={n}, "
+                          f"steps={steps}, every={every}.")
+    source = load_model(model)
+    params = {"generator": f"mc-{system}", "model": Path(model).name,
+              "model_sha256": source.sha256, "n": n, "seed": seed,
+              "temperatures": [float(t) for t in temperatures], "steps": steps, "every": every,
+              "equilibrate": equilibrate, "max_vacancies": max_vacancies,
+              "cells": list(cells or CELLS[system])}
+    out = Path(out)
+    chains_dir = Path(workdir) if workdir else out.with_name(out.stem + "-mc")
+    if out.exists() and not overwrite:
+        with xr.open_zarr(out, zarr_format=3, consolidated=False) as ds:
+            differ = {k: ds.attrs.get(k) for k in params if ds.attrs.get(k) != params[k]}
+        if differ:
+            raise OutputExistsError(
+                f"{str(out)!r} holds a data set made with {differ}, not "
+                f"{ {k: params[k] for k in differ} }; choose another path or pass --overwrite "
+                f"to replace it.")
+    else:
+        _create_or_check(chains_dir, out, params, overwrite)
+        runs = thermal_runs(system, n, seed=seed, temperatures=temperatures,
+                            max_vacancies=max_vacancies, cells=cells)
+        with _client(client) as client_, \
+                progress_bar(len(runs), progress, "EDNN Monte Carlo", "chain") as bar:
+            futures = [client_.submit(_mc_chain, str(chains_dir / r.name), r, str(model),
+                                      params, pure=False, key=f"mc-{r.name}") for r in runs]
+            for future in as_completed(futures):
+                future.result()
+                bar.update(1)
+        with locked(out):
+            if not out.exists() or overwrite:
+                write_zarr_atomic(mc_dataset(runs, chains_dir, params).chunk(
+                    {"structure": 1000}), out, overwrite=overwrite)
+    return compute_energies(out, client=client, retry_failed=retry_failed, limit=limit,
+                            progress=progress)
+
+
+def mc_dataset(runs: Sequence[ThermalRun], chains_dir: Path, params: dict) -> xr.Dataset:
+    """The snapshots of finished EDNN-MC chains as a reference data set, energies pending."""
+    from training.reference import structures_dataset
+
+    structures, temperature, sigma, chain = [], [], [], []
+    for r in runs:
+        with xr.open_zarr(chains_dir / r.name, zarr_format=3, consolidated=False) as mc:
+            x = unwrapped(mc["positions"].values.astype(np.float64), r.structure.cell,
+                          r.structure.pbc)
+        for xyz in x:
+            structures.append(Structure(xyz, r.structure.numbers, r.structure.cell,
+                                        r.structure.pbc, dict(r.structure.info)).wrapped())
+        temperature.append(np.full(len(x), r.temperature))
+        sigma.append(thermal_sigma(x - x.mean(axis=0)))
+        chain.append(np.full(len(x), r.index, np.int32))
+    ds = structures_dataset(structures, **params)
+    ds["temperature"] = ("structure", np.concatenate(temperature), {"units": "K"})
+    ds["sigma"] = ("structure", np.concatenate(sigma), SIGMA_ATTRS)
+    ds["run"] = ("structure", np.concatenate(chain))
+    return ds
