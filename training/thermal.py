@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 import xarray as xr
 import zarr
@@ -178,7 +179,9 @@ def build_thermal_set(
         snapshots = 0
         if done:
             ds = thermal_dataset(done, runs_dir, params)
-            write_zarr_atomic(ds.chunk({"structure": 1000}), out, overwrite=True)
+            # here, not on the cluster: its workers are busy with the next runs
+            with dask.config.set(scheduler="synchronous"):
+                write_zarr_atomic(ds.chunk({"structure": 1000}), out, overwrite=True)
             snapshots = ds.sizes["structure"]
         return {"store": str(out), "runs_done": len(done),
                 "runs_pending": len(runs) - len(done), "snapshots": snapshots}
