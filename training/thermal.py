@@ -177,10 +177,9 @@ def build_thermal_set(
     def write_store() -> dict[str, Any]:  # after every run: a killed job keeps what it made
         done = [r for r in runs if _finished(runs_dir / r.name, steps)]
         snapshots = 0
-        if done:
-            ds = thermal_dataset(done, runs_dir, params)
-            # here, not on the cluster: its workers are busy with the next runs
+        if done:  # read and written here, not on the cluster: its workers run the next runs
             with dask.config.set(scheduler="synchronous"):
+                ds = thermal_dataset(done, runs_dir, params)
                 write_zarr_atomic(ds.chunk({"structure": 1000}), out, overwrite=True)
             snapshots = ds.sizes["structure"]
         return {"store": str(out), "runs_done": len(done),
