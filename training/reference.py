@@ -198,7 +198,7 @@ def compute_energies(
     group = zarr.open_group(store, mode="r+", zarr_format=3)
     energy, status_arr, seconds = group["energy"], group["status"], group["seconds"]
     budget = len(static["structure"]) if limit is None else limit
-    with _client(client) as client_, _Claims(store, lock_timeout) as claims:
+    with xtb_client(client) as client_, _Claims(store, lock_timeout) as claims:
         in_flight = 2 * max(1, sum(client_.nthreads().values()))
         futures: dict = {}
         queue = as_completed()
@@ -324,7 +324,7 @@ def store_progress(path: str | os.PathLike) -> tuple[int, int | None]:
     return int((status == DONE).sum()), int(status.size)
 
 
-def _client(client: object):
+def xtb_client(client: object):
     """Use a given Client; else connect to an address or start one worker process per core."""
     # worker processes: the nanny sets OMP_NUM_THREADS=1, so tblite runs one thread each
     return dask_client(client, processes=True, threads_per_worker=1)

@@ -233,9 +233,9 @@ def _run_all(runs: list[ThermalRun], runs_dir: Path, params: dict, client: objec
              progress: bool, on_done: Any) -> None:
     from distributed import as_completed
 
-    from training.reference import _client
+    from training.reference import xtb_client
 
-    with _client(client) as client_, \
+    with xtb_client(client) as client_, \
             progress_bar(len(runs), progress, "GFN1-xTB MD", "run") as bar:
         futures = [client_.submit(_run_one, str(runs_dir / r.name), r.structure, r.temperature,
                                   r.seed, params, pure=False, key=f"thermal-{r.name}")
@@ -413,7 +413,7 @@ def build_mc_set(
 
     from ednn_dask.model import load_model
     from ednn_dask.storage import locked
-    from training.reference import _client, compute_energies
+    from training.reference import compute_energies, xtb_client
 
     if n < 1 or steps < every or steps % every:
         raise ConfigError(f"need n >= 1 and steps a multiple of every; got n={n}, "
@@ -438,7 +438,7 @@ def build_mc_set(
         _create_or_check(chains_dir, out, params, overwrite)
         runs = thermal_runs(system, n, seed=seed, temperatures=temperatures,
                             max_vacancies=max_vacancies, cells=cells)
-        with _client(client) as client_, \
+        with xtb_client(client) as client_, \
                 progress_bar(len(runs), progress, "EDNN Monte Carlo", "chain") as bar:
             futures = [client_.submit(_mc_chain, str(chains_dir / r.name), r, str(model),
                                       params, pure=False, key=f"mc-{r.name}") for r in runs]
