@@ -183,3 +183,13 @@ def test_monte_carlo_snapshots_become_a_labelled_store(tmp_path, client):
     assert build_mc_set(out, model, **run)["done"] == 2
     with pytest.raises(OutputExistsError, match="model"):
         build_mc_set(out, "models/porous-f32c16.onnx", **run)
+
+
+def test_the_shipped_held_out_md_set_reproduces_its_labels():
+    ds = load_reference("data/thermal-test-hexagonal.zarr")
+    assert ds.sizes["structure"] == 160 and (ds["status"].values == DONE).all()
+    assert sorted(set(ds["temperature"].values.tolist())) == [300.0, 1000.0]
+    assert ds.attrs["seed"] == 200  # no training set uses this seed
+    for k in (0, 159):
+        (s,) = dataset_structures(ds, [k])
+        assert xtb_energy(s) == pytest.approx(ds["energy"].values[k], abs=1e-4)
