@@ -200,17 +200,22 @@ def _create_or_check(runs_dir: Path, out: Path, params: dict, overwrite: bool) -
     if overwrite:
         shutil.rmtree(runs_dir, ignore_errors=True)
     elif plan.exists() and json.loads(plan.read_text()) != params:
-        stored = json.loads(plan.read_text())
-        differ = {k: stored.get(k) for k in params if stored.get(k) != params[k]}
-        raise OutputExistsError(
-            f"{str(runs_dir)!r} holds thermal runs made with {differ}, not "
-            f"{ {k: params[k] for k in differ} }; choose another path or pass --overwrite "
-            f"to replace them.")
+        _refuse_others(runs_dir, json.loads(plan.read_text()), params, "thermal runs")
     elif not plan.exists() and out.exists():
         raise OutputExistsError(f"{str(out)!r} exists and is not a thermal set; choose another "
                                 f"path or pass --overwrite to replace it.")
     runs_dir.mkdir(parents=True, exist_ok=True)
     plan.write_text(json.dumps(params, indent=1))
+
+
+def _refuse_others(path: Path, stored: Any, params: dict, what: str = "a data set") -> None:
+    """Refuse ``path`` when it was made with other parameters, naming each difference."""
+    differ = {k: stored.get(k) for k in params if stored.get(k) != params[k]}
+    if differ:
+        raise OutputExistsError(
+            f"{str(path)!r} holds {what} made with {differ}, not "
+            f"{ {k: params[k] for k in differ} }; choose another path or pass --overwrite "
+            f"to replace it.")
 
 
 def _finished(path: Path, steps: int) -> bool:
@@ -348,12 +353,7 @@ def build_rattle_set(out: str | Path, source: str | Path, *, per_run: int = 100,
     with locked(path):
         if path.exists() and not overwrite:
             with xr.open_zarr(path, zarr_format=3, consolidated=False) as ds:
-                differ = {k: ds.attrs.get(k) for k in params if ds.attrs.get(k) != params[k]}
-            if differ:
-                raise OutputExistsError(
-                    f"{str(path)!r} holds a data set made with {differ}, not "
-                    f"{ {k: params[k] for k in differ} }; choose another path or pass "
-                    f"--overwrite to replace it.")
+                _refuse_others(path, ds.attrs, params)
         else:
             structures = thermal_rattles(thermal, per_run, seed=seed)
             ds = structures_dataset(structures, **params)
@@ -428,12 +428,7 @@ def build_mc_set(
     chains_dir = Path(workdir) if workdir else out.with_name(out.stem + "-mc")
     if out.exists() and not overwrite:
         with xr.open_zarr(out, zarr_format=3, consolidated=False) as ds:
-            differ = {k: ds.attrs.get(k) for k in params if ds.attrs.get(k) != params[k]}
-        if differ:
-            raise OutputExistsError(
-                f"{str(out)!r} holds a data set made with {differ}, not "
-                f"{ {k: params[k] for k in differ} }; choose another path or pass --overwrite "
-                f"to replace it.")
+            _refuse_others(out, ds.attrs, params)
     else:
         _create_or_check(chains_dir, out, params, overwrite)
         runs = thermal_runs(system, n, seed=seed, temperatures=temperatures,
