@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -74,6 +76,21 @@ def test_a_changed_plan_is_refused_and_a_rerun_changes_nothing(thermal, client):
     again = build_thermal_set(out, n=3, client=client, **SMALL)
     assert again["runs_done"] == 3
     np.testing.assert_array_equal(load_reference(out)["energy"].values, ds["energy"].values)
+
+
+def test_the_store_is_the_checkpoint_when_the_runs_are_gone(thermal, client, tmp_path):
+    out, *_, ds = thermal
+    copy = tmp_path / "clone" / "t.zarr"  # a fresh clone: the store, not the MD folders
+    shutil.copytree(out, copy)
+    again = build_thermal_set(copy, n=3, client=client, **SMALL)
+    assert (again["runs_done"], again["runs_pending"], again["snapshots"]) == (3, 0, 6)
+    assert sorted(p.name for p in (tmp_path / "clone" / "t-md").iterdir()) == ["plan.json"]
+    xr.testing.assert_identical(load_reference(copy), ds)
+    with pytest.raises(OutputExistsError, match="'every': 2"):
+        build_thermal_set(copy, n=3, client=client, **{**SMALL, "every": 3, "steps": 9,
+                                                       "equilibrate_steps": 3})
+    with pytest.raises(OutputExistsError, match="not a thermal-porous set"):
+        build_thermal_set(copy, "porous", n=3, client=client, workdir=tmp_path / "p", **SMALL)
 
 
 def _fake_thermal(rng, m=40):

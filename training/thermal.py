@@ -13,10 +13,12 @@ GFN1-xTB dynamics (:func:`training.md.run_md`), one per training cell:
 
 The runs live in ``OUT-md/run-KKKKK.zarr`` beside the store ``OUT``; each is
 resumable, and they run in parallel on a Dask cluster (one single-threaded
-worker process per core by default). Every call finishes the pending runs (at
-most ``limit`` of them) and rewrites ``OUT`` atomically from all the finished
-ones, so the same command continues an interrupted job and ``OUT`` is always a
-complete reference store (``ednn-dask train hexagonal --data OUT`` reads it).
+worker process per core by default). After every finished run ``OUT`` is
+rewritten atomically from all the finished ones, so ``OUT`` is always a complete
+reference store (``ednn-dask train hexagonal --data OUT`` reads it) and is itself
+the checkpoint: the same command continues an interrupted job, and a finished
+run whose folder is gone (a fresh clone, another machine) is read back from
+``OUT`` instead of being run again.
 
 Besides the reference variables, ``OUT`` holds per snapshot ``temperature``
 (the thermostat's, K), ``sigma`` (:func:`thermal_sigma`, Å: the quantity the
@@ -168,18 +170,23 @@ def build_thermal_set(
               "timestep_fs": MD_SETTINGS["timestep_fs"], "friction": MD_SETTINGS["friction"]}
     out = Path(out)
     runs_dir = Path(workdir) if workdir else runs_folder(out)
-    _create_or_check(runs_dir, out, params, overwrite)
+    stored = _create_or_check(runs_dir, out, params, overwrite)
+    in_store = set() if stored is None else set(np.unique(stored["run"].values).tolist())
     runs = thermal_runs(system, n, seed=seed, temperatures=temperatures,
                         max_vacancies=max_vacancies, cells=cells)
-    pending = [r for r in runs if not _finished(runs_dir / r.name, steps)]
+
+    def finished(r: ThermalRun) -> bool:
+        return r.index in in_store or _finished(runs_dir / r.name, steps)
+
+    pending = [r for r in runs if not finished(r)]
     now = pending if limit is None else pending[:limit]
 
     def write_store() -> dict[str, Any]:  # after every run: a killed job keeps what it made
-        done = [r for r in runs if _finished(runs_dir / r.name, steps)]
+        done = [r for r in runs if finished(r)]
         snapshots = 0
         if done:  # read and written here, not on the cluster: its workers run the next runs
             with dask.config.set(scheduler="synchronous"):
-                ds = thermal_dataset(done, runs_dir, params)
+                ds = thermal_dataset(done, runs_dir, params, stored)
                 write_zarr_atomic(ds.chunk({"structure": 1000}), out, overwrite=True)
             snapshots = ds.sizes["structure"]
         return {"store": str(out), "runs_done": len(done),
@@ -195,17 +202,35 @@ def runs_folder(out: Path) -> Path:
     return out.with_name(out.stem + "-md")
 
 
-def _create_or_check(runs_dir: Path, out: Path, params: dict, overwrite: bool) -> None:
+def _create_or_check(runs_dir: Path, out: Path, params: dict,
+                     overwrite: bool) -> xr.Dataset | None:
+    """Refuse runs or a store made with other parameters; the store ``out`` in memory."""
     plan = runs_dir / "plan.json"
+    stored = None
     if overwrite:
         shutil.rmtree(runs_dir, ignore_errors=True)
-    elif plan.exists() and json.loads(plan.read_text()) != params:
-        _refuse_others(runs_dir, json.loads(plan.read_text()), params, "thermal runs")
-    elif not plan.exists() and out.exists():
-        raise OutputExistsError(f"{str(out)!r} exists and is not a thermal set; choose another "
-                                f"path or pass --overwrite to replace it.")
+    else:
+        if plan.exists():
+            _refuse_others(runs_dir, json.loads(plan.read_text()), params, "thermal runs")
+        if out.exists():
+            stored = _stored_set(out, params)
     runs_dir.mkdir(parents=True, exist_ok=True)
     plan.write_text(json.dumps(params, indent=1))
+    return stored
+
+
+def _stored_set(out: Path, params: dict) -> xr.Dataset:
+    try:
+        with xr.open_zarr(out, zarr_format=3, consolidated=False) as ds:
+            stored = ds.load()
+    except (OSError, ValueError, KeyError) as error:
+        raise OutputExistsError(f"{str(out)!r} exists and is not a data set ({error}); choose "
+                                f"another path or pass --overwrite to replace it.") from None
+    if stored.attrs.get("generator") != params["generator"] or "run" not in stored:
+        raise OutputExistsError(f"{str(out)!r} exists and is not a {params['generator']} set; "
+                                f"choose another path or pass --overwrite to replace it.")
+    _refuse_others(out, stored.attrs, params, "a thermal set")
+    return stored
 
 
 def _refuse_others(path: Path, stored: Any, params: dict, what: str = "a data set") -> None:
@@ -251,28 +276,32 @@ def _run_all(runs: list[ThermalRun], runs_dir: Path, params: dict, client: objec
             bar.update(1)
 
 
-def thermal_dataset(runs: Sequence[ThermalRun], runs_dir: Path, params: dict) -> xr.Dataset:
+def thermal_dataset(runs: Sequence[ThermalRun], runs_dir: Path, params: dict,
+                    stored: xr.Dataset | None = None) -> xr.Dataset:
     """The production snapshots of finished MD runs as a reference data set (energies done).
 
     ``params`` are the set's parameters (stored as attributes); frames after
-    ``params["equilibrate_steps"]`` are the snapshots."""
+    ``params["equilibrate_steps"]`` are the snapshots. A run without a finished
+    folder in ``runs_dir`` is taken from ``stored``, an earlier write of the set."""
     from training.reference import DONE, structures_dataset
 
     structures, energy, temperature, sigma, run, step = [], [], [], [], [], []
     for r in runs:
-        with xr.open_zarr(runs_dir / r.name, zarr_format=3, consolidated=False) as md:
-            md = md.load()
         start = r.structure
-        keep = md["step"].values > params["equilibrate_steps"]
-        positions = md["positions"].values[keep]
+        if _finished(runs_dir / r.name, params["steps"]):
+            positions, e, s, sig = _md_snapshots(runs_dir / r.name, params)
+        else:
+            rows = stored["run"].values == r.index
+            positions = stored["positions"].values[rows, : len(start)]
+            e, s, sig = (stored[k].values[rows] for k in ("energy", "step", "sigma"))
         for xyz in positions:
             structures.append(Structure(xyz, start.numbers, start.cell, start.pbc,
                                         dict(start.info)).wrapped())
-        energy.append(md["energy"].values[keep])
-        temperature.append(np.full(keep.sum(), md.attrs["temperature_K"]))
-        sigma.append(thermal_sigma(positions - positions.mean(axis=0)))
-        run.append(np.full(keep.sum(), r.index))
-        step.append(md["step"].values[keep])
+        energy.append(e)
+        temperature.append(np.full(len(e), r.temperature))
+        sigma.append(sig)
+        run.append(np.full(len(e), r.index))
+        step.append(s)
     ds = structures_dataset(structures, **params)
     ds["energy"][:] = np.concatenate(energy)
     ds["status"][:] = DONE
@@ -282,6 +311,16 @@ def thermal_dataset(runs: Sequence[ThermalRun], runs_dir: Path, params: dict) ->
     ds["step"] = ("structure", np.concatenate(step).astype(np.int32))
     ds.attrs["labels"] = "the MD's own GFN1-xTB energies (tblite defaults, Gamma point)"
     return ds
+
+
+def _md_snapshots(path: Path, params: dict) -> tuple[np.ndarray, ...]:
+    """Positions, energies, steps and sigma of a finished run's production frames."""
+    with xr.open_zarr(path, zarr_format=3, consolidated=False) as md:
+        md = md.load()
+    keep = md["step"].values > params["equilibrate_steps"]
+    positions = md["positions"].values[keep]
+    return (positions, md["energy"].values[keep], md["step"].values[keep],
+            thermal_sigma(positions - positions.mean(axis=0)))
 
 
 def unwrapped(x: np.ndarray, cell: np.ndarray, pbc: Sequence[bool]) -> np.ndarray:
