@@ -58,7 +58,7 @@ def fresh_cells(kinds: list[str], replicas: list[int]) -> dict:
 
 def sample_test_cells(ds, per_group: int, seed: int = 0) -> np.ndarray:
     """``per_group`` cells of each kind x vacancies group of the recipe's test split."""
-    test = recipe_splits(ds.sizes["structure"], seed)[2]
+    test = recipe_splits(ds, seed)[2]
     kind, vacancies = ds["kind"].values[test], ds["vacancies"].values[test]
     picked = [test[(kind == k) & (vacancies == v)][:per_group]
               for k in np.unique(kind) for v in np.unique(vacancies)]

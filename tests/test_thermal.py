@@ -6,6 +6,8 @@ import shutil
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("ase")
 pytest.importorskip("tblite.ase")
@@ -143,6 +145,8 @@ def test_cold_and_thermal_sets_load_together(thermal):
     # cold sets get sigma from their displacement radius (uniform in a disc: RMS = radius / 2)
     np.testing.assert_array_equal(both["sigma"].values[:n_cold], cold["displacement"].values / 2)
     assert np.isnan(both["temperature"].values[:n_cold]).all()
+    assert (both["run"].values[:n_cold] == -1).all()
+    np.testing.assert_array_equal(both["run"].values[n_cold:], thermal_ds["run"].values)
     np.testing.assert_array_equal(both["temperature"].values[n_cold:],
                                   thermal_ds["temperature"].values)
     from training.atomistic import data_conditions
@@ -150,6 +154,32 @@ def test_cold_and_thermal_sets_load_together(thermal):
     conditions = data_conditions(both, ["data/hexagonal-2x2.zarr", str(out)])
     assert conditions["temperatures_K"] == [800.0, 1500.0] and conditions["cold_lattices_too"]
     assert conditions["stores"] == ["hexagonal-2x2.zarr", "t.zarr"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_cold=st.integers(10, 60), runs=st.integers(10, 30), per_run=st.integers(1, 5),
+       seed=st.integers(0, 2**16))
+def test_each_store_is_split_alone_and_md_runs_are_not_cut(n_cold, runs, per_run, seed):
+    from training.atomistic import recipe_splits
+
+    cold = xr.Dataset({"energy": ("structure", np.zeros(n_cold)),
+                       "run": ("structure", np.full(n_cold, -1))})
+    md = xr.Dataset({"energy": ("structure", np.zeros(runs * per_run)),
+                     "run": ("structure", np.repeat(np.arange(runs), per_run))})
+    both = xr.concat([cold, md], "structure").assign(
+        source=("structure", np.repeat([0, 1], [n_cold, runs * per_run])))
+    splits = recipe_splits(both, seed)
+    assert np.array_equal(np.sort(np.concatenate(splits)), np.arange(both.sizes["structure"]))
+    # the cold store's split is the one a model trained on it alone holds out
+    alone = recipe_splits(cold.drop_vars("run"), seed)
+    for mixed, single in zip(splits, alone, strict=True):
+        np.testing.assert_array_equal(mixed[mixed < n_cold], single)
+    run_of = both["run"].values
+    sides = [set(run_of[s[s >= n_cold]]) for s in splits]
+    assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+    assert all(sides)  # at least one run on each side
+    md_test = splits[2][splits[2] >= n_cold]
+    np.testing.assert_array_equal(recipe_splits(md, seed)[2] + n_cold, md_test)  # MD alone too
 
 
 def test_errors_are_grouped_by_temperature_sigma_kind_and_size():

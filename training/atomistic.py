@@ -116,10 +116,31 @@ def build_net(channels: int, net: str = "compact", focus: int | None = None,
     return EDNN(tile_net, focus, context, "periodic", ndim=2, dense=True, input_scale=0.2)
 
 
-def recipe_splits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Train, val and test indices of the atomistic recipe (fit's default fractions)."""
+def recipe_splits(ds: xr.Dataset, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, val and test indices of the atomistic recipe (fit's default fractions).
+
+    Each store of a concatenated set (:func:`training.reference.load_reference_sets`)
+    is split on its own, so its test split is the one a model trained on that store
+    alone holds out; a store of MD snapshots is split by run, so no run, whose
+    snapshots are correlated, has some in training and others held out.
+    """
     config = TrainConfig()
-    return split_indices(n, config.val_fraction, config.test_fraction, seed)
+    n = ds.sizes["structure"]
+    if "source" not in ds and "run" not in ds:
+        return split_indices(n, config.val_fraction, config.test_fraction, seed)
+    source = ds["source"].values if "source" in ds else np.zeros(n, int)
+    run = ds["run"].values if "run" in ds else np.full(n, -1)
+    parts = []
+    for k in np.unique(source):
+        rows = np.flatnonzero(source == k)
+        runs, members = np.unique(run[rows], return_inverse=True)
+        if runs[0] < 0:  # independent structures
+            groups = split_indices(len(rows), config.val_fraction, config.test_fraction, seed)
+            parts.append([rows[g] for g in groups])
+            continue
+        groups = split_indices(len(runs), config.val_fraction, config.test_fraction, seed)
+        parts.append([rows[np.isin(members, g)] for g in groups])
+    return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
 
 
 @dataclass
@@ -152,7 +173,7 @@ def prepare_run(
     from training.precondition import whiten_first_layer
 
     preset, species = net_preset(net), SYSTEMS[system]["species"]
-    splits = recipe_splits(ds.sizes["structure"], seed)
+    splits = recipe_splits(ds, seed)
     train = splits[0]
     start = load_model(init_from).spec if init_from else None
     mu = (dict(start.reference_energies) if start else
@@ -254,7 +275,7 @@ def train_atomistic(
     n_atoms = ds["n_atoms"].values
     atoms = n_atoms if loss == "per-atom" else None
     metrics = fit(ednn, x, target, config, work, atoms=atoms, progress=progress,
-                  set_scaling=init_from is None)
+                  set_scaling=init_from is None, splits=run.splits)
     raster = {"gamma": GAMMA, "cutoff": CUTOFF_GAMMAS * GAMMA, "species": species}
     model = export_onnx(
         ednn, out_path, channels=len(species), kind="tile" if net == "paper" else "dense",
@@ -411,4 +432,4 @@ def recipe_split(ds: xr.Dataset, model: str, split: str) -> np.ndarray:
             f"the {split} split is only defined on the data set {model!r} was trained on "
             f"(data hash {provenance.get('data_hash')}), not on this one ({data_hash}); "
             "evaluate the whole store with split 'all' (--split all).")
-    return recipe_splits(ds.sizes["structure"], provenance["seed"])[SPLITS.index(split) - 1]
+    return recipe_splits(ds, provenance["seed"])[SPLITS.index(split) - 1]

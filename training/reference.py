@@ -346,7 +346,8 @@ def load_reference_sets(paths: str | os.PathLike | Sequence[str | os.PathLike]) 
     Atoms are padded to the largest structure; ``source`` says which store each
     structure came from. ``sigma`` comes from thermal sets or, for cold ones, from
     the displacement radius (:func:`training.atomistic.displacement_sigma`);
-    ``temperature`` is NaN for the structures of cold sets.
+    ``temperature`` is NaN and ``run`` (the MD run of a snapshot) -1 for the
+    structures of cold sets.
     """
     if isinstance(paths, (str, os.PathLike)):
         return load_reference(paths)
@@ -366,6 +367,8 @@ def load_reference_sets(paths: str | os.PathLike | Sequence[str | os.PathLike]) 
         part["sigma"] = ("structure", sigma)
         part["temperature"] = ds["temperature"] if "temperature" in ds else (
             "structure", np.full(ds.sizes["structure"], np.nan))
+        part["run"] = ds["run"] if "run" in ds else (
+            "structure", np.full(ds.sizes["structure"], -1))
         part["source"] = ("structure", np.full(ds.sizes["structure"], k, np.int16))
         parts.append(part.drop_vars("structure"))
     out = xr.concat(parts, dim="structure", combine_attrs="drop")

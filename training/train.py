@@ -81,6 +81,7 @@ def fit(
     progress: bool = True,
     data_hash: str | None = None,
     set_scaling: bool = True,
+    splits: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Train ``ednn`` on ``inputs (N, C, *spatial)`` -> ``targets (N,)``; resume if possible.
 
@@ -95,6 +96,8 @@ def fit(
     per sample, default all of them) turns errors into per-site errors. ``atoms``
     (N,), if given, makes the loss and the validation error (which picks the best
     epoch) per atom: the metric of data sets whose structures differ in size.
+    ``splits`` (train, val, test indices) replaces the seeded shuffle of
+    ``config``'s fractions, e.g. to keep correlated samples on one side.
 
     ``ednn`` is left with the best weights, not the last epoch's: those of the Adam
     epoch with the lowest validation error, replaced by the L-BFGS result
@@ -137,7 +140,8 @@ def fit(
         raise ConfigError(f"{len(source)} inputs but {len(y)} targets; give one target per input.")
     if streamed and config.unique_tiles:
         raise ConfigError("unique_tiles needs the inputs in memory, not a SampleStream.")
-    train, val, test = split_indices(len(y), config.val_fraction, config.test_fraction, config.seed)
+    train, val, test = splits if splits is not None else split_indices(
+        len(y), config.val_fraction, config.test_fraction, config.seed)
     n_tiles = math.prod(ednn.tiling.grid(source.shape[2:]))
     made_from = _made_from(ednn, config, data_hash)  # before the scaling: shapes, not values
     if set_scaling:
