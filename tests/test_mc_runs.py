@@ -155,6 +155,26 @@ def test_g_of_r_counts_the_three_neighbours_of_graphene_and_is_one_for_a_gas():
         InPlaneRDF(cell, len(sheet), r_max=7.0)
 
 
+@settings(max_examples=10, deadline=None)
+@given(bins=st.integers(80, 400), sigma=st.floats(0.02, 0.08))
+def test_the_first_three_peaks_of_warm_graphene_are_found_finer_than_a_bin(bins, sigma):
+    sheet = _graphene()
+    cell = np.diag(sheet.cell)[:2]
+    bond = float(np.sort(pair_distances(sheet.positions[:, :2], cell, 1.8))[0])
+    rdf = InPlaneRDF(cell, len(sheet), bins=bins)
+    rng = np.random.default_rng(bins)
+    for _ in range(400):
+        rdf.add(sheet.positions[:, :2] + rng.normal(0, sigma, (len(sheet), 2)))
+    peaks = rdf.peaks(3)
+    # bond, second and third neighbours: a, a sqrt(3), 2a; the noise moves each peak out
+    # by about sigma^2 / r (the distance of two Gaussian points is Rice-distributed)
+    for peak, r in zip(peaks, bond * np.array([1, 3**0.5, 2]), strict=True):
+        assert abs(peak["position_A"] - r - sigma**2 / r) < 0.01
+    heights = [p["height"] for p in peaks]
+    assert heights[0] > heights[2] > 1 and heights[1] > 1
+    assert rdf.peaks(1) == peaks[:1]
+
+
 def test_bad_settings_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="every <= steps"):
         run_atoms(_graphene(), HEXAGONAL, 1000.0, 10, every=20)

@@ -63,6 +63,36 @@ class InPlaneRDF:
         ideal = self.n_atoms * (self.n_atoms - 1) / 2 * shell / area
         return self.counts / (ideal * self.frames) if self.frames else np.full_like(ideal, np.nan)
 
+    def peaks(self, n: int = 3, *, window: float = 0.12) -> list[dict[str, float]]:
+        """The first ``n`` peaks of g(r): ``{"position_A", "height"}`` each, in order of r.
+
+        A peak is the highest bin within ``window`` Å on either side (of g smoothed
+        over three bins, so one noisy bin makes none) with g > 1. Its position and
+        height are those of the Gaussian through that bin and its two neighbours
+        (a parabola in log g), finer than the bin width.
+        """
+        g = self.g()
+        width = max(1, round(window / (self.edges[1] - self.edges[0])))
+        smooth = np.convolve(np.nan_to_num(g), np.ones(3) / 3, mode="same")
+        found = []
+        for k in range(1, len(g) - 1):
+            near = smooth[max(0, k - width):k + width + 1]
+            if smooth[k] > 1 and smooth[k] == near.max() and g[k - 1:k + 2].min() > 0:
+                found.append(self._refine(g, int(np.argmax(g[k - 1:k + 2])) + k - 1))
+            if len(found) == n:
+                break
+        return found
+
+    def _refine(self, g: np.ndarray, k: int) -> dict[str, float]:
+        if not 0 < k < len(g) - 1 or g[k - 1:k + 2].min() <= 0:
+            return {"position_A": float(self.r[k]), "height": float(g[k])}
+        a, b, c = np.log(g[k - 1:k + 2])
+        curvature = a - 2 * b + c
+        shift = 0.5 * (a - c) / curvature if curvature < 0 else 0.0
+        dr = self.edges[1] - self.edges[0]
+        return {"position_A": float(self.r[k] + shift * dr),
+                "height": float(np.exp(b - (a - c) * shift / 4))}
+
 
 def pair_distances(xy: np.ndarray, cell: np.ndarray, r_max: float) -> np.ndarray:
     """Minimum-image distances below ``r_max`` of every pair of atoms (each pair once)."""
