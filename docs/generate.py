@@ -456,15 +456,20 @@ def _binder_table(records: list[dict]) -> list[str]:
 
 def _gr_table(records: list[dict]) -> list[str]:
     r = records[-1]
-    out = ["| run | frames | first g(r) peak | peak height | RMS displacement per coordinate |",
-           "|---|---|---|---|---|"]
-    for name, label in (("md", "GFN1-xTB molecular dynamics"),
-                        ("mc", f"EDNN Monte Carlo (`{r['model']}`)")):
-        row = r[name]
-        out.append(f"| {label} | {row['frames']} | {row['first_peak']['position_A']:.3f} Å "
-                   f"| {row['first_peak']['height']:.2f} | {row['rms_displacement_A']:.4f} Å |")
-    out += ["", f"{r['atoms']} atoms at {r['temperature_K']:g} K; the mean absolute difference "
-            f"of the two g(r) is {r['g_r_mean_abs_difference']:.3f}. "
+    t = r["targets"]
+    out = ["| run | frames | peak 1: r, g | peak 2: r, g | peak 3: r, g "
+           "| RMS displacement per coordinate | peaks within target |",
+           "|---|---|---|---|---|---|---|"]
+    for row in [{"model": "GFN1-xTB molecular dynamics", **r["md"]}, *r["mc"]]:
+        label = row["model"] if "peak_errors" not in row else f"EDNN Monte Carlo, `{row['model']}`"
+        peaks = " | ".join(f"{p['position_A']:.3f} Å, {p['height']:.2f}" for p in row["peaks"])
+        within = ("" if "peak_errors" not in row else
+                  f"{sum(e['within'] for e in row['peak_errors'])} of {len(row['peak_errors'])}")
+        out.append(f"| {label} | {row['frames']} | {peaks} | {row['rms_displacement_A']:.4f} Å "
+                   f"| {within} |")
+    out += ["", f"{r['atoms']} atoms at {r['temperature_K']:g} K. A peak is within target when "
+            f"its position is within {t['position_A']:g} Å of the MD's and its height within "
+            f"{100 * t['height_relative']:g} %. "
             f"![g(r) of EDNN Monte Carlo and GFN1-xTB MD](mc-gr-1000K.png)"]
     return out
 
@@ -576,6 +581,10 @@ def _thermal_table(records: list[dict]) -> list[str]:
         for name, e in row["thermal"].items():
             out.append(line(row["model"], f"`{name}` (held-out MD)", e))
         out.append(line(row["model"], "its test split", row["test_split"]))
+        stores = row["test_split"]["groups"].get("store", {})
+        out += [f"| `{Path(row['model']).name}` | its test split of `{name}` | {g['n']:,} "
+                f"| {g['mae']:.2f} ({g['mean_signed']:+.2f}) | - | - |"
+                for name, g in stores.items()]
         for name, e in row["supercells"].items():
             atoms = f"{min(e['atoms'])}-{max(e['atoms'])}"
             out.append(line(row["model"], f"`{name}` (cold, {atoms} atoms)", e))

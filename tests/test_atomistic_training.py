@@ -170,10 +170,16 @@ def test_fine_tuning_starts_from_the_exported_weights(store, tmp_path):
     with pytest.raises(ConfigError, match="not a model of this net"):
         load_weights(build_net(3, "smooth", context=12), str(first), spacing=spacing,
                      species=species)
-    # fine-tuning keeps the reference energies and says where it started
-    tuned = tmp_path / "tuned.onnx"
-    train_atomistic("hexagonal", str(tuned), data=str(store), epochs=1, net="smooth",
-                    workdir=str(tmp_path / "w2"), progress=False, init_from=str(first))
+    # fine-tuning keeps the reference energies and says where it started; on a cold and
+    # an MD store, each is split alone (the cold store as when it trained alone) and the
+    # MD store by run
+    tuned, md = tmp_path / "tuned.onnx", "data/thermal-test-hexagonal.zarr"
+    metrics = train_atomistic("hexagonal", str(tuned), data=[str(store), md], epochs=1,
+                              net="smooth", workdir=str(tmp_path / "w2"), progress=False,
+                              init_from=str(first))
+    runs = reference.load_reference(md)["run"].values
+    assert metrics["n_test"] == 6 + 20 * round(len(set(runs)) / 10) == metrics["test"]["n"]
+    assert json.loads((tmp_path / "w1" / "metrics.json").read_text())["n_test"] == 6
     spec = TileModel.load(tuned).spec
     assert spec.reference_energies == model.spec.reference_energies
     assert spec.provenance["init_from"].startswith("first.onnx (sha256 ")
