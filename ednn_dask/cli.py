@@ -222,7 +222,8 @@ def cmd_data(args) -> int:
         counts = build_reference_set(
             args.system, args.out, client=args.scheduler, retry_failed=args.retry_failed,
             overwrite=args.overwrite, seed=args.seed,
-            **_given(args, "n", "cells", "limit", "max_vacancies", "replicas"))
+            **_given(args, "n", "cells", "limit", "max_vacancies", "replicas"),
+            **({"max_sigma": args.sigma} if args.sigma is not None else {}))
         _print({"store": args.out, **counts}, args.json)
         return 0
     if args.system == "rock" and args.volume:
@@ -695,7 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "by chunk on a LocalCluster or --scheduler")
     p.add_argument("--chunks", type=POSITIVE, help="rock --volume: chunk side (default 256)")
     p.add_argument("--sigma", type=_positive_float,
-                   help="rock --volume: correlation length in voxels (default 2)")
+                   help="rock --volume: correlation length in voxels (default 2); "
+                        "hexagonal: Gaussian displacements, per-coordinate sigma uniform in "
+                        "[0, SIGMA] Å (default: uniform in a disc of radius up to 0.1 Å)")
     p.add_argument("--porosity", type=_fraction, help="rock --volume: pore fraction (default "
                    "0.25)")
     p.add_argument("--dim", type=int, default=2, choices=[2, 3], help="Ising dimension")

@@ -7,6 +7,7 @@ import pytest
 
 from ednn_dask import make_field, save_field
 from ednn_dask.cli import main
+from ednn_dask.errors import StructureError
 from tests.helpers import ising_energy_np
 
 
@@ -98,6 +99,35 @@ def test_data_hexagonal_max_vacancies(tmp_path, capsys):
     assert "made with" in capsys.readouterr().err
     assert main(["data", "porous", str(tmp_path / "p.zarr"), "--max-vacancies", "0"]) == 2
     assert "hexagonal sheets" in capsys.readouterr().err
+
+
+def test_data_hexagonal_gaussian_displacements(tmp_path, capsys):
+    from ednn_dask.atoms.materials import TRAINING_CELLS, hexagonal_sheet
+    from training.atomistic import displacement_sigma
+    from training.reference import load_reference
+
+    out = str(tmp_path / "warm.zarr")
+    assert main(["data", "hexagonal", out, "--n", "40", "--sigma", "0.1", "--seed", "300",
+                 "--limit", "0"]) == 0
+    ds = load_reference(out, done_only=False)
+    sigma = ds["sigma"].values
+    assert ds.attrs["max_sigma"] == 0.1 and (ds["displacement"].values == 0).all()
+    assert 0 < sigma.min() and sigma.max() <= 0.1 and np.ptp(sigma) > 0.05
+    np.testing.assert_array_equal(displacement_sigma(ds), sigma)  # evaluation's sigma bins
+    # each coordinate moves by a Gaussian of that sigma from its lattice site
+    lattice = hexagonal_sheet(np.random.default_rng(0), "graphene").positions[:, :2]
+    for k in np.flatnonzero(ds["vacancies"].values == 0)[:3]:
+        d = ds["positions"].values[k, :, :2] - lattice
+        d -= np.diag(ds["cell"].values[k])[:2] * np.round(d / np.diag(ds["cell"].values[k])[:2])
+        assert d.std() == pytest.approx(sigma[k], rel=0.15)
+    capsys.readouterr()
+    assert main(["data", "hexagonal", out, "--n", "40", "--seed", "300", "--limit", "0"]) == 2
+    assert "made with" in capsys.readouterr().err
+    assert main(["data", "porous", str(tmp_path / "p.zarr"), "--sigma", "0.1"]) == 2
+    assert "hexagonal sheets" in capsys.readouterr().err
+    with pytest.raises(StructureError, match="not both"):
+        hexagonal_sheet(np.random.default_rng(0), cells=TRAINING_CELLS, displacement=0.1,
+                        sigma=0.1)
 
 
 def test_a_truncated_store_is_refused_not_read_as_fill_values(exact_ising2d, tmp_path, capsys):

@@ -97,6 +97,9 @@ def structures_dataset(structures: Iterable[Structure], **attrs: object) -> xr.D
             "vacancies": ("structure", np.array([v or 0 for v in info["vacancies"]], np.int16)),
             "displacement": ("structure", np.array([d or 0.0 for d in info["displacement"]])),
             "porosity": ("structure", np.array([p or 0.0 for p in info["porosity"]])),
+            **({"sigma": ("structure", np.array([s.info.get("sigma", 0.0) for s in structures]),
+                          {"units": "angstrom", "long_name": "Gaussian displacement per "
+                           "coordinate"})} if any("sigma" in s.info for s in structures) else {}),
             "energy": ("structure", np.full(n, np.nan), {"units": "eV", "method": METHOD}),
             "status": ("structure", np.zeros(n, np.int8)),
             "seconds": ("structure", np.full(n, np.nan)),
@@ -406,7 +409,7 @@ def build_reference_set(
     system: str, out: str | os.PathLike, *, n: int | None = None, seed: int = 0,
     cells: tuple[int, int] | None = None, client: object = None, limit: int | None = None,
     retry_failed: bool = False, overwrite: bool = False, progress: bool = True,
-    max_vacancies: int | None = None, replicas: int = 1,
+    max_vacancies: int | None = None, replicas: int = 1, max_sigma: float | None = None,
 ) -> dict[str, int]:
     """Create (or resume) a reference store of generated structures and compute its energies.
 
@@ -416,7 +419,9 @@ def build_reference_set(
     of atoms (default 4): GFN1-xTB's SCF on a 540-atom cell with vacancies can take
     over 25 CPU-minutes, on a pristine one about 2. ``replicas`` n > 1 computes each
     energy on the structure's n x n replica (per cell; see :func:`compute_energies`):
-    about 40x the GFN1-xTB time of a 60-atom cell at n = 2. Several runs may fill one
+    about 40x the GFN1-xTB time of a 60-atom cell at n = 2. ``max_sigma`` (hexagonal
+    only) displaces the atoms by independent Gaussians instead of within a disc (see
+    :func:`training.structure_sets.hexagonal_structures`). Several runs may fill one
     store at once (see :func:`compute_energies`); the first creates it.
     """
     if system not in GENERATORS:
@@ -434,6 +439,11 @@ def build_reference_set(
         if replicas < 1:
             raise ConfigError(f"replicas must be >= 1, got {replicas}.")
         params["replicas"] = replicas
+    if max_sigma is not None:  # likewise
+        if system != "hexagonal" or max_sigma <= 0:
+            raise ConfigError(f"max_sigma applies to hexagonal sheets and must be > 0; got "
+                              f"{max_sigma} for {system!r}.")
+        params["max_sigma"] = max_sigma
     path = Path(out)
     with locked(path):  # two runs started together: one creates the store, the other resumes it
         _create_or_check(path, system, params, seed, cells, overwrite)
@@ -447,7 +457,7 @@ def _create_or_check(path: Path, system: str, params: dict, seed: int,
 
     if path.exists() and not overwrite:
         with xr.open_zarr(path, zarr_format=3, consolidated=False) as ds:
-            keys = [*params, *({"max_vacancies", "replicas"} - set(params))]
+            keys = [*params, *({"max_vacancies", "replicas", "max_sigma"} - set(params))]
             differ = {k: ds.attrs.get(k) for k in keys if ds.attrs.get(k) != params.get(k)}
         if differ:
             raise OutputExistsError(
@@ -457,7 +467,8 @@ def _create_or_check(path: Path, system: str, params: dict, seed: int,
     else:
         if system == "hexagonal":
             structures = hexagonal_structures(params["n"], seed=seed, cells=cells,
-                                              max_vacancies=params.get("max_vacancies", 4))
+                                              max_vacancies=params.get("max_vacancies", 4),
+                                              max_sigma=params.get("max_sigma"))
         else:
             structures = porous_structures(params["n"], seed=seed, cells=cells)
         create_store(path, structures, overwrite=overwrite, **params)

@@ -22,22 +22,23 @@ def hexagonal_structures(
     start: int = 0,
     max_vacancies: int = 4,
     max_displacement: float = 0.1,
+    max_sigma: float | None = None,
 ) -> Iterator[Structure]:
     """The hexagonal data set: structure ``k`` depends only on ``(seed, k)``.
 
     Kinds are drawn evenly among graphene, h-BN and hetero; 0..``max_vacancies``
     vacancies per training cell's worth of atoms; displacement radius uniform in
-    [0, ``max_displacement``] Å.
+    [0, ``max_displacement``] Å, or with ``max_sigma`` Gaussian displacements of a
+    per-coordinate sigma uniform in [0, ``max_sigma``] Å.
     """
     scale = cells[0] * cells[1] // (TRAINING_CELLS[0] * TRAINING_CELLS[1]) or 1
     for k in range(start, start + n):
         rng = np.random.default_rng([seed, k])
         kind = ("graphene", "hbn", "hetero")[int(rng.integers(3))]
         vacancies = int(rng.integers(0, max_vacancies * scale + 1))
-        displacement = float(rng.uniform(0, max_displacement))
-        yield hexagonal_sheet(
-            rng, kind, cells=cells, vacancies=vacancies, displacement=displacement
-        )
+        spread = float(rng.uniform(0, max_sigma or max_displacement))
+        yield hexagonal_sheet(rng, kind, cells=cells, vacancies=vacancies,
+                              **{"sigma" if max_sigma else "displacement": spread})
 
 
 def porous_structures(

@@ -63,6 +63,7 @@ def hexagonal_sheet(
     cells: tuple[int, int] = TRAINING_CELLS,
     vacancies: int = 0,
     displacement: float = 0.0,
+    sigma: float = 0.0,
     a: float = LATTICE_CONSTANT,
 ) -> Structure:
     """A periodic hexagonal sheet: ``kind`` is ``graphene``, ``hbn`` or ``hetero``.
@@ -70,7 +71,8 @@ def hexagonal_sheet(
     ``hbn`` puts B on sublattice A and N on B; ``hetero`` makes a random h-BN
     domain (a stripe or a disc) in graphene. ``vacancies`` random atoms are
     removed and every atom is displaced in-plane uniformly within a disc of
-    radius ``displacement`` Å.
+    radius ``displacement`` Å, or, with ``sigma``, by a Gaussian of ``sigma`` Å per
+    coordinate (independent atoms: a crude thermal rattle).
     """
     nx, ny = cells
     ii, jj = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
@@ -83,13 +85,16 @@ def hexagonal_sheet(
         raise StructureError(f"vacancies must be between 0 and {n - 1}, got {vacancies}.")
     keep = np.ones(n, bool)
     keep[rng.choice(n, vacancies, replace=False)] = False
-    xy = xy + _disc(rng, n, displacement)
+    if displacement and sigma:
+        raise StructureError("give a disc displacement or a Gaussian sigma, not both.")
+    xy = xy + (rng.normal(0.0, sigma, (n, 2)) if sigma else _disc(rng, n, displacement))
     positions = np.column_stack([xy, np.full(n, VACUUM / 2)])[keep]
     info = {
         "kind": kind,
         "cells": list(cells),
         "vacancies": vacancies,
         "displacement": displacement,
+        **({"sigma": sigma} if sigma else {}),
     }
     return Structure(positions, numbers[keep], sheet_cell(cells, a), info=info).wrapped()
 
