@@ -1,16 +1,20 @@
 """Atomistic models at temperature: errors on held-out GFN1-xTB MD snapshots, cold test cells
 and supercells, by temperature and by displacement.
 
-    .venv/bin/python bench/thermal_errors.py [--models M.onnx ...] [--thermal STORE ...]
+    .venv/bin/python bench/thermal_errors.py [--models M.onnx ...] [--held-out STORE ...]
         [--json-out bench/results/thermal-errors.json]
 
 For every model (default: the shipped hexagonal model) it evaluates, through
 ``ednn-dask evaluate atoms``'s function:
 
-- every ``--thermal`` store whole (default ``data/thermal-test-hexagonal.zarr``: MD
-  at 300 K and 1000 K of cells no model trains on, made by
-  ``ednn-dask data thermal data/thermal-test-hexagonal.zarr --seed 200
-  --temperatures 300 1000 --n 8``), with the errors by temperature and by sigma bin;
+- every ``--held-out`` store whole, with the errors by temperature and by sigma bin.
+  By default: ``data/thermal-test-hexagonal.zarr`` (MD at 300 K and 1000 K of cells
+  no model trains on: ``ednn-dask data thermal data/thermal-test-hexagonal.zarr
+  --seed 200 --temperatures 300 1000 --n 8``) and, where they exist,
+  ``data/gaussian-test-hexagonal.zarr`` and ``data/gaussian-test-hexagonal-2x2.zarr``
+  (independent Gaussian displacements of sigma up to 0.1 Å on 60 and 240-atom cells:
+  ``ednn-dask data hexagonal OUT --sigma 0.1 --seed 300 --n 200`` and ``--seed 301
+  --n 16 --cells 10 6``);
 - the held-out test split of the model's own training stores (its provenance names
   them; they are looked for in ``data/``), cold structures and thermal ones apart;
 - the cold supercells ``data/hexagonal-2x2.zarr`` and ``data/hexagonal-3x3.zarr``.
@@ -31,6 +35,8 @@ sys.path.insert(0, str(ROOT))
 from record import RESULTS, write_result  # noqa: E402
 
 SUPERCELLS = ("data/hexagonal-2x2.zarr", "data/hexagonal-3x3.zarr")
+HELD_OUT = ("data/thermal-test-hexagonal.zarr", "data/gaussian-test-hexagonal.zarr",
+            "data/gaussian-test-hexagonal-2x2.zarr")
 
 
 def training_stores(model: str) -> list[str]:
@@ -41,12 +47,12 @@ def training_stores(model: str) -> list[str]:
     return [str(ROOT / "data" / name) for name in names]
 
 
-def evaluate_model(model: str, thermal: list[str]) -> dict:
+def evaluate_model(model: str, held_out: list[str]) -> dict:
     from training.atomistic import evaluate_atomistic
 
-    row = {"model": str(model), "thermal": {}, "supercells": {}}
-    for store in thermal:
-        row["thermal"][Path(store).name] = evaluate_atomistic(model, store)
+    row = {"model": str(model), "held_out": {}, "supercells": {}}
+    for store in held_out:
+        row["held_out"][Path(store).name] = evaluate_atomistic(model, store)
     stores = training_stores(model)
     row["test_split"] = evaluate_atomistic(model, stores if len(stores) > 1 else stores[0],
                                            split="test")
@@ -58,12 +64,13 @@ def evaluate_model(model: str, thermal: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["models/hexagonal-f16c24.onnx"])
-    parser.add_argument("--thermal", nargs="+", default=["data/thermal-test-hexagonal.zarr"])
+    parser.add_argument("--held-out", nargs="+",
+                        default=[p for p in HELD_OUT if (ROOT / p).exists()])
     parser.add_argument("--json-out", default=str(RESULTS / "thermal-errors.json"))
     args = parser.parse_args(argv)
-    summary = {"rows": [evaluate_model(m, args.thermal) for m in args.models]}
+    summary = {"rows": [evaluate_model(m, args.held_out) for m in args.models]}
     for row in summary["rows"]:
-        for name, result in row["thermal"].items():
+        for name, result in row["held_out"].items():
             by_t = result["groups"].get("temperature_K", {})
             shown = ", ".join(f"{t} K {g['mae']:.1f}" for t, g in by_t.items())
             print(f"{row['model']} on {name}: MAE {result['mae_meV_per_atom']:.2f} meV/atom "

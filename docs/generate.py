@@ -578,8 +578,8 @@ def _thermal_table(records: list[dict]) -> list[str]:
                 f"| {groups['temperature_K']} | {groups['sigma_angstrom']} |")
 
     for row in r["rows"]:
-        for name, e in row["thermal"].items():
-            out.append(line(row["model"], f"`{name}` (held-out MD)", e))
+        for name, e in row["held_out"].items():
+            out.append(line(row["model"], f"`{name}` (held out)", e))
         out.append(line(row["model"], "its test split", row["test_split"]))
         stores = row["test_split"]["groups"].get("store", {})
         out += [f"| `{Path(row['model']).name}` | its test split of `{name}` | {g['n']:,} "

@@ -191,11 +191,15 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
         **header, "model": "ising-2d.onnx", "crossings": [crossing, {**crossing, "tc": None}],
         "chains": [{"side": 16, "steps": 1000, "steps_per_second": 900.0, "acceptance": 0.99}]}))
     peak = {"position_A": 1.426, "height": 6.6}
+    peaks = [peak, {"position_A": 2.46, "height": 3.1}, {"position_A": 2.84, "height": 2.5}]
+    errors = [{"position_A": 0.01, "height_relative": -0.05, "within": True}] * 2 + [
+        {"position_A": 0.03, "height_relative": 0.01, "within": False}]
     (tmp_path / "mc-gr-1000K.json").write_text(json.dumps({
-        **header, "model": "hex.onnx", "atoms": 60, "temperature_K": 1000.0,
-        "g_r_mean_abs_difference": 0.05,
-        "md": {"frames": 251, "first_peak": peak, "rms_displacement_A": 0.054},
-        "mc": {"frames": 1000, "first_peak": peak, "rms_displacement_A": 0.051}}))
+        **header, "atoms": 60, "temperature_K": 1000.0,
+        "targets": {"position_A": 0.02, "height_relative": 0.1},
+        "md": {"frames": 251, "peaks": peaks, "rms_displacement_A": 0.054},
+        "mc": [{"model": "hex.onnx", "frames": 1000, "peaks": peaks, "peak_errors": errors,
+                "rms_displacement_A": 0.051}]}))
     (tmp_path / "mc-sheet.json").write_text(json.dumps({
         **header, "side_nm": 100.0, "atoms": 330_826, "regions": [2, 2], "workers": 2,
         "phases": 10, "moves_per_second": 1500.0, "serial_moves_per_second": 1000.0,
@@ -233,17 +237,20 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
     evaluated = {"n": 160, "mae_meV_per_atom": 6.0, "mean_signed_meV_per_atom": 5.5,
                  "groups": groups, "atoms": [56, 60]}
     (tmp_path / "thermal-errors.json").write_text(json.dumps({
-        **header, "rows": [{"model": "models/hex.onnx", "thermal": {"t.zarr": evaluated},
-                            "test_split": {**evaluated, "groups": {}},
+        **header, "rows": [{"model": "models/hex.onnx", "held_out": {"t.zarr": evaluated},
+                            "test_split": {**evaluated, "groups": {"store": {
+                                "cold.zarr": {"n": 500, "mae": 4.5, "mean_signed": 0.5},
+                                "t.zarr": {"n": 100, "mae": 2.25, "mean_signed": -0.25}}}},
                             "supercells": {"h2.zarr": {**evaluated, "atoms": [224, 240]}}}]}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
     assert page.count("Test CPU, 2 cores, 8.0 GiB") == 12
     assert page.count("2030-01-02T03:04:05+00:00") == 12
-    assert "| `hex.onnx` | `t.zarr` (held-out MD) | 160 | 6.00 (+5.50) | 300: 3.0 (+2.5), " \
+    assert "| `hex.onnx` | `t.zarr` (held out) | 160 | 6.00 (+5.50) | 300: 3.0 (+2.5), " \
            "1000: 9.0 (+8.5) | < 0.03: 2.0 (+1.0) |" in page
     assert "| `hex.onnx` | `h2.zarr` (cold, 224-240 atoms) | 160 |" in page
     assert "| `hex.onnx` | its test split | 160 | 6.00 (+5.50) | - | - |" in page
+    assert "| `hex.onnx` | its test split of `cold.zarr` | 500 | 4.50 (+0.50) | - | - |" in page
     assert "| 256³ | 3 s | 90 MB | 30 s | 120 MB | 300 MB | 1.0e-09 | 1.0e-09 | exact (-1,234) " \
            "| 80 | 0.95 | 0.70 |" in page
     assert "| 3,000 fields of 32x32 | 1024x1024 | 6.2 min on 2 cores | 150 (149) | 0.37% " \
@@ -257,7 +264,10 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
            "| 900 → 910 MiB (1.011x) |" in page
     assert "| `ising-2d.onnx` | 16, 32 | 2.2711 ± 0.0019 | 2.2692 | +0.08 % |" in page
     assert "no crossing in range" in page
-    assert "| GFN1-xTB molecular dynamics | 251 | 1.426 Å | 6.60 | 0.0540 Å |" in page
+    assert "| GFN1-xTB molecular dynamics | 251 | 1.426 Å, 6.60 | 2.460 Å, 3.10 | 2.840 Å, 2.50 " \
+           "| 0.0540 Å |  |" in page
+    assert "| EDNN Monte Carlo, `hex.onnx` | 1000 | 1.426 Å, 6.60 | 2.460 Å, 3.10 " \
+           "| 2.840 Å, 2.50 | 0.0510 Å | 2 of 3 |" in page
     assert "| 64 | 90,000 | 0.400 |" in page and "12,000x faster" in page
     assert "| 960 | 250 | 33.50 |" in page
     assert "| ising, 1024² | 0.5 Mpx/s | 0.7 Mpx/s |" in page
