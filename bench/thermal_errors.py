@@ -11,10 +11,10 @@ For every model (default: the shipped hexagonal model) it evaluates, through
   By default: ``data/thermal-test-hexagonal.zarr`` (MD at 300 K and 1000 K of cells
   no model trains on: ``ednn-dask data thermal data/thermal-test-hexagonal.zarr
   --seed 200 --temperatures 300 1000 --n 8``) and, where they exist,
-  ``data/gaussian-test-hexagonal.zarr`` and ``data/gaussian-test-hexagonal-2x2.zarr``
-  (independent Gaussian displacements of sigma up to 0.1 Å on 60 and 240-atom cells:
-  ``ednn-dask data hexagonal OUT --sigma 0.1 --seed 300 --n 200`` and ``--seed 301
-  --n 16 --cells 10 6``);
+  ``data/gaussian-test-hexagonal.zarr``, ``-2x2.zarr`` and ``-3x3.zarr`` (independent
+  Gaussian displacements of sigma up to 0.1 Å on 60, 240 and 540-atom cells:
+  ``ednn-dask data hexagonal OUT --sigma 0.1`` with ``--seed 300 --n 200``, ``--seed 301
+  --n 16 --cells 10 6`` and ``--seed 302 --n 8 --cells 15 9 --max-vacancies 0``);
 - the held-out test split of the model's own training stores (its provenance names
   them; they are looked for in ``data/``), cold structures and thermal ones apart;
 - the cold supercells ``data/hexagonal-2x2.zarr`` and ``data/hexagonal-3x3.zarr``.
@@ -36,7 +36,7 @@ from record import RESULTS, write_result  # noqa: E402
 
 SUPERCELLS = ("data/hexagonal-2x2.zarr", "data/hexagonal-3x3.zarr")
 HELD_OUT = ("data/thermal-test-hexagonal.zarr", "data/gaussian-test-hexagonal.zarr",
-            "data/gaussian-test-hexagonal-2x2.zarr")
+            "data/gaussian-test-hexagonal-2x2.zarr", "data/gaussian-test-hexagonal-3x3.zarr")
 
 
 def training_stores(model: str) -> list[str]:
