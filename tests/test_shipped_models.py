@@ -74,18 +74,19 @@ def _atomistic_test_errors(name: str) -> tuple[TileModel, np.ndarray, np.ndarray
     """Energy errors (eV) and atom counts of a shipped model on its held-out test split."""
     from ednn_dask import energy
     from training import reference
-    from training.metrics import split_indices
+    from training.atomistic import recipe_split
 
     model = TileModel.load(MODELS / name)
-    ds = reference.load_reference(MODELS.parent / "data" / ATOMISTIC[name][0])
-    _, _, test = split_indices(ds.sizes["structure"], 0.1, 0.1, model.spec.provenance["seed"])
+    stores = model.spec.provenance.get("stores") or [ATOMISTIC[name][0]]
+    ds = reference.load_reference_sets([str(MODELS.parent / "data" / s) for s in stores])
+    test = recipe_split(ds, str(MODELS / name), "test")  # refused unless the data hash matches
     predicted = energy(reference.dataset_structures(ds, test), model)
     return model, predicted - ds["energy"].values[test], ds["n_atoms"].values[test]
 
 
 @pytest.mark.parametrize("name", sorted(ATOMISTIC))
 def test_atomistic_model_reproduces_its_recorded_test_error(name):
-    """energy() on the shipped data set's test split gives the error the model records."""
+    """energy() on the shipped data sets' test split gives the error the model records."""
     model, error, _ = _atomistic_test_errors(name)
     _, elements, n = ATOMISTIC[name]
     assert set(model.spec.reference_energies) == elements
