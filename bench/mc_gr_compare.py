@@ -1,14 +1,15 @@
 """The paper's Fig. 13 comparison: in-plane g(r) of EDNN Monte Carlo against GFN1-xTB MD at 1000 K.
 
     python bench/mc_gr_compare.py [--md data/md-graphene-1000K.zarr]
-        [--models models/hexagonal-f16c24.onnx ...] [--steps 60000] [--workdir runs]
+        [--models M.onnx ...] [--steps 60000] [--workdir runs]
 
 The reference is the in-plane GFN1-xTB Langevin molecular dynamics of the pristine
 60-atom graphene cell written by ``bench/md_reference.py`` (frames after its
 ``equilibrate_steps``). The EDNN side is, for each model, a Metropolis chain of
 single-atom moves (``ednn_dask.mc.run_atoms``) of the same cell at the same
 temperature, stored in ``--workdir`` as ``mc-graphene-1000K-<model>.zarr`` and
-resumable (the same command continues it). All g(r) use the same bins; the script
+resumable (the same command continues it); by default the cold and the thermal
+hexagonal models. All g(r) use the same bins; the script
 reports the first three peaks (position and height, refined below the bin width by
 :meth:`ednn_dask.mc.InPlaneRDF.peaks`) against the MD's, with the targets (0.02 Å,
 10 %), and the per-coordinate RMS displacement of the atoms about their mean
@@ -98,7 +99,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--md", default=str(ROOT / "data" / "md-graphene-1000K.zarr"))
     parser.add_argument("--models", nargs="+",
-                        default=[str(ROOT / "models" / "hexagonal-f16c24.onnx")])
+                        default=[str(ROOT / "models" / m) for m in
+                                 ("hexagonal-f16c24.onnx", "hexagonal-thermal-f16c24.onnx")])
     parser.add_argument("--steps", type=int, default=60000, help="measured MC moves")
     parser.add_argument("--every", type=int, default=60, help="moves between MC frames")
     parser.add_argument("--workdir", default=str(ROOT / "runs"), help="the chains' stores")

@@ -700,7 +700,9 @@ def _evaluated(record: dict) -> str:
                  else f"; {atoms[0]}-{atoms[-1]} atoms" if atoms else "")
         split = record.get("split", "all")
         which = "all structures" if split == "all" else f"{split} split"
-        return f"`{record['data']}`, {which}{sizes}"
+        data = record["data"]
+        stores = " + ".join(f"`{d}`" for d in ([data] if isinstance(data, str) else data))
+        return f"{stores}, {which}{sizes}"
     side = "x".join([str(record.get("L", "?"))] * int(record.get("dim", 2)))
     if "near_critical" in record:
         temps = "T in T_c ± 0.1" if record["near_critical"] else "T in 1..5"
