@@ -126,8 +126,6 @@ def recipe_splits(ds: xr.Dataset, seed: int) -> tuple[np.ndarray, np.ndarray, np
     """
     config = TrainConfig()
     n = ds.sizes["structure"]
-    if "source" not in ds and "run" not in ds:
-        return split_indices(n, config.val_fraction, config.test_fraction, seed)
     source = ds["source"].values if "source" in ds else np.zeros(n, int)
     run = ds["run"].values if "run" in ds else np.full(n, -1)
     parts = []
