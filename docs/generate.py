@@ -563,7 +563,7 @@ def _rock_table(records: list[dict]) -> list[str]:
 
 
 def _thermal_table(records: list[dict]) -> list[str]:
-    """MAE of each model on held-out MD (by temperature, sigma), its test split, supercells."""
+    """MAE of each model on held-out MD (by temperature, sigma), its own splits, supercells."""
     r = records[-1]
     out = ["MAE in meV/atom (mean signed error in brackets).", "",
            "| model | data | n | MAE | by temperature | by sigma (Å) |",
@@ -580,11 +580,14 @@ def _thermal_table(records: list[dict]) -> list[str]:
     for row in r["rows"]:
         for name, e in row["held_out"].items():
             out.append(line(row["model"], f"`{name}` (held out)", e))
-        out.append(line(row["model"], "its test split", row["test_split"]))
-        stores = row["test_split"]["groups"].get("store", {})
-        out += [f"| `{Path(row['model']).name}` | its test split of `{name}` | {g['n']:,} "
-                f"| {g['mae']:.2f} ({g['mean_signed']:+.2f}) | - | - |"
-                for name, g in stores.items()]
+        for split in ("train", "test"):
+            if f"{split}_split" not in row:
+                continue
+            e = row[f"{split}_split"]
+            out.append(line(row["model"], f"its {split} split", e))
+            out += [f"| `{Path(row['model']).name}` | its {split} split of `{name}` | {g['n']:,} "
+                    f"| {g['mae']:.2f} ({g['mean_signed']:+.2f}) | - | - |"
+                    for name, g in e["groups"].get("store", {}).items()]
         for name, e in row["supercells"].items():
             atoms = f"{min(e['atoms'])}-{max(e['atoms'])}"
             out.append(line(row["model"], f"`{name}` (cold, {atoms} atoms)", e))
