@@ -378,6 +378,30 @@ def _train_rock(args) -> int:
     return 0
 
 
+def cmd_active_learning(args) -> int:
+    from training.active_learning import active_learning
+    from training.train import keep_freed_memory
+
+    keep_freed_memory()
+    args.kept = lambda: ("; every finished stage is kept", "run the same command to continue")
+    mc = _given(args, "steps", "every", "temperatures", "max_vacancies")
+    if args.equilibrate_steps is not None:
+        mc["equilibrate"] = args.equilibrate_steps
+    state = active_learning(args.system, args.model, args.workdir, data=args.data,
+                            client=args.scheduler, device=args.device, mc=mc,
+                            **_given(args, "rounds", "tol", "epochs", "chains", "seed"))
+    if args.json:
+        _print(state, True)
+        return 0
+    for x in state["rounds"]:
+        print(f"round {x['round']}: {x['model']} on {x['n_snapshots']} fresh MC snapshots: "
+              f"MAE {x['fresh_mae_meV_per_atom']:.2f} meV/atom "
+              f"(mean signed {x['fresh_mean_signed_meV_per_atom']:+.2f})")
+    print(f"best model: {state['best_model']}"
+          + ("" if state["stopped"] else " (the error was still falling)"))
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from training import evaluation
 
@@ -800,6 +824,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("active-learning",
+                       help="EDNN-MC snapshots, GFN1-xTB labels, fine-tune: until the error on "
+                            "fresh snapshots stops falling")
+    p.add_argument("system", choices=["hexagonal", "porous"])
+    p.add_argument("--model", required=True, help="the model to start from (round 0)")
+    p.add_argument("--data", nargs="+", required=True, metavar="STORE",
+                   help="reference stores every fine-tune trains on besides the MC snapshots")
+    p.add_argument("--workdir", required=True,
+                   help="where the rounds live (MC stores, models, checkpoints, rounds.json); "
+                        "the same command continues a stopped loop")
+    p.add_argument("--rounds", type=POSITIVE, help="at most this many rounds (default 3)")
+    p.add_argument("--tol", type=_fraction,
+                   help="stop when the fresh error falls by less than this fraction "
+                        "(default 0.05)")
+    p.add_argument("--epochs", type=POSITIVE, help="fine-tuning epochs per round (default 30)")
+    p.add_argument("--chains", type=POSITIVE, help="MC chains per round (default 32)")
+    p.add_argument("--steps", type=POSITIVE, help="measured moves per chain (default 6000)")
+    p.add_argument("--every", type=POSITIVE, help="moves between snapshots (default 300)")
+    p.add_argument("--equilibrate-steps", type=NON_NEGATIVE,
+                   help="moves before the first snapshot (default 3000)")
+    p.add_argument("--temperatures", type=_positive_float, nargs="+", metavar="K",
+                   help="thermostat temperatures the chains cycle through "
+                        "(default 300 600 1000 1500)")
+    p.add_argument("--max-vacancies", type=NON_NEGATIVE,
+                   help="hexagonal: at most this many vacancies per 60 atoms (default 4)")
+    p.add_argument("--seed", type=NON_NEGATIVE, help="round 0's cells (default 500; round r: +r)")
+    p.add_argument("--scheduler", help="dask scheduler for MC and GFN1-xTB (default: a "
+                                       "LocalCluster)")
+    p.add_argument("--device", default="cpu", help="torch device to fine-tune on, e.g. cuda")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_active_learning)
 
     p = sub.add_parser("evaluate", help="accuracy of a model on fresh exact references")
     p.add_argument("system", choices=["ising", "laplacian", "screened", "rock", "atoms",
