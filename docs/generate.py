@@ -46,6 +46,7 @@ BENCHMARKS = {  # bench script -> its result files under bench/results/
     "train_fields_accuracy.py": "train-fields-*.json",
     "rock_volume.py": "rock.json",
     "thermal_errors.py": "thermal-errors.json",
+    "convention_transfer.py": "convention.json",
 }
 EVALUATIONS = "evaluate-*.json"  # ednn-dask evaluate --json-out, from `make evaluations`
 ACCURACY_MARKER = "<!-- generated: accuracy -->"  # in findings.md
@@ -329,7 +330,7 @@ def benchmarks_page() -> str:
               "mc_sheet.py": _mc_sheet_table, "soak.py": _soak_table,
               "screened_scales.py": _screened_table,
               "train_fields_accuracy.py": _train_fields_table, "rock_volume.py": _rock_table,
-              "thermal_errors.py": _thermal_table}
+              "thermal_errors.py": _thermal_table, "convention_transfer.py": _convention_table}
     for script, pattern in BENCHMARKS.items():
         doc = ast.get_docstring(ast.parse((ROOT / "bench" / script).read_text())) or script
         title, _, body = doc.partition("\n")
@@ -562,6 +563,30 @@ def _rock_table(records: list[dict]) -> list[str]:
     return out
 
 
+def _atoms_range(atoms: list[int]) -> str:
+    return f"{min(atoms)}" if min(atoms) == max(atoms) else f"{min(atoms)}-{max(atoms)}"
+
+
+def _convention_table(records: list[dict]) -> list[str]:
+    """Each model's replica shift and its supercell errors before and after."""
+    out = ["MAE in meV/atom (mean signed error in brackets): the Gamma-point model, then the "
+           "same model shifted to the 2 x 2-replica convention.", "",
+           "| model | shift (meV/atom) | fit: rms, leave-one-out MAE | store | atoms | n "
+           "| Gamma-point model | replica convention |", "|---|---|---|---|---|---|---|---|"]
+    for row in records[-1]["rows"]:
+        fit = row["fit"]
+        shift = ", ".join(f"{s} {v * 1e3:+.2f}" for s, v in fit["shift_eV"].items())
+        quality = (f"{fit['rms_meV_per_atom']:.2f}, {fit['loo_mae_meV_per_atom']:.2f} "
+                   f"({fit['n']} cells)")
+        for name, e in row["stores"].items():
+            g, r = (f"{x['mae_meV_per_atom']:.2f} ({x['mean_signed_meV_per_atom']:+.2f})"
+                    for x in (e["gamma"], e["replica"]))
+            out.append(f"| `{Path(row['model']).name}` | {shift} | {quality} | `{name}` "
+                       f"| {_atoms_range(e['gamma']['atoms'])} | {e['gamma']['n']} | {g} | {r} |")
+            shift = quality = ""
+    return out
+
+
 def _thermal_table(records: list[dict]) -> list[str]:
     """MAE of each model on held-out MD (by temperature, sigma), its own splits, supercells."""
     r = records[-1]
@@ -589,8 +614,8 @@ def _thermal_table(records: list[dict]) -> list[str]:
                     f"| {g['mae']:.2f} ({g['mean_signed']:+.2f}) | - | - |"
                     for name, g in e["groups"].get("store", {}).items()]
         for name, e in row["supercells"].items():
-            atoms = f"{min(e['atoms'])}-{max(e['atoms'])}"
-            out.append(line(row["model"], f"`{name}` (cold, {atoms} atoms)", e))
+            out.append(line(row["model"], f"`{name}` (cold, {_atoms_range(e['atoms'])} atoms)",
+                            e))
     return out
 
 

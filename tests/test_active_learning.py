@@ -7,7 +7,7 @@ import json
 import pytest
 
 pytest.importorskip("tblite.ase")
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
 
 from ednn_dask.cli import main  # noqa: E402
 from ednn_dask.errors import ConfigError  # noqa: E402
@@ -24,17 +24,9 @@ TINY = {"rounds": 2, "epochs": 1, "chains": 2, "progress": False,
                "temperatures": (1000.0,)}}
 
 
-@pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=":0") as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
-
-
-def test_rounds_score_fresh_snapshots_then_fine_tune_on_them(tmp_path, client, capsys):
+def test_rounds_score_fresh_snapshots_then_fine_tune_on_them(tmp_path, local_cluster, capsys):
     work = tmp_path / "al"
-    state = active_learning("hexagonal", START, work, data=BASE, client=client, **TINY)
+    state = active_learning("hexagonal", START, work, data=BASE, client=local_cluster, **TINY)
     first, second = state["rounds"]
     assert first["model"] == START and second["model"] == str(work / "round-1" / "model.onnx")
     # each round's error is its model on snapshots of that round, which it never saw
@@ -54,11 +46,11 @@ def test_rounds_score_fresh_snapshots_then_fine_tune_on_them(tmp_path, client, c
                  "--workdir", str(work), "--rounds", "2", "--epochs", "1", "--chains", "2",
                  "--steps", "200", "--every", "100", "--equilibrate-steps", "100",
                  "--max-vacancies", "0", "--temperatures", "1000",
-                 "--scheduler", client.scheduler.address, "--json"]) == 0
+                 "--scheduler", local_cluster.scheduler.address, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rounds"] == state["rounds"]
     assert (work / "round-1" / "model.onnx").stat().st_mtime == mtime
     with pytest.raises(ConfigError, match="other settings"):
-        active_learning("hexagonal", START, work, data=BASE, client=client, seed=7, **TINY)
+        active_learning("hexagonal", START, work, data=BASE, client=local_cluster, seed=7, **TINY)
 
 
 def test_the_loop_stops_when_the_fresh_error_stops_falling():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("tblite.ase")
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
 
 from ednn_dask import energy  # noqa: E402
 from ednn_dask.errors import ConfigError, OutputExistsError  # noqa: E402
@@ -19,7 +19,7 @@ MODEL = "models/hexagonal-f16c24.onnx"
 
 
 @pytest.fixture(scope="module")
-def replicas(tmp_path_factory):
+def replicas(tmp_path_factory, local_cluster):
     """Six 16-atom cells computed alone and as 2 x 2 replicas (about 5 s of GFN1-xTB)."""
     folder = tmp_path_factory.mktemp("replicas")
     cells, rep = folder / "cells.zarr", folder / "rep.zarr"
@@ -27,11 +27,9 @@ def replicas(tmp_path_factory):
     reference.create_store(cells, structures)
     reference.create_store(rep, structures, source=str(cells), source_index=list(range(6)),
                            replicas=2)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=":0") as cluster, \
-            distributed.Client(cluster) as client:
-        for store in (cells, rep):
-            assert reference.compute_energies(store, client=client, progress=False)["done"] == 6
+    for store in (cells, rep):
+        assert reference.compute_energies(store, client=local_cluster,
+                                          progress=False)["done"] == 6
     return cells, rep
 
 

@@ -28,26 +28,18 @@ from training.reference import (  # noqa: E402
 )
 from training.thermal import build_thermal_set, thermal_rattles  # noqa: E402
 
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
 # 16-atom cells: a few ms per GFN1-xTB step instead of ~1 s for the 60-atom training cell
 SMALL = {"cells": (2, 2), "steps": 6, "every": 2, "equilibrate_steps": 2, "max_vacancies": 0,
          "temperatures": (800.0, 1500.0), "progress": False}
 
 
 @pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=":0") as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def thermal(tmp_path_factory, client):
+def thermal(tmp_path_factory, local_cluster):
     out = tmp_path_factory.mktemp("thermal") / "t.zarr"
-    first = build_thermal_set(out, n=3, limit=1, client=client, **SMALL)
+    first = build_thermal_set(out, n=3, limit=1, client=local_cluster, **SMALL)
     part = load_reference(out)
-    rest = build_thermal_set(out, n=3, client=client, **SMALL)
+    rest = build_thermal_set(out, n=3, client=local_cluster, **SMALL)
     return out, first, part, rest, load_reference(out)
 
 
@@ -71,28 +63,29 @@ def test_runs_resume_into_one_store_labelled_by_the_md(thermal):
     np.testing.assert_allclose(sigma[::2], sigma[1::2], rtol=1e-6)
 
 
-def test_a_changed_plan_is_refused_and_a_rerun_changes_nothing(thermal, client):
+def test_a_changed_plan_is_refused_and_a_rerun_changes_nothing(thermal, local_cluster):
     out, *_, ds = thermal
     with pytest.raises(OutputExistsError, match="steps"):
-        build_thermal_set(out, n=3, client=client, **{**SMALL, "steps": 8})
-    again = build_thermal_set(out, n=3, client=client, **SMALL)
+        build_thermal_set(out, n=3, client=local_cluster, **{**SMALL, "steps": 8})
+    again = build_thermal_set(out, n=3, client=local_cluster, **SMALL)
     assert again["runs_done"] == 3
     np.testing.assert_array_equal(load_reference(out)["energy"].values, ds["energy"].values)
 
 
-def test_the_store_is_the_checkpoint_when_the_runs_are_gone(thermal, client, tmp_path):
+def test_the_store_is_the_checkpoint_when_the_runs_are_gone(thermal, local_cluster, tmp_path):
     out, *_, ds = thermal
     copy = tmp_path / "clone" / "t.zarr"  # a fresh clone: the store, not the MD folders
     shutil.copytree(out, copy)
-    again = build_thermal_set(copy, n=3, client=client, **SMALL)
+    again = build_thermal_set(copy, n=3, client=local_cluster, **SMALL)
     assert (again["runs_done"], again["runs_pending"], again["snapshots"]) == (3, 0, 6)
     assert sorted(p.name for p in (tmp_path / "clone" / "t-md").iterdir()) == ["plan.json"]
     xr.testing.assert_identical(load_reference(copy), ds)
     with pytest.raises(OutputExistsError, match="'every': 2"):
-        build_thermal_set(copy, n=3, client=client, **{**SMALL, "every": 3, "steps": 9,
+        build_thermal_set(copy, n=3, client=local_cluster, **{**SMALL, "every": 3, "steps": 9,
                                                        "equilibrate_steps": 3})
     with pytest.raises(OutputExistsError, match="not a thermal-porous set"):
-        build_thermal_set(copy, "porous", n=3, client=client, workdir=tmp_path / "p", **SMALL)
+        build_thermal_set(copy, "porous", n=3, client=local_cluster, workdir=tmp_path / "p",
+                          **SMALL)
 
 
 def _fake_thermal(rng, m=40):
@@ -206,14 +199,14 @@ def test_the_cli_refuses_what_it_cannot_do(capsys, tmp_path):
     assert "one --data store" in capsys.readouterr().err
 
 
-def test_monte_carlo_snapshots_become_a_labelled_store(tmp_path, client):
+def test_monte_carlo_snapshots_become_a_labelled_store(tmp_path, local_cluster):
     from ednn_dask.model import load_model
     from training.thermal import build_mc_set
 
     model = "models/hexagonal-f16c24.onnx"
     out = tmp_path / "mc.zarr"
     run = {"n": 1, "steps": 200, "every": 100, "equilibrate": 100, "max_vacancies": 0,
-           "temperatures": (1000.0,), "client": client, "progress": False}
+           "temperatures": (1000.0,), "client": local_cluster, "progress": False}
     assert build_mc_set(out, model, **run) == {"done": 2, "failed": 0, "pending": 0}
     ds = load_reference(out)
     assert ds.attrs["model_sha256"] == load_model(model).sha256
