@@ -44,7 +44,7 @@ evaluations: $(STAMP)
 	$(EVALUATE) atoms --model models/hexagonal-f16c24.onnx --data data/hexagonal.zarr --split test --json-out bench/results/evaluate-hexagonal.json
 	$(EVALUATE) atoms --model models/hexagonal-f16c24.onnx --data data/hexagonal-2x2.zarr --json-out bench/results/evaluate-hexagonal-2x2.json
 	$(EVALUATE) atoms --model models/hexagonal-f16c24.onnx --data data/hexagonal-3x3.zarr --json-out bench/results/evaluate-hexagonal-3x3.json
-	$(EVALUATE) atoms --model models/hexagonal-thermal-f16c24.onnx --data data/hexagonal.zarr data/thermal-hexagonal.zarr --split test --json-out bench/results/evaluate-hexagonal-thermal.json
+	$(EVALUATE) atoms --model models/hexagonal-thermal-f16c24.onnx --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --split test --json-out bench/results/evaluate-hexagonal-thermal.json
 	$(EVALUATE) atoms --model models/porous-f32c16.onnx --data data/porous.zarr --split test --json-out bench/results/evaluate-porous.json
 	$(EVALUATE) screened --model models/screened-multiscale.onnx --json-out bench/results/evaluate-screened.json
 
@@ -57,8 +57,8 @@ models: $(STAMP)
 	$(VENV)/bin/ednn-dask train ising --dim 3 --out models/ising-3d-f1c1.onnx --overwrite
 	$(VENV)/bin/ednn-dask train laplacian --out models/laplacian-f10c2.onnx --overwrite
 	$(VENV)/bin/ednn-dask train hexagonal --net smooth --context 24 --epochs 450 --device $(TRAIN_DEVICE) --out models/hexagonal-f16c24.onnx --overwrite
-	# the hexagonal model fine-tuned on thermal MD snapshots too (about 35 min on 2 CPU cores)
-	$(VENV)/bin/ednn-dask train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 100 --device $(TRAIN_DEVICE) --data data/hexagonal.zarr data/thermal-hexagonal.zarr --out models/hexagonal-thermal-f16c24.onnx --overwrite
+	# the hexagonal model fine-tuned on thermal MD snapshots and Gaussian cells too (about 48 min on 2 CPU cores)
+	$(VENV)/bin/ednn-dask train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 100 --device $(TRAIN_DEVICE) --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --out models/hexagonal-thermal-f16c24.onnx --overwrite
 	$(VENV)/bin/ednn-dask train porous --epochs 1500 --device $(TRAIN_DEVICE) --out models/porous-f32c16.onnx --overwrite
 	$(VENV)/bin/ednn-dask train screened --kind multiscale --out models/screened-multiscale.onnx --overwrite
 	$(VENV)/bin/ednn-dask train screened --kind short --out models/screened-short.onnx --overwrite

@@ -17,7 +17,8 @@ For every model (default: the shipped hexagonal model) it evaluates, through
   ``data/gaussian-test-hexagonal.zarr``, ``-2x2.zarr`` and ``-3x3.zarr`` (independent
   Gaussian displacements of sigma up to 0.1 Å on 60, 240 and 540-atom cells:
   ``ednn-dask data hexagonal OUT --sigma 0.1`` with ``--seed 300 --n 200``, ``--seed 301
-  --n 16 --cells 10 6`` and ``--seed 302 --n 8 --cells 15 9 --max-vacancies 0``);
+  --n 16 --cells 10 6`` and ``--seed 302 --n 8 --cells 15 9 --max-vacancies 0``), and
+  these three together (the sigma bins of all sizes);
 - the training and held-out test splits of the model's own training stores (its
   provenance names them; they are looked for in ``data/``), store by store;
 - the cold supercells ``data/hexagonal-2x2.zarr`` and ``data/hexagonal-3x3.zarr``.
@@ -57,6 +58,9 @@ def evaluate_model(model: str, held_out: list[str]) -> dict:
     row = {"model": str(model), "held_out": {}, "supercells": {}}
     for store in held_out:
         row["held_out"][Path(store).name] = evaluate_atomistic(model, store)
+    gaussian = [s for s in held_out if Path(s).name.startswith("gaussian-test")]
+    if len(gaussian) > 1:  # the sigma bins of 60, 240 and 540-atom cells together
+        row["held_out"]["gaussian-test sets together"] = evaluate_atomistic(model, gaussian)
     stores = training_stores(model)
     stores = stores if len(stores) > 1 else stores[0]
     for split in ("train", "test"):  # train next to test: underfitting shows as both high

@@ -20,7 +20,7 @@ SHIPPED = ["ising-2d-f1c1.onnx", "ising-3d-f1c1.onnx", "laplacian-f10c2.onnx",
            "rock-volume.onnx", "rock-area.onnx", "rock-euler.onnx"]
 ATOMISTIC = {  # model -> (data set unless its provenance names several, elements, structures)
     "hexagonal-f16c24.onnx": ("hexagonal.zarr", {"B", "C", "N"}, 5000),
-    "hexagonal-thermal-f16c24.onnx": ("hexagonal.zarr", {"B", "C", "N"}, 6500),
+    "hexagonal-thermal-f16c24.onnx": ("hexagonal.zarr", {"B", "C", "N"}, 8500),
     "porous-f32c16.onnx": ("porous.zarr", {"C"}, 1000),
 }
 
