@@ -60,3 +60,9 @@ def test_the_loop_stops_when_the_fresh_error_stops_falling():
     assert stopped_falling([12.0, 13.0], 0.0)
     with pytest.raises(ConfigError, match="rounds"):
         active_learning("hexagonal", START, "unused", data=BASE, rounds=0)
+
+
+def test_a_model_without_its_net_is_refused_before_any_work(tmp_path, atomistic):
+    with pytest.raises(ConfigError, match="does not name its net"):
+        active_learning("hexagonal", atomistic[1].path, tmp_path / "al", data=BASE)
+    assert not (tmp_path / "al").exists()

@@ -59,6 +59,9 @@ def active_learning(
 
     if rounds < 1 or not 0 <= tol < 1:
         raise ConfigError(f"need rounds >= 1 and 0 <= tol < 1; got rounds={rounds}, tol={tol}.")
+    if "net" not in load_model(model).spec.provenance:
+        raise ConfigError(f"{model} does not name its net (provenance 'net'), so it cannot be "
+                          "fine-tuned; start from a model that `ednn-dask train` exported.")
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     state = _state(work, system, model, data, seed)
