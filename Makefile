@@ -79,9 +79,9 @@ data: $(STAMP)
 	# thermal model records its data hash: a grown set needs the fine-tune run again);
 	# each store is its own checkpoint, so the same command continues
 	$(VENV)/bin/ednn-dask data thermal data/thermal-test-hexagonal.zarr --seed 200 --temperatures 300 1000 --n 8 --workdir runs/thermal-test-hexagonal-md
-	# held-out thermal supercells at 1000 K: EDNN-MC snapshots (cold shipped model), GFN1-xTB labels
-	$(VENV)/bin/ednn-dask data thermal data/thermal-test-hexagonal-2x2.zarr --from-mc models/hexagonal-f16c24.onnx --cells 10 6 --n 4 --temperatures 1000 --seed 210 --steps 9600 --every 2400 --equilibrate-steps 4800 --workdir runs/thermal-test-2x2-mc
-	$(VENV)/bin/ednn-dask data thermal data/thermal-test-hexagonal-3x3.zarr --from-mc models/hexagonal-f16c24.onnx --cells 15 9 --n 2 --max-vacancies 0 --temperatures 1000 --seed 211 --steps 10800 --every 5400 --equilibrate-steps 10800 --workdir runs/thermal-test-3x3-mc
+	# held-out supercells at 1000 K: EDNN-MC snapshots (cold shipped model), GFN1-xTB labels
+	$(VENV)/bin/ednn-dask data thermal data/mc-test-hexagonal-2x2.zarr --from-mc models/hexagonal-f16c24.onnx --cells 10 6 --n 4 --temperatures 1000 --seed 210 --steps 9600 --every 2400 --equilibrate-steps 4800 --workdir runs/mc-test-2x2
+	$(VENV)/bin/ednn-dask data thermal data/mc-test-hexagonal-3x3.zarr --from-mc models/hexagonal-f16c24.onnx --cells 15 9 --n 2 --max-vacancies 0 --temperatures 1000 --seed 211 --steps 10800 --every 5400 --equilibrate-steps 10800 --workdir runs/mc-test-3x3
 	$(VENV)/bin/ednn-dask data thermal data/thermal-hexagonal.zarr --workdir runs/thermal-hexagonal-md
 
 clean:

@@ -11,7 +11,7 @@ store (``python bench/reference_finite_size.py --store data/hexagonal.zarr
 --per-group 6 --out runs/replicas-2x2.zarr``: 90 held-out cells, 34 min on 2 cores).
 For every model (default: the shipped hexagonal models) it prints the fit and the
 errors of the model and its shifted copy on every supercell store of ``data/``
-(cold, Gaussian and thermal; 224-540 atoms, Gamma point).
+(cold, Gaussian and Monte Carlo snapshots; 224-540 atoms, Gamma point).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 from record import RESULTS, write_result  # noqa: E402
 
 SUPERCELLS = ("hexagonal-2x2.zarr", "hexagonal-3x3.zarr", "gaussian-test-hexagonal-2x2.zarr",
-              "gaussian-test-hexagonal-3x3.zarr", "thermal-test-hexagonal-2x2.zarr",
-              "thermal-test-hexagonal-3x3.zarr")
+              "gaussian-test-hexagonal-3x3.zarr", "mc-test-hexagonal-2x2.zarr",
+              "mc-test-hexagonal-3x3.zarr")
 MODELS = ("models/hexagonal-f16c24.onnx", "models/hexagonal-thermal-f16c24.onnx")
 
 

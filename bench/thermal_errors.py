@@ -10,10 +10,11 @@ For every model (default: the shipped hexagonal model) it evaluates, through
 - every ``--held-out`` store whole, with the errors by temperature and by sigma bin.
   By default: ``data/thermal-test-hexagonal.zarr`` (MD at 300 K and 1000 K of cells
   no model trains on: ``ednn-dask data thermal data/thermal-test-hexagonal.zarr
-  --seed 200 --temperatures 300 1000 --n 8``), thermal supercells at 1000 K
-  (``-2x2.zarr``: 16 snapshots of 4 EDNN-MC chains of 224-240-atom cells, ``-3x3.zarr``: 4
-  of 2 chains of pristine 540-atom cells, sampled with the cold shipped model and
-  labelled with GFN1-xTB; the lines of ``make data``) and, where they exist,
+  --seed 200 --temperatures 300 1000 --n 8``), EDNN Monte Carlo snapshots of
+  supercells at 1000 K (``data/mc-test-hexagonal-2x2.zarr``: 16 of 4 chains of 228-231-atom
+  cells with vacancies; ``-3x3.zarr``: 4 of 2 chains of pristine 540-atom cells; sampled
+  with the cold shipped model, labelled with GFN1-xTB; the lines of ``make data``) and,
+  where they exist,
   ``data/gaussian-test-hexagonal.zarr``, ``-2x2.zarr`` and ``-3x3.zarr`` (independent
   Gaussian displacements of sigma up to 0.1 Å on 60, 240 and 540-atom cells:
   ``ednn-dask data hexagonal OUT --sigma 0.1`` with ``--seed 300 --n 200``, ``--seed 301
@@ -39,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 from record import RESULTS, write_result  # noqa: E402
 
 SUPERCELLS = ("data/hexagonal-2x2.zarr", "data/hexagonal-3x3.zarr")
-HELD_OUT = ("data/thermal-test-hexagonal.zarr", "data/thermal-test-hexagonal-2x2.zarr",
-            "data/thermal-test-hexagonal-3x3.zarr", "data/gaussian-test-hexagonal.zarr",
+HELD_OUT = ("data/thermal-test-hexagonal.zarr", "data/mc-test-hexagonal-2x2.zarr",
+            "data/mc-test-hexagonal-3x3.zarr", "data/gaussian-test-hexagonal.zarr",
             "data/gaussian-test-hexagonal-2x2.zarr", "data/gaussian-test-hexagonal-3x3.zarr")
 
 
