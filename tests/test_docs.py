@@ -241,11 +241,26 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
                             "test_split": {**evaluated, "groups": {"store": {
                                 "cold.zarr": {"n": 500, "mae": 4.5, "mean_signed": 0.5},
                                 "t.zarr": {"n": 100, "mae": 2.25, "mean_signed": -0.25}}}},
+                            "train_split": {**evaluated, "mae_meV_per_atom": 3.0},
                             "supercells": {"h2.zarr": {**evaluated, "atoms": [224, 240]}}}]}))
+    fit = {"shift_eV": {"B": -0.001, "C": -0.0045, "N": -0.0005}, "n": 90,
+           "rms_meV_per_atom": 1.5, "loo_mae_meV_per_atom": 1.25}
+    supercell = {"n": 24, "atoms": [540], "mae_meV_per_atom": 6.5,
+                 "mean_signed_meV_per_atom": 5.25}
+    (tmp_path / "convention.json").write_text(json.dumps({
+        **header, "replicas": "r.zarr", "rows": [{"model": "models/hex.onnx", "fit": fit,
+                                                  "stores": {"h3.zarr": {
+                                                      "gamma": supercell, "replica": {
+                                                          **supercell,
+                                                          "mae_meV_per_atom": 2.5}}}}]}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
-    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 12
-    assert page.count("2030-01-02T03:04:05+00:00") == 12
+    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 13
+    assert page.count("2030-01-02T03:04:05+00:00") == 13
+    assert "| `hex.onnx` | B -1.00, C -4.50, N -0.50 | 1.50, 1.25 (90 cells) | `h3.zarr` | 540 " \
+           "| 24 | 6.50 (+5.25) | 2.50 (+5.25) |" in page
+    assert "| `hex.onnx` | its train split | 160 | 3.00 (+5.50) | 300: 3.0 (+2.5), " \
+           "1000: 9.0 (+8.5) | < 0.03: 2.0 (+1.0) |" in page
     assert "| `hex.onnx` | `t.zarr` (held out) | 160 | 6.00 (+5.50) | 300: 3.0 (+2.5), " \
            "1000: 9.0 (+8.5) | < 0.03: 2.0 (+1.0) |" in page
     assert "| `hex.onnx` | `h2.zarr` (cold, 224-240 atoms) | 160 |" in page
