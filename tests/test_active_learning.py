@@ -33,6 +33,7 @@ def test_rounds_score_fresh_snapshots_then_fine_tune_on_them(tmp_path, local_clu
     for x in (first, second):
         fresh = evaluate_atomistic(x["model"], x["mc_store"])
         assert x["fresh_mae_meV_per_atom"] == fresh["mae_meV_per_atom"] and x["n_snapshots"] == 4
+        assert x["n_failed"] == 0
     assert [load_reference(x["mc_store"]).attrs["seed"] for x in (first, second)] == [500, 501]
     card = load_model(second["model"]).spec.provenance
     assert card["stores"] == ["thermal-test-hexagonal.zarr", "mc.zarr"]

@@ -233,3 +233,17 @@ def test_the_shipped_held_out_md_set_reproduces_its_labels():
     for k in (0, 159):
         (s,) = dataset_structures(ds, [k])
         assert xtb_energy(s) == pytest.approx(ds["energy"].values[k], abs=1e-4)
+
+
+def test_monte_carlo_frames_with_overlapping_atoms_are_left_out(tmp_path):
+    from training.thermal import mc_dataset, thermal_runs
+
+    (run,) = thermal_runs("hexagonal", 1, cells=(2, 2), max_vacancies=0)
+    frames = np.stack([run.structure.positions] * 3).astype(np.float32)
+    frames[1, 1] = frames[1, 0] + [0.2, 0.0, 0.0]  # atom 1 on top of atom 0
+    xr.Dataset({"positions": (("frame", "atom", "xyz"), frames)}).to_zarr(
+        tmp_path / run.name, zarr_format=3, consolidated=False)
+    ds = mc_dataset([run], tmp_path, {"generator": "mc-hexagonal"})
+    assert ds.sizes["structure"] == 2 and ds.attrs["overlapping_frames_skipped"] == 1
+    np.testing.assert_array_equal(ds["run"].values, [0, 0])
+    assert ds["sigma"].shape == (2,)

@@ -41,7 +41,7 @@ import zarr
 
 from ednn_dask.atoms.structure import Structure
 from ednn_dask.compute import progress_bar
-from ednn_dask.errors import ConfigError, OutputExistsError
+from ednn_dask.errors import ConfigError, OutputExistsError, StructureError
 from ednn_dask.field import write_zarr_atomic
 
 TEMPERATURES = (300.0, 600.0, 1000.0, 1500.0)
@@ -488,21 +488,32 @@ def build_mc_set(
 
 
 def mc_dataset(runs: Sequence[ThermalRun], chains_dir: Path, params: dict) -> xr.Dataset:
-    """The snapshots of finished EDNN-MC chains as a reference data set, energies pending."""
+    """The snapshots of finished EDNN-MC chains as a reference data set, energies pending.
+
+    Frames with two atoms closer than :meth:`Structure.check` allows (a model whose
+    chain let atoms overlap) are left out and counted in ``overlapping_frames_skipped``.
+    """
     from training.reference import structures_dataset
 
-    structures, temperature, sigma, chain = [], [], [], []
+    structures, temperature, sigma, chain, skipped = [], [], [], [], 0
     for r in runs:
         with xr.open_zarr(chains_dir / r.name, zarr_format=3, consolidated=False) as mc:
             x = unwrapped(mc["positions"].values.astype(np.float64), r.structure.cell,
                           r.structure.pbc)
+        keep = []
         for xyz in x:
-            structures.append(Structure(xyz, r.structure.numbers, r.structure.cell,
-                                        r.structure.pbc, dict(r.structure.info)).wrapped())
-        temperature.append(np.full(len(x), r.temperature))
-        sigma.append(thermal_sigma(x - x.mean(axis=0)))
-        chain.append(np.full(len(x), r.index, np.int32))
-    ds = structures_dataset(structures, **params)
+            s = Structure(xyz, r.structure.numbers, r.structure.cell, r.structure.pbc,
+                          dict(r.structure.info)).wrapped()
+            try:  # a chain that let two atoms overlap left what no model can rasterize
+                structures.append(s.check())
+                keep.append(True)
+            except StructureError:
+                keep.append(False)
+        skipped += keep.count(False)
+        temperature.append(np.full(sum(keep), r.temperature))
+        sigma.append(thermal_sigma(x - x.mean(axis=0))[keep])
+        chain.append(np.full(sum(keep), r.index, np.int32))
+    ds = structures_dataset(structures, **params, overlapping_frames_skipped=skipped)
     ds["temperature"] = ("structure", np.concatenate(temperature), {"units": "K"})
     ds["sigma"] = ("structure", np.concatenate(sigma), SIGMA_ATTRS)
     ds["run"] = ("structure", np.concatenate(chain))
