@@ -27,8 +27,8 @@ from ednn_dask.storage import refuse_existing
 from training import reference
 
 
-def replica_pairs(replicas: str | Path) -> tuple[xr.Dataset, np.ndarray]:
-    """The source cells of a replica store and each one's replica-minus-cell energy (eV)."""
+def replica_pairs(replicas: str | Path) -> tuple[xr.Dataset, np.ndarray, int]:
+    """The source cells of a replica store, each one's replica-minus-cell energy (eV), and n."""
     rep = reference.load_reference(replicas, done_only=False)
     if int(rep.attrs.get("replicas", 1)) < 2 or "source" not in rep.attrs:
         raise ConfigError(f"{replicas} is not a replica store of another store's cells; make "
@@ -39,7 +39,7 @@ def replica_pairs(replicas: str | Path) -> tuple[xr.Dataset, np.ndarray]:
         raise ConfigError(f"{replicas} has no computed energy yet; run its command again.")
     cells = reference.load_reference(rep.attrs["source"], done_only=False).isel(
         structure=np.asarray(rep.attrs["source_index"])[done])
-    return cells, rep["energy"].values[done] - cells["energy"].values
+    return cells, rep["energy"].values[done] - cells["energy"].values, int(rep.attrs["replicas"])
 
 
 def fit_convention_shift(replicas: str | Path, species: list[str]) -> dict[str, Any]:
@@ -48,7 +48,7 @@ def fit_convention_shift(replicas: str | Path, species: list[str]) -> dict[str, 
     ``rms_meV_per_atom``: what a linear shift leaves of the difference (it varies with
     the cell beyond its composition); ``loo_mae_meV_per_atom``: leave-one-out error.
     """
-    cells, diff = replica_pairs(replicas)
+    cells, diff, n = replica_pairs(replicas)
     elements = [next(z for z, s in ELEMENTS.items() if s == sym) for sym in species]
     counts = reference.species_counts(cells, elements)
     delta, *_ = np.linalg.lstsq(counts, diff, rcond=None)
@@ -57,8 +57,7 @@ def fit_convention_shift(replicas: str | Path, species: list[str]) -> dict[str, 
                                                       np.delete(diff, k), rcond=None)[0]
                 for k in range(len(diff))]
     return {"shift_eV": dict(zip(species, delta.tolist(), strict=True)), "n": len(diff),
-            "replicas": int(xr.open_zarr(replicas, zarr_format=3,
-                                         consolidated=False).attrs["replicas"]),
+            "replicas": n,
             "mean_difference_meV_per_atom": float(np.mean(diff / n_atoms) * 1e3),
             "rms_meV_per_atom": float(np.sqrt(np.mean(((diff - counts @ delta) / n_atoms) ** 2))
                                       * 1e3),
