@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_sheet.py
 	$(PY) bench/bench_mc.py
 	$(PY) bench/screened_scales.py
+	$(PY) bench/screened_memory.py
 	$(PY) bench/thermal_errors.py
 
 # accuracy of the shipped models on data they never saw, as JSON for the docs' findings

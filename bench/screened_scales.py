@@ -9,15 +9,13 @@ gives the mean absolute error of E divided by the standard deviation of E across
 lattices, and onnxruntime's time per pixel (median of ``--repeats`` passes over one
 lattice) with its ratio to the slowest model's.
 
-A second table is the *ceiling* of block-mean coarsening, no training involved: on
-1,200 lattices of 128 x 128, the energy is fitted by least squares from the exact
-pair terms within ``R`` pixels (what a fine branch whose pairs reach ``R`` can know;
-a quadratic net of context ``c`` reaches pairs up to ``2c`` apart along each axis,
-both ends inside one pixel's window) plus, per distance shell, the products of the 2-
-or 4-pixel block sums (what a coarse branch can know); the held-out error of that
-fit bounds what any two-scale model of that reach and factor can do. Factor 1 (no
-coarse features) bounds a single-scale model of that reach. Writes the JSON and
-``docs/screened-cost.png``.
+A second table is a *sweep*: pair nets (``train fields --net pair``, a closed-form
+least-squares fit, so every model sits at the best its reach allows) fitted on the
+recipe's data set at full resolution for contexts 4 to 32, and in several multi-scale
+layouts, each scored like the shipped models. It is the error-cost curve of each
+family, and it names, for each multi-scale model, the full-resolution model of equal
+or worse accuracy (the most accurate one whose error is not below the multi-scale
+model's) with the ratio of their times. Writes the JSON and ``docs/screened-cost.png``.
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,87 +37,101 @@ from record import RESULTS, write_result  # noqa: E402
 
 from ednn_dask.inference import contributions  # noqa: E402
 from ednn_dask.model import load_model  # noqa: E402
-from training.screened import screened_dataset, screened_energy, screened_kernel  # noqa: E402
+from training.screened import SCREENED_TRAINING, screened_dataset  # noqa: E402
 
 MODELS = "models/screened-short.onnx,models/screened-wide.onnx,models/screened-multiscale.onnx"
-CEILING = {"L": 128, "n": 1200, "train": 900,
-           "fine_reach": [4, 8, 12, 16, 20, 24], "factors": [2, 4]}
+SWEEP = {"full": [4, 8, 12, 16, 20, 22, 24, 26, 28, 32],
+         "multi": ["1:4:8,2:2:16", "1:4:10,2:2:16", "1:4:12,2:2:12", "1:4:12,2:2:16",
+                   "1:4:16,2:2:16", "1:4:12,2:4:8,4:2:8", "1:4:16,4:2:8"]}
 
 
-def model_rows(paths: list[str], L: int, n: int, repeats: int) -> list[dict]:
-    ds = screened_dataset(n, L, seed=1234)
-    fields, target = ds["field"].values, ds["target"].values
-    rows = []
-    for path in paths:
-        model = load_model(ROOT / path)
-        predicted = np.array([contributions(x, model).sum(dtype=np.float64) for x in fields])
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            contributions(fields[0], model)
-            times.append(time.perf_counter() - t0)
-        spec = model.spec
-        rows.append({
-            "model": path, "focus": list(spec.focus), "context": list(spec.context),
+def score_row(path: Path, fields: np.ndarray, target: np.ndarray, repeats: int) -> dict:
+    """Error and onnxruntime time per pixel of one model on the lattices."""
+    model = load_model(path)
+    predicted = np.array([contributions(x, model).sum(dtype=np.float64) for x in fields])
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        contributions(fields[0], model)
+        times.append(time.perf_counter() - t0)
+    spec = model.spec
+    return {"focus": list(spec.focus), "context": list(spec.context),
             "scales": [[s.factor[0], s.focus[0], s.context[0]] for s in spec.scales],
             "n_parameters": spec.provenance.get("n_parameters"),
             "mae_over_std": float(np.abs(predicted - target).mean() / target.std()),
             "mae": float(np.abs(predicted - target).mean()),
-            "seconds_per_pixel": statistics.median(times) / L**2,
-        })
+            "seconds_per_pixel": statistics.median(times) / fields[0].size}
+
+
+def model_rows(paths: list[str], fields, target, repeats: int) -> list[dict]:
+    rows = [{"model": p, **score_row(ROOT / p, fields, target, repeats)} for p in paths]
     slowest = max(r["seconds_per_pixel"] for r in rows)
     for r in rows:
         r["cost_vs_slowest"] = r["seconds_per_pixel"] / slowest
     return rows
 
 
-def _pair(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """½ Σ_p x_p (kernel ⊛ x)_p per lattice (periodic)."""
-    potential = np.fft.irfft2(np.fft.rfft2(x) * np.fft.rfft2(kernel), s=x.shape[-2:])
-    return 0.5 * (x * potential).sum(axis=(-2, -1))
+def sweep_rows(fields, target, repeats: int) -> list[dict]:
+    """Pair nets fitted on the recipe's data set: full resolution and multi-scale layouts."""
+    from training.datasets import save_dataset
+    from training.fields import train_fields
 
-
-def ceiling_rows() -> list[dict]:
-    """Held-out error of the best fit from fine pairs within R plus coarse block products."""
-    L, n, train = CEILING["L"], CEILING["n"], CEILING["train"]
-    x = screened_dataset(n, L, seed=99)["field"].values.astype(np.float64)
-    energy = screened_energy(x)
-    d = np.minimum(np.arange(L), L - np.arange(L))
-    r = np.hypot(d[:, None], d[None, :])
-    kernel = screened_kernel(L)
-    bonds = -(x * (np.roll(x, -1, -1) + np.roll(x, -1, -2))).sum(axis=(1, 2))
     rows = []
-    for reach in CEILING["fine_reach"]:
-        fine = bonds + _pair(x, np.where(r <= reach, kernel, 0.0))
-        for factor in [1, *CEILING["factors"]]:
-            features = [fine, np.ones(n)]
-            if factor > 1:
-                m = L // factor
-                sums = x.reshape(n, m, factor, m, factor).sum(axis=(2, 4))
-                dc = np.minimum(np.arange(m), m - np.arange(m))
-                rc = np.hypot(dc[:, None], dc[None, :])
-                shells = np.unique(np.round(rc[rc <= 36 / factor + 1.5], 6))
-                features += [_pair(sums, (np.abs(rc - v) < 1e-6).astype(float))
-                             for v in shells]
-            f = np.stack(features, axis=1)
-            coef, *_ = np.linalg.lstsq(f[:train], energy[:train], rcond=None)
-            error = energy[train:] - f[train:] @ coef
-            rows.append({"fine_reach": reach, "factor": factor,
-                         "mae_over_std": float(np.abs(error).mean() / energy[train:].std())})
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "screened.zarr"
+        save_dataset(screened_dataset(SCREENED_TRAINING["n"], SCREENED_TRAINING["L"], seed=0),
+                     store)
+        layouts = [("full", {"focus": 4, "context": c}) for c in SWEEP["full"]]
+        layouts += [("multi", {"scales": s}) for s in SWEEP["multi"]]
+        for k, (family, layout) in enumerate(layouts):
+            out = Path(tmp) / f"m{k}.onnx"
+            train_fields(store, out, field="field", target="target", net="pair",
+                         workdir=Path(tmp) / f"w{k}", progress=False, **layout)
+            row = {"family": family, **score_row(out, fields, target, repeats)}
+            rows.append(row)
+            print(f"  {family:<5} {layout_name(row):<22} MAE/std {row['mae_over_std']:.4f}  "
+                  f"{row['seconds_per_pixel'] * 1e6:.3f} us/px", flush=True)
+    wide = max(r["seconds_per_pixel"] for r in rows if r["family"] == "full")
+    for r in rows:
+        r["cost_vs_wide"] = r["seconds_per_pixel"] / wide
+        if r["family"] == "multi":
+            r.update(matched_full(r, rows))
     return rows
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def layout_name(row: dict) -> str:
+    if row["scales"]:
+        return ", ".join(":".join(map(str, s)) for s in row["scales"])
+    return f"context {row['context'][0]}"
+
+
+def matched_full(row: dict, rows: list[dict]) -> dict:
+    """The full-resolution model of equal or worse accuracy nearest to ``row``; time ratio."""
+    worse = [r for r in rows if r["family"] == "full" and r["mae_over_std"] >= row["mae_over_std"]]
+    if not worse:
+        return {"matched_context": None, "cost_vs_matched": None}
+    match = min(worse, key=lambda r: r["mae_over_std"])
+    return {"matched_context": match["context"][0],
+            "cost_vs_matched": row["seconds_per_pixel"] / match["seconds_per_pixel"]}
+
+
+def plot(rows: list[dict], sweep: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for family, style in (("full", "o-"), ("multi", "s")):
+        points = sorted((r["seconds_per_pixel"] * 1e6, max(r["mae_over_std"], 1e-6))
+                        for r in sweep if r["family"] == family)
+        if points:
+            ax.plot(*zip(*points, strict=True), style, ms=4, alpha=0.6,
+                    label=f"pair nets, {'full resolution' if family == 'full' else 'multi-scale'}")
     for r in rows:
-        ax.scatter(r["seconds_per_pixel"] * 1e6, r["mae_over_std"], s=40)
-        ax.annotate(Path(r["model"]).stem.removeprefix("screened-"),
-                    (r["seconds_per_pixel"] * 1e6, r["mae_over_std"]),
+        xy = (r["seconds_per_pixel"] * 1e6, max(r["mae_over_std"], 1e-6))
+        ax.scatter(*xy, s=60, marker="*", color="k", zorder=3)
+        ax.annotate(Path(r["model"]).stem.removeprefix("screened-"), xy,
                     textcoords="offset points", xytext=(6, 4))
     ax.axhline(0.02, color="grey", lw=0.8, ls="--")
     ax.set_xscale("log")
@@ -126,6 +139,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_xlabel("onnxruntime time per pixel (µs, one thread)")
     ax.set_ylabel("MAE(E) / std(E), fresh lattices")
     ax.set_title("Screened lattices: error against inference cost")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -138,18 +152,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json-out", default=str(RESULTS / "screened.json"))
     args = parser.parse_args()
-    rows = model_rows(args.models.split(","), args.L, args.n, args.repeats)
+    ds = screened_dataset(args.n, args.L, seed=1234)
+    fields, target = ds["field"].values, ds["target"].values
+    rows = model_rows(args.models.split(","), fields, target, args.repeats)
     print(f"{'model':<38} {'MAE/std':>8} {'us/px':>8} {'cost':>6}")
     for r in rows:
         print(f"{r['model']:<38} {r['mae_over_std']:>8.4f} {r['seconds_per_pixel'] * 1e6:>8.3f} "
               f"{r['cost_vs_slowest']:>6.3f}")
-    ceiling = ceiling_rows()
-    print("\nceiling of block-mean coarsening (least squares, held out): MAE/std")
-    for r in ceiling:
-        print(f"  fine pairs within {r['fine_reach']:>2} px, factor {r['factor']}: "
-              f"{r['mae_over_std']:.4f}")
-    plot(rows, ROOT / "docs" / "screened-cost.png")
-    write_result({"L": args.L, "n": args.n, "models": rows, "ceiling": ceiling},
+    print("\nsweep of pair nets (closed-form fits on the recipe's data set):")
+    sweep = sweep_rows(fields, target, args.repeats)
+    for r in sweep:
+        if r["family"] == "multi" and r["matched_context"] is not None:
+            print(f"  {layout_name(r):<22} vs full resolution of equal or worse accuracy "
+                  f"(context {r['matched_context']}): {r['cost_vs_matched']:.3f} of its time; "
+                  f"vs context 32: {r['cost_vs_wide']:.3f}")
+    plot(rows, sweep, ROOT / "docs" / "screened-cost.png")
+    write_result({"L": args.L, "n": args.n, "models": rows, "sweep": sweep},
                  args.json_out, sys.argv)
 
 

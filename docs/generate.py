@@ -43,6 +43,7 @@ BENCHMARKS = {  # bench script -> its result files under bench/results/
     "mc_sheet.py": "mc-sheet.json",
     "soak.py": "soak.json",
     "screened_scales.py": "screened.json",
+    "screened_memory.py": "screened-memory.json",
     "train_fields_accuracy.py": "train-fields-*.json",
     "rock_volume.py": "rock.json",
     "thermal_errors.py": "thermal-errors.json",
@@ -328,7 +329,7 @@ def benchmarks_page() -> str:
               "bench_sheet.py": _sheet_table, "bench_mc.py": _mc_table,
               "binder.py": _binder_table, "mc_gr_compare.py": _gr_table,
               "mc_sheet.py": _mc_sheet_table, "soak.py": _soak_table,
-              "screened_scales.py": _screened_table,
+              "screened_scales.py": _screened_table, "screened_memory.py": _screened_memory_table,
               "train_fields_accuracy.py": _train_fields_table, "rock_volume.py": _rock_table,
               "thermal_errors.py": _thermal_table, "convention_transfer.py": _convention_table}
     for script, pattern in BENCHMARKS.items():
@@ -515,16 +516,35 @@ def _screened_table(records: list[dict]) -> list[str]:
         out.append(f"| `{m['model']}` | {m['focus'][0]} | {m['context'][0]} | {scales} "
                    f"| {m['mae_over_std']:.4f} | {m['seconds_per_pixel'] * 1e6:.3f} "
                    f"| {m['cost_vs_slowest']:.3f} |")
-    factors = sorted({c["factor"] for c in r["ceiling"]})
-    out += ["", "The ceiling of block-mean coarsening (least-squares fit, held out; "
-            "factor 1: the fine pairs alone; a quadratic net of context c reaches pairs 2c "
-            "apart): MAE / std(E)", "",
-            "| fine pairs within | " + " | ".join(f"factor {f}" for f in factors) + " |",
-            "|---|" + "---|" * len(factors)]
-    for c in sorted({c["fine_reach"] for c in r["ceiling"]}):
-        cells = {x["factor"]: x["mae_over_std"] for x in r["ceiling"] if x["fine_reach"] == c}
-        out.append(f"| {c} px | " + " | ".join(f"{cells[f]:.4f}" for f in factors) + " |")
+    out += ["", "Pair nets fitted in closed form on the recipe's data set (each at the best "
+            "its reach allows), scored on the same lattices. For a multi-scale layout, "
+            "*matched* is the full-resolution context of equal or worse accuracy nearest "
+            "to it:", "",
+            "| layout | MAE / std(E) | µs per pixel | time / context 32 | matched | "
+            "time / matched |", "|---|---|---|---|---|---|"]
+    for m in r["sweep"]:
+        if m["scales"]:
+            name = ", ".join(":".join(map(str, v)) for v in m["scales"])
+            matched = (f"context {m['matched_context']} | {m['cost_vs_matched']:.3f}"
+                       if m["matched_context"] is not None else "- | -")
+        else:
+            name, matched = f"full resolution, context {m['context'][0]}", "- | -"
+        out.append(f"| {name} | {m['mae_over_std']:.4f} | {m['seconds_per_pixel'] * 1e6:.3f} "
+                   f"| {m['cost_vs_wide']:.3f} | {matched} |")
     return out + ["", "![error against cost](screened-cost.png)"]
+
+
+def _screened_memory_table(records: list[dict]) -> list[str]:
+    r = records[-1]
+    out = [f"`{r['model']}`, {r['workers']} single-threaded worker processes, chunks of "
+           f"{r['chunk']}:", "",
+           "| lattice | field | seconds | worker peak | gained while scoring |",
+           "|---|---|---|---|---|"]
+    for row in r["rows"]:
+        out.append(f"| {row['size']}² | {row['field_MB']:,.0f} MB | {row['seconds']:.1f} "
+                   f"| {row['worker_peak_MB']:,.0f} MB | {row['worker_gain_MB']:,.0f} MB |")
+    return out + ["", f"Peak at the largest size over the peak at the smallest: "
+                  f"{r['peak_growth']:.2f}."]
 
 
 def _train_fields_table(records: list[dict]) -> list[str]:

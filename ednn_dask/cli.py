@@ -311,11 +311,9 @@ def cmd_train(args) -> int:
     if args.system == "screened":
         from training.screened import train_screened
 
-        metrics = train_screened(args.out, kind=args.kind, data=args.data, epochs=args.epochs,
-                                 seed=args.seed, workdir=args.workdir, device=args.device,
-                                 threads=args.threads, overwrite=args.overwrite)
-        _print({"model": args.out, "kind": args.kind, "best_epoch": metrics["best_epoch"],
-                **metrics["test"]}, args.json)
+        metrics = train_screened(args.out, kind=args.kind, data=args.data, seed=args.seed,
+                                 workdir=args.workdir, overwrite=args.overwrite)
+        _print({"model": args.out, "kind": args.kind, **metrics["test"]}, args.json)
         return 0
     if args.system == "rock":
         return _train_rock(args)
@@ -635,7 +633,7 @@ def _fraction(text: str) -> float:
 
 POSITIVE, NON_NEGATIVE = _count(1), _count(0)
 ATOMISTIC_NETS = ("compact", "fine", "smooth", "paper")
-FIELD_NETS = ("density", "window", "mlp", "quadratic")
+FIELD_NETS = ("density", "window", "mlp", "quadratic", "pair")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -781,14 +779,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--net", choices=[*ATOMISTIC_NETS, *FIELD_NETS],
                    help="atomistic tile net: valid CNN (compact, fine: ReLU at 128 px per "
                    "cell; smooth: SiLU at 64 px; dense path) or the paper's 13 layers (tile "
-                   "path); fields: density (default), window, mlp or quadratic")
+                   "path); fields: density (default), window, mlp, quadratic or pair "
+                   "(pair energies, fitted by least squares)")
     p.add_argument("--field", help="fields: the field variable of --data")
     p.add_argument("--target", help="fields: the target variable of --data (dims sample); "
                    "rock: volume, area or euler")
     p.add_argument("--boundary", default="periodic",
                    help="fields: outside each sample, periodic (default) or a constant value")
     p.add_argument("--threads", type=POSITIVE,
-                   help="fields, screened: torch CPU threads (default: the idle cores of this "
+                   help="fields: torch CPU threads (default: the idle cores of this "
                    "process's affinity, from the load average)")
     p.add_argument("--focus", type=POSITIVE,
                    help="fields: focus in px (required); atomistic focus in px, default the "

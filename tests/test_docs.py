@@ -218,8 +218,14 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
         **header, "L": 512, "n": 32, "models": [row, {
             **row, "model": "models/screened-multiscale.onnx", "scales": [[1, 4, 8], [4, 1, 8]],
             "context": [32, 32], "cost_vs_slowest": 0.25, "seconds_per_pixel": 5e-7}],
-        "ceiling": [{"fine_reach": 8, "factor": 1, "mae_over_std": 0.2},
-                    {"fine_reach": 8, "factor": 2, "mae_over_std": 0.07}]}))
+        "sweep": [{**row, "family": "full", "cost_vs_wide": 1.0},
+                  {**row, "family": "multi", "scales": [[1, 4, 12], [2, 2, 12]],
+                   "mae_over_std": 0.0167, "seconds_per_pixel": 2.1e-7, "cost_vs_wide": 0.236,
+                   "matched_context": 22, "cost_vs_matched": 0.471}]}))
+    (tmp_path / "screened-memory.json").write_text(json.dumps({
+        **header, "model": "models/screened-multiscale.onnx", "workers": 2, "chunk": 2048,
+        "rows": [{"size": 4096, "field_MB": 67.1, "seconds": 2.2, "energy": 1.0,
+                  "worker_peak_MB": 326.0, "worker_gain_MB": 187.0}], "peak_growth": 1.21}))
     (tmp_path / "train-fields-2d.json").write_text(json.dumps({
         **header, "dim": 2, "samples": 3000, "sample_side": 32, "big_side": 1024,
         "train_minutes": 6.2, "cores": 2, "epochs_run": 150, "best_epoch": 149,
@@ -255,8 +261,8 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
                                                           "mae_meV_per_atom": 2.5}}}}]}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
-    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 13
-    assert page.count("2030-01-02T03:04:05+00:00") == 13
+    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 14
+    assert page.count("2030-01-02T03:04:05+00:00") == 14
     assert "| `hex.onnx` | B -1.00, C -4.50, N -0.50 | 1.50, 1.25 (90 cells) | `h3.zarr` | 540 " \
            "| 24 | 6.50 (+5.25) | 2.50 (+5.25) |" in page
     assert "| `hex.onnx` | its train split | 160 | 3.00 (+5.50) | 300: 3.0 (+2.5), " \
@@ -272,7 +278,9 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
            "| -0.270% |" in page
     assert "| `models/screened-multiscale.onnx` | 4 | 32 | 1:4:8, 4:1:8 | 0.0500 | 0.500 " \
            "| 0.250 |" in page
-    assert "| 8 px | 0.2000 | 0.0700 |" in page
+    assert "| full resolution, context 32 | 0.0500 | 2.000 | 1.000 | - | - |" in page
+    assert "| 1:4:12, 2:2:12 | 0.0167 | 0.210 | 0.236 | context 22 | 0.471 |" in page
+    assert "| 4096² | 67 MB | 2.2 | 326 MB | 187 MB |" in page
     assert "| batch | 2,000 fields | 300 | 350 MB | 360 MB | +2.9 % |" in page
     assert "**Passed**" in page
     assert "| 100 nm | 330,826 | 2×2, 2 | 10 | 1,500 | 1,000 | 1.50x | 0.650 " \

@@ -162,4 +162,7 @@ def test_screened_models_reproduce_their_recorded_test_error(tmp_path):
         result = evaluate_fields(MODELS / f"screened-{kind}.onnx", store, split="test")
         recorded = model.spec.provenance["metrics"]
         assert result["n"] == recorded["n"] == SCREENED_TRAINING["n"] // 10
-        assert result["mae"] == pytest.approx(recorded["mae"], rel=1e-4)
+        if kind == "wide":  # exact: its error is float32 rounding, moved by the order of sums
+            assert result["mae"] < 1e-4 and recorded["mae"] < 1e-4
+        else:
+            assert result["mae"] == pytest.approx(recorded["mae"], rel=1e-4)

@@ -29,7 +29,7 @@ from training.field_data import SampleStream, open_field_data, stream_hash
 from training.metrics import error_metrics, parity_plot, split_indices
 
 SPLITS = ("all", "train", "val", "test")
-NETS = ("density", "window", "mlp", "quadratic")
+NETS = ("density", "window", "mlp", "quadratic", "pair")
 # the defaults of `train fields`: Adam with an exponentially decaying learning rate,
 # early stopping on the validation split, then a full-batch L-BFGS polish. Measured on
 # the φ⁴ energy of bench/train_fields_accuracy.py (3,000 32x32 fields, 2 cores): from
@@ -107,10 +107,14 @@ def build_field_ednn(net: str, ndim: int, channels: int, focus: int, context: in
     quadratic forms of the field within the context (pair energies, bonds) and
     nothing else. One layer, not a stack: the loss is then a polynomial of low
     degree in the weights, which L-BFGS converges quickly.
+    ``"pair"``: the energy density ``b + mu x_p + x_p (k * x)_p``, ``k`` a symmetric
+    kernel over the window, fitted by least squares instead of trained
+    (:mod:`training.pair_fit`); one channel, periodic samples.
     """
     from training.ednn import EDNN
     from training.multiscale import MultiScaleEDNN
     from training.nets import IsingMLP, ValidCNN
+    from training.pair_fit import pair_tile_net
 
     if net not in NETS:
         raise ConfigError(f"net must be one of {NETS}, not {net!r}.")
@@ -118,7 +122,9 @@ def build_field_ednn(net: str, ndim: int, channels: int, focus: int, context: in
         branches = [build_field_ednn(net, ndim, channels, f, c, boundary) for _, f, c in scales]
         return MultiScaleEDNN(branches, [factor for factor, _, _ in scales])
     f, c = (focus,) * ndim, (context,) * ndim
-    if net == "mlp":
+    if net == "pair":
+        tile_net = pair_tile_net(ndim, f, c)
+    elif net == "mlp":
         tile_net = IsingMLP(tuple(fi + 2 * ci for fi, ci in zip(f, c, strict=True)), channels)
     else:
         trunk = ((4, 2 * context + 1, 1),) if net == "quadratic" else trunk_for(context)
@@ -202,7 +208,7 @@ def train_fields(
     import torch  # fails early without the train extra
 
     from training.export import export_onnx
-    from training.precondition import whiten_first_layer
+    from training.pair_fit import fit_pair
     from training.train import fit
 
     out_path = Path(out)
@@ -223,28 +229,21 @@ def train_fields(
                             "seed": seed, "threads": threads, "device": device, **settings})
     stream = SampleStream(ds, spec)
     data_hash = stream_hash(ds, [field, target])
-    train, _, _ = split_indices(spec.n, config.val_fraction, config.test_fraction, seed)
+    splits = split_indices(spec.n, config.val_fraction, config.test_fraction, seed)
     torch.manual_seed(seed)  # the initial weights: the same command trains the same model
     ednn = build_field_ednn(net, len(spec.dims), spec.channels, focus, context, boundary, scales)
     try:
         ednn.tiling.grid(spec.spatial)
     except ValueError as err:
         raise DataSetError(f"field {field!r} of {spec.path!r}: {err}") from None
-    mean, std = stream.statistics(train)
-    scale = 1.0 / std if std > 0 else 1.0
-    if scales:
-        ednn.set_input_scaling(mean, scale)
-    else:
-        ednn.input_offset.fill_(mean)
-        ednn.input_scale.fill_(scale)
-    branches = list(zip(ednn.branches, ednn.factors, strict=True)) if scales else [(ednn, None)]
-    if whiten and net != "mlp":
-        samples = stream.take(np.sort(train[:256]))
-        for branch, factor in branches:
-            whiten_first_layer(branch, samples if factor is None or max(factor) == 1
-                               else block_mean(samples, factor))
     targets = np.asarray(ds[target].values, dtype=np.float64)
-    metrics = fit(ednn, stream, targets, config, work, progress=progress, data_hash=data_hash)
+    if net == "pair":
+        metrics = {**fit_pair(ednn, stream, targets, splits, work, progress=progress),
+                   "data_hash": data_hash}
+    else:
+        prepare_inputs(ednn, stream, splits[0], whiten=whiten and net != "mlp")
+        metrics = fit(ednn, stream, targets, config, work, progress=progress,
+                      data_hash=data_hash)
     export_onnx(
         ednn, out_path, channels=spec.channels, target=target, target_unit=spec.target_unit,
         spacing=spec.spacing, spacing_unit=spec.spacing_unit, dims=spec.dims, overwrite=True,
@@ -257,6 +256,24 @@ def train_fields(
     if (work / "parity.png").exists():
         shutil.copy(work / "parity.png", out_path.with_suffix(".parity.png"))
     return {"model": str(out_path), **metrics}
+
+
+def prepare_inputs(ednn, stream: SampleStream, train: np.ndarray, *, whiten: bool) -> None:
+    """Scale the inputs to zero mean and unit spread; whiten each branch's first layer."""
+    from training.precondition import whiten_first_layer
+
+    mean, std = stream.statistics(train)
+    scale = 1.0 / std if std > 0 else 1.0
+    branches = list(zip(ednn.branches, ednn.factors, strict=True)) if hasattr(
+        ednn, "branches") else [(ednn, None)]
+    for branch, _ in branches:
+        branch.input_offset.fill_(mean)
+        branch.input_scale.fill_(scale)
+    if whiten:
+        samples = stream.take(np.sort(train[:256]))
+        for branch, factor in branches:
+            whiten_first_layer(branch, samples if factor is None or max(factor) == 1
+                               else block_mean(samples, factor))
 
 
 def fields_split(model: TileModel, ds, spec, split: str) -> np.ndarray:
