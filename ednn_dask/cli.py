@@ -328,7 +328,7 @@ def cmd_train(args) -> int:
                                   pixels=args.pixels, seed=args.seed, limit=args.n,
                                   workdir=args.workdir, overwrite=args.overwrite,
                                   device=args.device, whiten=args.whiten, loss=args.loss,
-                                  init_from=args.init_from, lr=args.lr)
+                                  init_from=args.init_from, lr=args.lr, scales=args.scales)
         _print({"model": args.out, **metrics["test"], **metrics["test_per_atom"]}, args.json)
         return 0
     common = dict(L=args.L, n=args.n, epochs=args.epochs, seed=args.seed, data=args.data,
@@ -800,7 +800,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scales", metavar="F:FOCUS:CONTEXT,...",
                    help="fields: a multi-scale model instead of --focus/--context, one branch "
                    "per scale on the field coarsened by F (block mean), focus and context in "
-                   "coarse px, e.g. 1:4:8,4:1:8")
+                   "coarse px, e.g. 1:4:8,4:1:8; atomistic: the --net at factor 1 first, then "
+                   "a small CNN per coarser branch, e.g. 1:16:24,4:4:12")
     p.add_argument("--pixels", type=POSITIVE,
                    help="atomistic resolution: pixels per side of the 60-atom training cell, "
                    "default the net's")

@@ -184,3 +184,50 @@ def test_fine_tuning_starts_from_the_exported_weights(store, tmp_path):
     assert spec.reference_energies == model.spec.reference_energies
     assert spec.provenance["init_from"].startswith("first.onnx (sha256 ")
     assert spec.provenance["lr"] == pytest.approx(2e-4) and spec.provenance["whiten"] is False
+
+
+def test_a_multiscale_model_grows_from_its_single_scale_model(store, tmp_path):
+    """--scales with --init-from: the coarse branch starts at zero, so the prepared model is
+    the single-scale one; the exported two-scale model scores in energy() as in torch."""
+    import torch
+
+    from training.atomistic import prepare_run
+    from training.evaluation import score_samples
+
+    first = tmp_path / "first.onnx"
+    train_atomistic("hexagonal", str(first), data=str(store), epochs=1, net="smooth",
+                    workdir=str(tmp_path / "w1"), progress=False)
+    ds = reference.load_reference(store)
+    run = prepare_run(ds, "hexagonal", net="smooth", scales=[(1, 16, 8), (4, 4, 4)],
+                      init_from=str(first))
+    x = run.fields[:4]
+    with torch.no_grad():
+        start = run.ednn(torch.as_tensor(x)).numpy()
+    np.testing.assert_allclose(start, score_samples(x, TileModel.load(first)), rtol=1e-5,
+                               atol=1e-4)
+    tuned = tmp_path / "two.onnx"
+    train_atomistic("hexagonal", str(tuned), data=str(store), epochs=1, net="smooth",
+                    scales="1:16:8,4:4:4", init_from=str(first), workdir=str(tmp_path / "w2"),
+                    progress=False)
+    model = TileModel.load(tuned)
+    assert [s.factor for s in model.spec.scales] == [(1, 1), (4, 4)]
+    assert model.spec.provenance["scales"] == [[1, 16, 8], [4, 4, 4]]
+    assert model.spec.reference_energies == TileModel.load(first).spec.reference_energies
+    structures = reference.dataset_structures(ds, [0, 1, 2])
+    mu = np.array([model.spec.reference_energies[s] for s in ("B", "C", "N")])
+    counts = np.stack([(ds["numbers"].values[:3] == z).sum(1) for z in (5, 6, 7)], 1)
+    np.testing.assert_allclose(energy(structures, model),
+                               score_samples(run.fields[:3], model) + counts @ mu, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"scales": "4:4:4,1:16:8"}, "factor-1 branch"),
+    ({"scales": "1:16:8,4:4:4", "context": 8}, "not both"),
+    ({"scales": "1:32:16,4:4:4", "net": "paper"}, "dense path"),
+])
+def test_bad_atomistic_scales_are_refused(store, tmp_path, kwargs, says):
+    with pytest.raises(ConfigError, match=says):
+        train_atomistic("hexagonal", str(tmp_path / "m.onnx"), data=str(store), epochs=1,
+                        **{"net": "smooth", **kwargs}, workdir=str(tmp_path / "w"),
+                        progress=False)
+    assert not (tmp_path / "m.onnx").exists()

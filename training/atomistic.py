@@ -26,6 +26,7 @@ from ednn_dask.defaults import CUTOFF_GAMMAS, GAMMA
 from ednn_dask.errors import ConfigError
 from ednn_dask.model import load_model
 from ednn_dask.storage import refuse_existing
+from ednn_dask.tiling import block_mean
 from training import reference
 from training.config import TrainConfig, run_dir
 from training.datasets import dataset_hash
@@ -116,6 +117,58 @@ def build_net(channels: int, net: str = "compact", focus: int | None = None,
     return EDNN(tile_net, focus, context, "periodic", ndim=2, dense=True, input_scale=0.2)
 
 
+def build_multiscale_net(channels: int, net: str, scales: Sequence[tuple[int, int, int]]):
+    """A multi-scale EDNN: the recipe's ``net`` at factor 1, a small SiLU CNN per coarser branch.
+
+    ``scales`` lists (factor, focus, context) per branch, focus and context in
+    coarse pixels; the first is the factor-1 branch (the ``net`` preset with that
+    focus and context), so a single-scale model of that net can start it.
+    """
+    from training.multiscale import MultiScaleEDNN
+
+    factors = [f for f, _, _ in scales]
+    if factors[0] != 1 or 1 in factors[1:]:
+        raise ConfigError(f"atomistic scales start with the factor-1 branch (the --net), then "
+                          f"coarser ones, e.g. 1:16:24,4:4:12; got factors {factors}.")
+    if net == "paper":
+        raise ConfigError("the paper's net has no dense path; a multi-scale model needs one "
+                          "(--net compact, fine or smooth).")
+    branches = [build_net(channels, net, scales[0][1], scales[0][2])]
+    branches += [coarse_branch(channels, focus, context) for _, focus, context in scales[1:]]
+    return MultiScaleEDNN(branches, factors)
+
+
+def coarse_branch(channels: int, focus: int, context: int):
+    """The EDNN of a coarse branch: three valid 3x3 layers whose strides divide the focus."""
+    from training.ednn import EDNN
+    from training.nets import ValidCNN
+
+    trunk = ((16, 3, 1), (32, 3, 2 if focus % 2 == 0 else 1), (32, 3, 2 if focus % 4 == 0 else 1))
+    tile_net = ValidCNN(2, channels, (focus, focus), (context, context), trunk=trunk,
+                        hidden=32, activation="silu")
+    return EDNN(tile_net, focus, context, "periodic", ndim=2, dense=True, input_scale=0.2)
+
+
+def start_coarse_branches(ednn) -> None:
+    """Coarse branches that add nothing yet: the fine branch's input scaling, zero output.
+
+    The last layer of each coarse net starts at zero, so the model starts as the
+    single-scale model in its first branch and the coarse branches grow from there.
+    """
+    import torch
+
+    fine = ednn.branches[0]
+    with torch.no_grad():
+        for branch in ednn.branches[1:]:
+            branch.input_offset.copy_(fine.input_offset)
+            branch.input_scale.copy_(fine.input_scale)
+            branch.output_offset.zero_()
+            branch.output_scale.copy_(fine.output_scale)
+            branch.tile_net.out.weight.zero_()
+            branch.tile_net.out.bias.zero_()
+        ednn.weights.fill_(1.0)
+
+
 def recipe_splits(ds: xr.Dataset, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Train, val and test indices of the atomistic recipe (fit's default fractions).
 
@@ -157,6 +210,7 @@ def prepare_run(
     ds: xr.Dataset, system: str, *, net: str = "compact", focus: int | None = None,
     context: int | None = None, pixels: int | None = None, seed: int = 0,
     whiten: bool = True, init_seed: int | None = None, init_from: str | None = None,
+    scales: Sequence[tuple[int, int, int]] | None = None,
 ) -> Prepared:
     """Split, fit the reference energies, rasterize and build the net of a recipe.
 
@@ -164,7 +218,8 @@ def prepare_run(
     given, seeds torch before the net is built, so runs differ only in the weights.
     ``init_from``: an exported model of the same net, whose weights, input and
     output scaling and reference energies the run starts from (fine-tuning); the
-    first layer is then not whitened again.
+    first layer is then not whitened again. ``scales``: a multi-scale model
+    (:func:`build_multiscale_net`); ``init_from`` then starts its factor-1 branch.
     """
     import torch
 
@@ -180,16 +235,28 @@ def prepare_run(
     x = rasterize_structures(ds, species, spacing=spacing)
     if init_seed is not None:
         torch.manual_seed(init_seed)
-    ednn = build_net(len(species), net, focus, context)
+    if scales:
+        ednn = build_multiscale_net(len(species), net, scales)
+        branches = list(zip(ednn.branches, ednn.factors, strict=True))
+    else:
+        ednn = build_net(len(species), net, focus, context)
+        branches = [(ednn, (1, 1))]
     if init_from:
-        load_weights(ednn, init_from, spacing=spacing, species=species)
+        if start.scales:
+            raise ConfigError(f"--init-from {init_from!r} is a multi-scale model; start from "
+                              f"a single-scale model of the --net (it becomes the first branch).")
+        load_weights(branches[0][0], init_from, spacing=spacing, species=species)
+        if scales:
+            start_coarse_branches(ednn)
         return Prepared(splits, mu, reference.residual_energy(ds, mu), spacing, x, ednn)
     # Standardized inputs: at the raw scale the net sits on a constant-output plateau
     # for tens of epochs before it starts to see vacancies and bonds.
-    ednn.input_offset.fill_(float(x[train].mean()))
-    ednn.input_scale.fill_(1 / float(x[train].std()))
+    for branch, _ in branches:
+        branch.input_offset.fill_(float(x[train].mean()))
+        branch.input_scale.fill_(1 / float(x[train].std()))
     if whiten and net != "paper":
-        whiten_first_layer(ednn, x[train[:256]])  # bond lengths are sub-pixel shifts of Gaussians
+        for branch, factor in branches:  # bond lengths are sub-pixel shifts of Gaussians
+            whiten_first_layer(branch, block_mean(x[train[:256]], factor))
     return Prepared(splits, mu, reference.residual_energy(ds, mu), spacing, x, ednn)
 
 
@@ -236,6 +303,7 @@ def train_atomistic(
     seed: int = 0, limit: int | None = None, workdir: str | None = None,
     overwrite: bool = False, progress: bool = True, device: str = "cpu", whiten: bool = True,
     loss: str = "total", init_from: str | None = None, lr: float | None = None,
+    scales: str | Sequence[tuple[int, int, int]] | None = None,
 ) -> dict[str, Any]:
     """Train the hexagonal or porous-graphene EDNN on its GFN1-xTB store; export to ONNX.
 
@@ -243,7 +311,9 @@ def train_atomistic(
     and a thermal one); default the system's shipped store. ``init_from``: start
     from the weights of an exported model of the same net (fine-tuning, e.g. the
     shipped model on new data), with a learning rate ``lr`` (default a tenth of
-    the recipe's, so the run refines rather than relearns).
+    the recipe's, so the run refines rather than relearns). ``scales``
+    (``"1:16:24,4:4:12"``): a multi-scale model, the ``net`` at factor 1 and a small
+    CNN on each coarser copy (:func:`build_multiscale_net`).
     """
     from training.export import export_onnx
     from training.train import fit
@@ -251,6 +321,13 @@ def train_atomistic(
     if system not in SYSTEMS:
         raise ConfigError(f"system must be one of {sorted(SYSTEMS)}, got {system!r}.")
     net_preset(net)  # before any data is read
+    if isinstance(scales, str):
+        from training.fields import parse_scales
+
+        scales = parse_scales(scales)
+    if scales and (focus or context):
+        raise ConfigError("give --focus and --context (one scale) or --scales (the factor-1 "
+                          "branch's focus and context first), not both.")
     if loss not in LOSSES:
         raise ConfigError(f"loss must be one of {LOSSES}, got {loss!r}.")
     species = SYSTEMS[system]["species"]
@@ -267,7 +344,8 @@ def train_atomistic(
                          device=device)
     # the seed fixes the initial weights too: the same command trains the same model
     run = prepare_run(ds, system, net=net, focus=focus, context=context, pixels=pixels,
-                      seed=seed, whiten=whiten, init_seed=seed, init_from=init_from)
+                      seed=seed, whiten=whiten, init_seed=seed, init_from=init_from,
+                      scales=scales)
     ednn, mu, spacing, test = run.ednn, run.reference_energies, run.spacing, run.splits[2]
     x, target = run.fields, run.target
     n_atoms = ds["n_atoms"].values
@@ -285,6 +363,7 @@ def train_atomistic(
                     **data_conditions(ds, data or SYSTEMS[system]["data"]),
                     "seed": seed, "whiten": whiten and net != "paper" and not init_from,
                     "loss": loss, "lr": config.lr,
+                    "scales": [list(v) for v in scales] if scales else None,
                     **({"init_from": f"{Path(init_from).name} "
                         f"(sha256 {load_model(init_from).sha256[:16]})"} if init_from else {}),
                     "metrics": metrics["test"],
