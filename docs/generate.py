@@ -48,8 +48,11 @@ BENCHMARKS = {  # bench script -> its result files under bench/results/
     "rock_volume.py": "rock.json",
     "thermal_errors.py": "thermal-errors.json",
     "convention_transfer.py": "convention.json",
+    "vacancy_pairs.py": "vacancy-pairs.json",
+    "closest_pairs.py": "closest-pairs.json",
 }
 EVALUATIONS = "evaluate-*.json"  # ednn-dask evaluate --json-out, from `make evaluations`
+CLOSEST_BINS = (0.0, 1.0, 1.1, 1.2, 1.3, 10.0)  # Å, as bench/closest_pairs.py bins them
 ACCURACY_MARKER = "<!-- generated: accuracy -->"  # in findings.md
 SYMBOLS = {1: "H", 5: "B", 6: "C", 7: "N", 8: "O"}
 
@@ -331,7 +334,8 @@ def benchmarks_page() -> str:
               "mc_sheet.py": _mc_sheet_table, "soak.py": _soak_table,
               "screened_scales.py": _screened_table, "screened_memory.py": _screened_memory_table,
               "train_fields_accuracy.py": _train_fields_table, "rock_volume.py": _rock_table,
-              "thermal_errors.py": _thermal_table, "convention_transfer.py": _convention_table}
+              "thermal_errors.py": _thermal_table, "convention_transfer.py": _convention_table,
+              "vacancy_pairs.py": _vacancy_pairs_table, "closest_pairs.py": _closest_table}
     for script, pattern in BENCHMARKS.items():
         doc = ast.get_docstring(ast.parse((ROOT / "bench" / script).read_text())) or script
         title, _, body = doc.partition("\n")
@@ -545,6 +549,40 @@ def _screened_memory_table(records: list[dict]) -> list[str]:
                    f"| {row['worker_peak_MB']:,.0f} MB | {row['worker_gain_MB']:,.0f} MB |")
     return out + ["", f"Peak at the largest size over the peak at the smallest: "
                   f"{r['peak_growth']:.2f}."]
+
+
+def _vacancy_pairs_table(records: list[dict]) -> list[str]:
+    r = records[-1]
+    rows = r["rows"]
+    out = [f"`{r['data']}`, h-BN cells with one vacancy of each kind; two vacancies in separate "
+           f"cells: {r['separate_eV']:+.2f} eV. Model errors in meV/atom, signed (MAE):", "",
+           "| V_B-V_N distance (Å) | " + " | ".join(f"{x['from_A']:g}-{x['to_A']:g}" for x in rows)
+           + " |", "|---|" + "---|" * len(rows),
+           "| cells | " + " | ".join(str(x["n"]) for x in rows) + " |",
+           "| binding (eV per cell) | " + " | ".join(f"{x['binding_eV']:+.2f}" for x in rows)
+           + " |"]
+    for model in r["models"]:
+        cells = [x["models"][model] for x in rows]
+        out.append(f"| `{Path(model).name}` | " + " | ".join(
+            f"{c['signed_meV_per_atom']:+.2f} ({c['mae_meV_per_atom']:.2f})" for c in cells)
+            + " |")
+    return out
+
+
+def _closest_table(records: list[dict]) -> list[str]:
+    r = records[-1]
+    out = [f"`{r['model']}`; MAE (signed) in meV/atom by the structure's closest pair:", "",
+           "| store | structures | closest pair: min / 1 % / median | " + " | ".join(
+               f"{lo:g}-{hi:g} Å" for lo, hi in zip(CLOSEST_BINS[:-1], CLOSEST_BINS[1:]))
+           + " |", "|---|---|---|" + "---|" * (len(CLOSEST_BINS) - 1)]
+    for row in r["stores"]:
+        p = row["closest_percentiles_A"]
+        cells = {b["from_A"]: f"{b['mae_meV_per_atom']:.1f} ({b['signed_meV_per_atom']:+.1f}), "
+                 f"{b['n']}" for b in row["bins"]}
+        out.append(f"| `{Path(row['store']).name}` | {row['n']} | {p['0']:.2f} / {p['1']:.2f} "
+                   f"/ {p['50']:.2f} Å | " + " | ".join(cells.get(lo, "-")
+                                                     for lo in CLOSEST_BINS[:-1]) + " |")
+    return out
 
 
 def _train_fields_table(records: list[dict]) -> list[str]:

@@ -251,7 +251,7 @@ def _thermal_data(args) -> int:
                          "run the same command to continue")
     if args.from_mc:
         given = _given(args, "n", "limit", "max_vacancies", "temperatures", "steps", "every",
-                       "workdir", "cells")
+                       "workdir", "cells", "min_distance")
         if args.equilibrate_steps is not None:
             given["equilibrate"] = args.equilibrate_steps
         counts = build_mc_set(args.out, args.from_mc, args.of, client=args.scheduler,
@@ -382,7 +382,7 @@ def cmd_active_learning(args) -> int:
 
     keep_freed_memory()
     args.kept = lambda: ("; every finished stage is kept", "run the same command to continue")
-    mc = _given(args, "steps", "every", "temperatures", "max_vacancies")
+    mc = _given(args, "steps", "every", "temperatures", "max_vacancies", "min_distance")
     if args.equilibrate_steps is not None:
         mc["equilibrate"] = args.equilibrate_steps
     state = active_learning(args.system, args.model, args.workdir, data=args.data,
@@ -548,7 +548,7 @@ def cmd_mc_atoms(args) -> int:
                         args.steps or STEPS, every=args.every or EVERY, seed=args.seed,
                         out=args.out, overwrite=args.overwrite, progress=not args.json,
                         checkpoint_seconds=args.checkpoint,
-                        **_given(args, "equilibrate", "step"))
+                        **_given(args, "equilibrate", "step", "min_distance"))
     if args.plot:
         plot_atoms_run(run, args.plot)
     _print(run.summary(), args.json)
@@ -746,6 +746,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-mc", metavar="MODEL",
                    help="thermal: snapshots of EDNN Monte Carlo chains with MODEL instead of "
                    "MD, labelled with GFN1-xTB (a round of active learning)")
+    p.add_argument("--min-distance", type=_positive_float, metavar="A",
+                   help="--from-mc: hard core (Å): MC moves that bring two atoms closer are "
+                   "rejected (default: none)")
     p.add_argument("--steps", type=POSITIVE, help="thermal: MD steps per run (default 600, "
                    "1 fs); --from-mc: measured single-atom moves per chain (default 6000)")
     p.add_argument("--every", type=POSITIVE, help="thermal: steps (moves) between snapshots "
@@ -850,6 +853,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 300 600 1000 1500)")
     p.add_argument("--max-vacancies", type=NON_NEGATIVE,
                    help="hexagonal: at most this many vacancies per 60 atoms (default 4)")
+    p.add_argument("--min-distance", type=_positive_float, metavar="A",
+                   help="hard core (Å): MC moves that bring two atoms closer are rejected "
+                        "(default: none)")
     p.add_argument("--seed", type=NON_NEGATIVE, help="round 0's cells (default 500; round r: +r)")
     p.add_argument("--scheduler", help="dask scheduler for MC and GFN1-xTB (default: a "
                                        "LocalCluster)")
@@ -907,6 +913,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--thermalize", type=NON_NEGATIVE,
                    help="sweeps before measuring (default a fifth of --sweeps)")
     q.add_argument("--seed", type=NON_NEGATIVE, default=0)
+    q.add_argument("--min-distance", type=_positive_float, metavar="A",
+                   help="hard core (Å): MC moves that bring two atoms closer are rejected "
+                   "(default: none)")
     q.add_argument("--regions", type=POSITIVE,
                    help="split the lattice into REGIONS^d tasks on a Dask cluster (domain "
                         "decomposition; --sweeps then counts phases)")
@@ -932,6 +941,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest displacement (Å; initial value, adapted while equilibrating; "
                         "fixed with --regions)")
     q.add_argument("--seed", type=NON_NEGATIVE, default=0)
+    q.add_argument("--min-distance", type=_positive_float, metavar="A",
+                   help="hard core (Å): MC moves that bring two atoms closer are rejected "
+                   "(default: none)")
     q.add_argument("--regions", type=POSITIVE,
                    help="split the sheet into REGIONS x REGIONS tasks on a Dask cluster (domain "
                         "decomposition; one frame per phase)")

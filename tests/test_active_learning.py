@@ -21,7 +21,7 @@ BASE = ["data/thermal-test-hexagonal.zarr"]
 # two chains of two snapshots per round, one fine-tuning epoch: the loop, not the physics
 TINY = {"rounds": 2, "epochs": 1, "chains": 2, "progress": False,
         "mc": {"steps": 200, "every": 100, "equilibrate": 100, "max_vacancies": 0,
-               "temperatures": (1000.0,)}}
+               "temperatures": (1000.0,), "min_distance": 1.1}}
 
 
 def test_rounds_score_fresh_snapshots_then_fine_tune_on_them(tmp_path, local_cluster, capsys):
@@ -35,6 +35,7 @@ def test_rounds_score_fresh_snapshots_then_fine_tune_on_them(tmp_path, local_clu
         assert x["fresh_mae_meV_per_atom"] == fresh["mae_meV_per_atom"] and x["n_snapshots"] == 4
         assert x["n_failed"] == 0
     assert [load_reference(x["mc_store"]).attrs["seed"] for x in (first, second)] == [500, 501]
+    assert load_reference(first["mc_store"]).attrs["min_distance_A"] == 1.1  # the hard core
     card = load_model(second["model"]).spec.provenance
     assert card["stores"] == ["thermal-test-hexagonal.zarr", "mc.zarr"]
     assert card["init_from"].startswith("hexagonal-f16c24.onnx (sha256 ")
@@ -46,7 +47,7 @@ def test_rounds_score_fresh_snapshots_then_fine_tune_on_them(tmp_path, local_clu
     assert main(["active-learning", "hexagonal", "--model", START, "--data", *BASE,
                  "--workdir", str(work), "--rounds", "2", "--epochs", "1", "--chains", "2",
                  "--steps", "200", "--every", "100", "--equilibrate-steps", "100",
-                 "--max-vacancies", "0", "--temperatures", "1000",
+                 "--max-vacancies", "0", "--temperatures", "1000", "--min-distance", "1.1",
                  "--scheduler", local_cluster.scheduler.address, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rounds"] == state["rounds"]
     assert (work / "round-1" / "model.onnx").stat().st_mtime == mtime

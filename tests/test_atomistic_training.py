@@ -211,6 +211,10 @@ def test_a_multiscale_model_grows_from_its_single_scale_model(store, tmp_path):
                     progress=False)
     model = TileModel.load(tuned)
     assert [s.factor for s in model.spec.scales] == [(1, 1), (4, 4)]
+    # the given model is frozen: its branch is the single-scale model times its weight
+    fine = score_samples(x, model.branches[0]) / score_samples(x, TileModel.load(first))
+    np.testing.assert_allclose(fine, fine[0], rtol=1e-5)
+    assert model.spec.provenance["lr"] == pytest.approx(2e-3)  # the coarse branch is new
     assert model.spec.provenance["scales"] == [[1, 16, 8], [4, 4, 4]]
     assert model.spec.reference_energies == TileModel.load(first).spec.reference_energies
     structures = reference.dataset_structures(ds, [0, 1, 2])

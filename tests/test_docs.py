@@ -226,6 +226,18 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
         **header, "model": "models/screened-multiscale.onnx", "workers": 2, "chunk": 2048,
         "rows": [{"size": 4096, "field_MB": 67.1, "seconds": 2.2, "energy": 1.0,
                   "worker_peak_MB": 326.0, "worker_gain_MB": 187.0}], "peak_growth": 1.21}))
+    (tmp_path / "vacancy-pairs.json").write_text(json.dumps({
+        **header, "data": "data/hexagonal.zarr", "models": ["a.onnx", "b.onnx"],
+        "separate_eV": 1.5, "rows": [{"from_A": 0.0, "to_A": 2.0, "n": 13, "residual_eV": 1.0,
+                                      "binding_eV": -6.09, "models": {
+            "a.onnx": {"signed_meV_per_atom": -1.84, "mae_meV_per_atom": 2.54},
+            "b.onnx": {"signed_meV_per_atom": 0.5, "mae_meV_per_atom": 1.0}}}]}))
+    (tmp_path / "closest-pairs.json").write_text(json.dumps({
+        **header, "model": "t.onnx", "stores": [{
+            "store": "data/mc.zarr", "n": 320, "mae_meV_per_atom": 203.0,
+            "closest_percentiles_A": {"0": 0.89, "1": 0.95, "5": 1.05, "50": 1.25},
+            "bins": [{"from_A": 1.3, "to_A": 10.0, "n": 99, "mae_meV_per_atom": 52.6,
+                      "signed_meV_per_atom": -52.6}]}]}))
     (tmp_path / "train-fields-2d.json").write_text(json.dumps({
         **header, "dim": 2, "samples": 3000, "sample_side": 32, "big_side": 1024,
         "train_minutes": 6.2, "cores": 2, "epochs_run": 150, "best_epoch": 149,
@@ -261,8 +273,8 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
                                                           "mae_meV_per_atom": 2.5}}}}]}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
-    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 14
-    assert page.count("2030-01-02T03:04:05+00:00") == 14
+    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 16
+    assert page.count("2030-01-02T03:04:05+00:00") == 16
     assert "| `hex.onnx` | B -1.00, C -4.50, N -0.50 | 1.50, 1.25 (90 cells) | `h3.zarr` | 540 " \
            "| 24 | 6.50 (+5.25) | 2.50 (+5.25) |" in page
     assert "| `hex.onnx` | its train split | 160 | 3.00 (+5.50) | 300: 3.0 (+2.5), " \
@@ -281,6 +293,9 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
     assert "| full resolution, context 32 | 0.0500 | 2.000 | 1.000 | - | - |" in page
     assert "| 1:4:12, 2:2:12 | 0.0167 | 0.210 | 0.236 | context 22 | 0.471 |" in page
     assert "| 4096² | 67 MB | 2.2 | 326 MB | 187 MB |" in page
+    assert "| binding (eV per cell) | -6.09 |" in page
+    assert "| `b.onnx` | +0.50 (1.00) |" in page
+    assert "| `mc.zarr` | 320 | 0.89 / 0.95 / 1.25 Å | - | - | - | - | 52.6 (-52.6), 99 |" in page
     assert "| batch | 2,000 fields | 300 | 350 MB | 360 MB | +2.9 % |" in page
     assert "**Passed**" in page
     assert "| 100 nm | 330,826 | 2×2, 2 | 10 | 1,500 | 1,000 | 1.50x | 0.650 " \

@@ -220,6 +220,36 @@ def test_an_atoms_chain_keeps_its_running_energy(atomistic):
     assert s["moves_per_second"] > 0 and np.isfinite(s["energy_sem"])
 
 
+def test_a_hard_core_keeps_atoms_apart_and_only_rejects(atomistic):
+    """With min_distance, no accepted move brings two atoms closer than it; a chain whose
+    hard core no move touches makes exactly the moves of a chain without one."""
+    from ednn_dask.atoms import hexagonal_sheet
+    from ednn_dask.errors import ConfigError
+    from ednn_dask.mc import AtomsChain
+
+    model = atomistic[1]
+    cell = hexagonal_sheet(np.random.default_rng(2), "graphene")
+    core = AtomsChain(cell, model, 20000.0, step=0.6, seed=4, min_distance=1.3)
+    for _ in range(400):
+        core.attempt()
+    d = core.xy[:, None] - core.xy[None]
+    d -= np.round(d / core.cell) * core.cell
+    r = np.hypot(d[..., 0], d[..., 1]) + np.eye(len(d)) * 99
+    assert r.min() >= 1.3
+    # the hard core at 1.3 Å rejected moves a free chain took: it sampled another path
+    free = AtomsChain(cell, model, 20000.0, step=0.6, seed=4)
+    for _ in range(400):
+        free.attempt()
+    assert not np.array_equal(free.xy, core.xy)
+    # far below every distance reached, the hard core changes nothing, bit for bit
+    loose = AtomsChain(cell, model, 20000.0, step=0.6, seed=4, min_distance=0.01)
+    for _ in range(400):
+        loose.attempt()
+    np.testing.assert_array_equal(loose.xy, free.xy)
+    with pytest.raises(ConfigError, match="min_distance"):
+        AtomsChain(cell, model, 1000.0, min_distance=0.0)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("temperature", [1.5, 2.0, 2.269, 2.5, 3.5])
 def test_the_shipped_ising_model_matches_the_exact_energy_at_l32(exact_ising2d, temperature):

@@ -219,7 +219,8 @@ def prepare_run(
     ``init_from``: an exported model of the same net, whose weights, input and
     output scaling and reference energies the run starts from (fine-tuning); the
     first layer is then not whitened again. ``scales``: a multi-scale model
-    (:func:`build_multiscale_net`); ``init_from`` then starts its factor-1 branch.
+    (:func:`build_multiscale_net`); ``init_from`` is then its factor-1 branch, frozen,
+    and the coarse branches, starting from zero, learn what it misses.
     """
     import torch
 
@@ -246,7 +247,8 @@ def prepare_run(
             raise ConfigError(f"--init-from {init_from!r} is a multi-scale model; start from "
                               f"a single-scale model of the --net (it becomes the first branch).")
         load_weights(branches[0][0], init_from, spacing=spacing, species=species)
-        if scales:
+        if scales:  # the given model stays as it is; the coarse branches learn what it misses
+            branches[0][0].requires_grad_(False)
             start_coarse_branches(ednn)
         return Prepared(splits, mu, reference.residual_energy(ds, mu), spacing, x, ednn)
     # Standardized inputs: at the raw scale the net sits on a constant-output plateau
@@ -313,7 +315,9 @@ def train_atomistic(
     shipped model on new data), with a learning rate ``lr`` (default a tenth of
     the recipe's, so the run refines rather than relearns). ``scales``
     (``"1:16:24,4:4:12"``): a multi-scale model, the ``net`` at factor 1 and a small
-    CNN on each coarser copy (:func:`build_multiscale_net`).
+    CNN on each coarser copy (:func:`build_multiscale_net`); with ``init_from`` the
+    factor-1 branch is that model, frozen, and only the coarse branches (and the
+    branch weights) train, at the recipe's learning rate.
     """
     from training.export import export_onnx
     from training.train import fit
@@ -337,9 +341,10 @@ def train_atomistic(
     if limit:
         ds = ds.isel(structure=slice(0, limit))
     work = run_dir(out_path, workdir)
+    refine = init_from and not scales  # a trained net refined, not coarse branches grown
     config = TrainConfig(epochs=epochs or DEFAULTS["epochs"], batch_size=DEFAULTS["batch_size"],
-                         lr=lr or DEFAULTS["lr"] / (10 if init_from else 1),
-                         lr_final=DEFAULTS["lr_final"] / (10 if init_from else 1), seed=seed,
+                         lr=lr or DEFAULTS["lr"] / (10 if refine else 1),
+                         lr_final=DEFAULTS["lr_final"] / (10 if refine else 1), seed=seed,
                          patience=epochs or DEFAULTS["epochs"], augment=True,
                          device=device)
     # the seed fixes the initial weights too: the same command trains the same model

@@ -414,7 +414,8 @@ def _mc_chain(path: str, run: ThermalRun, model: str, params: dict) -> str:
     from ednn_dask.mc.atoms import run_atoms
 
     run_atoms(run.structure, model, run.temperature, params["steps"], every=params["every"],
-              equilibrate=params["equilibrate"], seed=run.seed, out=path, progress=False)
+              equilibrate=params["equilibrate"], seed=run.seed, out=path, progress=False,
+              min_distance=params.get("min_distance_A"))
     return path
 
 
@@ -431,6 +432,7 @@ def build_mc_set(
     equilibrate: int = MC_SETTINGS["equilibrate"],
     max_vacancies: int = 4,
     cells: tuple[int, int] | None = None,
+    min_distance: float | None = None,
     workdir: str | Path | None = None,
     client: object = None,
     limit: int | None = None,
@@ -447,6 +449,7 @@ def build_mc_set(
     reference store's. Where the model is wrong, its chain goes where GFN1-xTB
     would not; labelling those snapshots and training on them is one round of
     active learning. Resumable at every stage: the same command continues.
+    ``min_distance`` (Å): the chains' hard core (:class:`~ednn_dask.mc.atoms.AtomsChain`).
     """
     from distributed import as_completed
 
@@ -463,6 +466,8 @@ def build_mc_set(
               "temperatures": [float(t) for t in temperatures], "steps": steps, "every": every,
               "equilibrate": equilibrate, "max_vacancies": max_vacancies,
               "cells": list(cells or CELLS[system])}
+    if min_distance is not None:  # stores made before the option keep their settings
+        params["min_distance_A"] = float(min_distance)
     out = Path(out)
     chains_dir = Path(workdir) if workdir else out.with_name(out.stem + "-mc")
     if out.exists() and not overwrite:

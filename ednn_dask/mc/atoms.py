@@ -81,10 +81,17 @@ class AtomsChain:
     step : float
         Largest displacement in Å (uniform in a disc); adapted during equilibration.
     seed : int
+    min_distance : float, optional
+        A hard core (Å): a move that brings the atom closer than this to any other
+        (minimum image) is rejected unpriced, as if the energy there were infinite.
+        Keeps chains out of overlaps the model never saw and cannot rasterize apart;
+        the proposal stays symmetric, so the chain samples the model's Boltzmann
+        distribution restricted to configurations without such pairs.
     """
 
     def __init__(self, atoms: Any, model: TileModel | str | os.PathLike, temperature: float,
-                 *, step: float = 0.05, seed: int = 0, threads: int = 1):
+                 *, step: float = 0.05, seed: int = 0, threads: int = 1,
+                 min_distance: float | None = None):
         model = load_model(model)
         require_atomistic(model)
         structure = as_source(atoms)
@@ -94,11 +101,14 @@ class AtomsChain:
         if not (temperature > 0 and step > 0):
             raise ConfigError(f"temperature (K) and step (Å) must be > 0; got {temperature} "
                               f"and {step}.")
+        if min_distance is not None and not min_distance > 0:
+            raise ConfigError(f"min_distance (Å) must be > 0, got {min_distance}.")
         field = cell_field(structure, model.spec.spacing, **model.spec.raster)
         wrapped = structure.wrapped()
         self._bind(model, temperature, step, np.random.default_rng(seed), field,
                    wrapped.positions, structure.numbers, structure.cell, structure.pbc, threads)
         self.reference = reference_sum(species_counts(structure), model.spec.reference_energies)
+        self.min_distance = min_distance
 
     @classmethod
     def on_field(cls, field: np.ndarray, positions: np.ndarray, numbers: np.ndarray,
@@ -114,6 +124,7 @@ class AtomsChain:
         chain._bind(model, temperature, step, rng, field, positions, numbers, cell,
                     (True, True, False), threads)
         chain.reference = 0.0
+        chain.min_distance = None
         return chain
 
     def _bind(self, model, temperature, step, rng, field, positions, numbers, cell, pbc,
@@ -180,8 +191,18 @@ class AtomsChain:
         r, phi = self.step * math.sqrt(self.rng.random()), self.rng.uniform(0, 2 * math.pi)
         return np.array([r * math.cos(phi), r * math.sin(phi)])
 
+    def too_close(self, atom: int, displacement: np.ndarray) -> bool:
+        """Whether the moved atom would sit within ``min_distance`` of another (minimum image)."""
+        d = self.xy - (self.xy[atom] + displacement)
+        d -= np.round(d / self.cell) * self.cell
+        r2 = (d * d).sum(axis=1)
+        r2[atom] = np.inf
+        return bool(r2.min() < self.min_distance**2)
+
     def metropolis(self, atom: int, displacement: np.ndarray) -> bool:
         """Price the move, accept it with probability min(1, exp(-ΔE/kT)); True if accepted."""
+        if self.min_distance is not None and self.too_close(atom, displacement):
+            return False
         proposal = self.propose_move(atom, displacement)
         beta = 1.0 / (BOLTZMANN_EV * self.temperature)
         if self.rng.random() < math.exp(-max(proposal.delta, 0.0) * beta):
@@ -235,6 +256,7 @@ def run_atoms(
     threads: int = 1,
     rdf_bins: int = 120,
     checkpoint_seconds: float = CHECKPOINT_SECONDS,
+    min_distance: float | None = None,
 ) -> AtomsRun:
     """Run (or continue) a Metropolis chain of single-atom moves, optionally into a store.
 
@@ -255,18 +277,24 @@ def run_atoms(
         as the chain goes, with the chain's state: running the same call again continues
         it, bit for bit (:mod:`ednn_dask.mc.runs`). Another run's store is refused
         unless ``overwrite``.
+    min_distance : float, optional
+        A hard core in Å (:class:`AtomsChain`); part of the run's settings.
     """
     if not (steps >= 1 and 1 <= every <= steps):
         raise ConfigError(f"a run needs steps >= 1 and 1 <= every <= steps; got steps = {steps}, "
                           f"every = {every}.")
     equilibrate = steps // 5 if equilibrate is None else equilibrate
-    chain = AtomsChain(atoms, model, temperature, step=step, seed=seed, threads=threads)
+    chain = AtomsChain(atoms, model, temperature, step=step, seed=seed, threads=threads,
+                       min_distance=min_distance)
     run = _Run(chain, steps, every, equilibrate, target_acceptance, rdf_bins=rdf_bins,
                progress=progress, checkpoint_seconds=checkpoint_seconds)
     if out is not None:
         template = trajectory_template(chain.structure(), steps // every, every, run.rdf)
         template = template.assign_attrs(temperature_K=chain.temperature)
-        run.attach(out, template, {"seed": seed, "step_A": step}, overwrite)
+        settings = {"seed": seed, "step_A": step}
+        if min_distance is not None:  # runs made before the option keep their settings
+            settings["min_distance_A"] = min_distance
+        run.attach(out, template, settings, overwrite)
     return run.go()
 
 
