@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint docs bench evaluations models data clean
+.PHONY: demo test lint docs bench evaluations models data studies clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -84,6 +84,18 @@ data: $(STAMP)
 	$(VENV)/bin/ednn-dask data thermal data/mc-test-hexagonal-2x2.zarr --from-mc models/hexagonal-f16c24.onnx --cells 10 6 --n 4 --temperatures 1000 --seed 210 --steps 9600 --every 2400 --equilibrate-steps 4800 --workdir runs/mc-test-2x2
 	$(VENV)/bin/ednn-dask data thermal data/mc-test-hexagonal-3x3.zarr --from-mc models/hexagonal-f16c24.onnx --cells 15 9 --n 2 --max-vacancies 0 --temperatures 1000 --seed 211 --steps 10800 --every 5400 --equilibrate-steps 10800 --workdir runs/mc-test-3x3
 	$(VENV)/bin/ednn-dask data thermal data/thermal-hexagonal.zarr --workdir runs/thermal-hexagonal-md
+
+# The studies behind two tables of the benchmarks page, with their local models and stores
+# (runs/; about 45 min on 2 cores): a coarse branch grown on the cold hexagonal model and
+# its single-scale control; EDNN-MC snapshots with and without a hard core, by closest pair
+E := $(VENV)/bin/ednn-dask
+studies: $(STAMP)
+	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --scales 1:16:24,4:4:12 --epochs 40 --data data/hexagonal.zarr --out runs/hex-ms/hexagonal-ms.onnx --workdir runs/hex-ms/fit --overwrite
+	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 40 --data data/hexagonal.zarr --out runs/hex-ss/hexagonal-ss.onnx --workdir runs/hex-ss/fit --overwrite
+	$(PY) bench/vacancy_pairs.py --models models/hexagonal-f16c24.onnx runs/hex-ss/hexagonal-ss.onnx runs/hex-ms/hexagonal-ms.onnx
+	$(E) data thermal runs/al-hex/round-0/mc.zarr --from-mc models/hexagonal-thermal-f16c24.onnx --n 16 --seed 500
+	$(E) data thermal runs/mc-core/mc.zarr --from-mc models/hexagonal-thermal-f16c24.onnx --n 16 --seed 500 --min-distance 1.1
+	$(PY) bench/closest_pairs.py --data data/thermal-hexagonal.zarr data/mc-test-hexagonal-2x2.zarr data/mc-test-hexagonal-3x3.zarr runs/al-hex/round-0/mc.zarr runs/mc-core/mc.zarr
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

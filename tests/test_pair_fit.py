@@ -94,8 +94,8 @@ def test_a_pair_energy_is_fitted_exactly_and_every_path_agrees(tmp_path):
 
 def test_two_scales_fit_a_two_scale_pair_energy_exactly(tmp_path):
     """Fine bonds of reach 1 plus bonds of the 2x2 block means of reach 1: the
-    multi-scale pair model (1:2:1, 2:1:1) holds both exactly."""
-    from ednn_dask import load_model
+    multi-scale pair model (1:2:1, 2:1:1) holds both exactly, through numpy and dask."""
+    from ednn_dask import load_model, score
     from ednn_dask.inference import contributions
     from training.fields import train_fields
 
@@ -114,6 +114,9 @@ def test_two_scales_fit_a_two_scale_pair_energy_exactly(tmp_path):
     fresh = lattices(3, 16, seed=7)
     got = [contributions(x, model).sum(dtype=np.float64) for x in fresh]
     np.testing.assert_allclose(got, energy(fresh), rtol=1e-5, atol=1e-4)
+    for chunks in (4, 8, (12, 4)):  # whole blocks of both branches
+        on_dask = [score(x, model, chunks=chunks).energy for x in fresh]
+        np.testing.assert_allclose(on_dask, got, rtol=1e-6, atol=1e-4)
 
 
 def test_design_columns_match_the_scales():
