@@ -120,6 +120,20 @@ def test_another_run_is_refused_and_overwrite_replaces_it(tmp_path):
     assert again[0]["sweeps"] == 20
 
 
+def test_an_atoms_run_keeps_its_hard_core(tmp_path):
+    """The hard core is a setting of the stored run: continuing with another is refused."""
+    from ednn_dask.atoms import hexagonal_sheet
+
+    cell = hexagonal_sheet(np.random.default_rng(0), "graphene")
+    out = tmp_path / "core.zarr"
+    run_atoms(cell, HEXAGONAL, 1000.0, 20, every=10, equilibrate=0, out=out,
+              progress=False, min_distance=1.1)
+    assert _open(out).attrs["config"]["min_distance_A"] == 1.1
+    with pytest.raises(OutputExistsError, match="min_distance_A"):
+        run_atoms(cell, HEXAGONAL, 1000.0, 20, every=10, equilibrate=0, out=out,
+                  progress=False, min_distance=1.2)
+
+
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(2, 400), lx=st.floats(20, 60), ly=st.floats(20, 60),
        r_max=st.floats(1.0, 6.6), seed=st.integers(0, 2**16))
