@@ -47,6 +47,7 @@ evaluations: $(STAMP)
 	$(EVALUATE) atoms --model models/hexagonal-f16c24.onnx --data data/hexagonal-3x3.zarr --json-out bench/results/evaluate-hexagonal-3x3.json
 	$(EVALUATE) atoms --model models/hexagonal-thermal-f16c24.onnx --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --split test --json-out bench/results/evaluate-hexagonal-thermal.json
 	$(EVALUATE) atoms --model models/porous-f32c16.onnx --data data/porous.zarr --split test --json-out bench/results/evaluate-porous.json
+	$(EVALUATE) atoms --model models/porous-f32c16.onnx --data data/thermal-test-porous.zarr --json-out bench/results/evaluate-porous-thermal.json
 	$(EVALUATE) screened --model models/screened-multiscale.onnx --json-out bench/results/evaluate-screened.json
 
 # The shipped atomistic models were trained with TRAIN_DEVICE=cuda (one H100: 6 and 4 min);
@@ -80,6 +81,8 @@ data: $(STAMP)
 	# thermal model records its data hash: a grown set needs the fine-tune run again);
 	# each store is its own checkpoint, so the same command continues
 	$(VENV)/bin/ednn-dask data thermal data/thermal-test-hexagonal.zarr --seed 200 --temperatures 300 1000 --n 8 --workdir runs/thermal-test-hexagonal-md
+	# porous MD held out (4 runs of 64-94 atoms, 35 min on 2 cores)
+	$(VENV)/bin/ednn-dask data thermal data/thermal-test-porous.zarr --of porous --seed 220 --temperatures 300 1000 --n 4 --workdir runs/thermal-test-porous-md
 	# held-out supercells at 1000 K: EDNN-MC snapshots (cold shipped model), GFN1-xTB labels
 	$(VENV)/bin/ednn-dask data thermal data/mc-test-hexagonal-2x2.zarr --from-mc models/hexagonal-f16c24.onnx --cells 10 6 --n 4 --temperatures 1000 --seed 210 --steps 9600 --every 2400 --equilibrate-steps 4800 --workdir runs/mc-test-2x2
 	$(VENV)/bin/ednn-dask data thermal data/mc-test-hexagonal-3x3.zarr --from-mc models/hexagonal-f16c24.onnx --cells 15 9 --n 2 --max-vacancies 0 --temperatures 1000 --seed 211 --steps 10800 --every 5400 --equilibrate-steps 10800 --workdir runs/mc-test-3x3
