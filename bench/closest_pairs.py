@@ -32,22 +32,11 @@ BINS = (0.0, 1.0, 1.1, 1.2, 1.3, 10.0)  # Å (docs/generate.py: CLOSEST_BINS)
 DATA = ["data/thermal-hexagonal.zarr", "data/mc-test-hexagonal-2x2.zarr"]
 
 
-def closest_pair(structure) -> float:
-    """Shortest in-plane distance (Å) between two atoms, minimum image in x and y."""
-    xy = structure.positions[:, :2]
-    box = np.diag(structure.cell)[:2]
-    d = xy[:, None] - xy[None]
-    d -= np.round(d / box) * box
-    r = np.hypot(d[..., 0], d[..., 1])
-    np.fill_diagonal(r, np.inf)
-    return float(r.min())
-
-
 def store_row(model: str, path: str) -> dict:
     ds = reference.load_reference(path)
     done = np.flatnonzero(ds["status"].values == reference.DONE)
     structures = reference.dataset_structures(ds, done)
-    closest = np.array([closest_pair(s) for s in structures])
+    closest = np.array([s.closest_pair()[2] for s in structures])  # minimum image
     error = ((energy(structures, model, check=False) - ds["energy"].values[done])
              / ds["n_atoms"].values[done] * 1e3)
     bins = []

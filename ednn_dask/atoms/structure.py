@@ -128,7 +128,7 @@ class Structure:
                     f"(first: atom {bad[0]} at {self.positions[bad[0]].round(3).tolist()} Å); "
                     f"wrap them into the cell first (Structure.wrapped())."
                 )
-        i, j, d = self._closest_pair()
+        i, j, d = self.closest_pair()
         if d < min_distance:
             raise StructureError(
                 f"atoms {i} and {j} overlap: {d:.3f} Å apart, closer than {min_distance} Å; "
@@ -193,8 +193,8 @@ class Structure:
         positions = self.positions - shift @ self.cell
         return Structure(positions, self.numbers, self.cell, self.pbc, dict(self.info))
 
-    def _closest_pair(self, block: int = 1024) -> tuple[int, int, float]:
-        """Closest pair of atoms under the minimum-image convention (blockwise O(n²))."""
+    def closest_pair(self, block: int = 1024) -> tuple[int, int, float]:
+        """``(i, j, distance)`` of the closest two atoms, minimum image (blockwise O(n²))."""
         n = len(self)
         best = (0, 0, math.inf)
         if n < 2:
