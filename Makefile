@@ -89,16 +89,18 @@ data: $(STAMP)
 	$(VENV)/bin/ednn-dask data thermal data/thermal-hexagonal.zarr --workdir runs/thermal-hexagonal-md
 
 # The studies behind two tables of the benchmarks page, with their local models and stores
-# (runs/; about 45 min on 2 cores): a coarse branch grown on the cold hexagonal model and
-# its single-scale control; EDNN-MC snapshots with and without a hard core, by closest pair
+# (runs/; about 65 min on 2 cores): a coarse branch grown on the cold hexagonal model and
+# its single-scale control; EDNN-MC snapshots with and without a hard core, by closest pair;
+# a pair term fitted beside the thermal net
 E := $(VENV)/bin/ednn-dask
 studies: $(STAMP)
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --scales 1:16:24,4:4:12 --epochs 40 --data data/hexagonal.zarr --out runs/hex-ms/hexagonal-ms.onnx --workdir runs/hex-ms/fit --overwrite
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 40 --data data/hexagonal.zarr --out runs/hex-ss/hexagonal-ss.onnx --workdir runs/hex-ss/fit --overwrite
 	$(PY) bench/vacancy_pairs.py --models models/hexagonal-f16c24.onnx runs/hex-ss/hexagonal-ss.onnx runs/hex-ms/hexagonal-ms.onnx
-	$(E) data thermal runs/al-hex/round-0/mc.zarr --from-mc models/hexagonal-thermal-f16c24.onnx --n 16 --seed 500
+	$(E) active-learning hexagonal --model models/hexagonal-thermal-f16c24.onnx --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --workdir runs/al-hex --rounds 2 --chains 16 --epochs 20 --seed 500
 	$(E) data thermal runs/mc-core/mc.zarr --from-mc models/hexagonal-thermal-f16c24.onnx --n 16 --seed 500 --min-distance 1.1
 	$(PY) bench/closest_pairs.py --data data/thermal-hexagonal.zarr data/mc-test-hexagonal-2x2.zarr data/mc-test-hexagonal-3x3.zarr runs/al-hex/round-0/mc.zarr runs/mc-core/mc.zarr
+	$(PY) bench/pair_correction.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -50,6 +50,7 @@ BENCHMARKS = {  # bench script -> its result files under bench/results/
     "convention_transfer.py": "convention.json",
     "vacancy_pairs.py": "vacancy-pairs.json",
     "closest_pairs.py": "closest-pairs.json",
+    "pair_correction.py": "pair-correction.json",
 }
 EVALUATIONS = "evaluate-*.json"  # ednn-dask evaluate --json-out, from `make evaluations`
 CLOSEST_BINS = (0.0, 1.0, 1.1, 1.2, 1.3, 10.0)  # Å, as bench/closest_pairs.py bins them
@@ -335,7 +336,8 @@ def benchmarks_page() -> str:
               "screened_scales.py": _screened_table, "screened_memory.py": _screened_memory_table,
               "train_fields_accuracy.py": _train_fields_table, "rock_volume.py": _rock_table,
               "thermal_errors.py": _thermal_table, "convention_transfer.py": _convention_table,
-              "vacancy_pairs.py": _vacancy_pairs_table, "closest_pairs.py": _closest_table}
+              "vacancy_pairs.py": _vacancy_pairs_table, "closest_pairs.py": _closest_table,
+              "pair_correction.py": _pair_correction_table}
     for script, pattern in BENCHMARKS.items():
         doc = ast.get_docstring(ast.parse((ROOT / "bench" / script).read_text())) or script
         title, _, body = doc.partition("\n")
@@ -582,6 +584,22 @@ def _closest_table(records: list[dict]) -> list[str]:
         out.append(f"| `{Path(row['store']).name}` | {row['n']} | {p['0']:.2f} / {p['1']:.2f} "
                    f"/ {p['50']:.2f} Å | " + " | ".join(cells.get(lo, "-")
                                                      for lo in CLOSEST_BINS[:-1]) + " |")
+    return out
+
+
+def _pair_correction_table(records: list[dict]) -> list[str]:
+    r = records[-1]
+    names = list(r["held_out_sizes"])
+    out = [f"`{r['model']}` alone and with a fitted pair term; MAE in meV/atom (held-out "
+           "structures in brackets):", "",
+           "| pair term: reach, Monte Carlo weight (unknowns) | training stores | " + " | ".join(
+               f"{k} ({r['held_out_sizes'][k]})" for k in names) + " |",
+           "|---|---|" + "---|" * len(names)]
+    for row in r["rows"]:
+        label = "none (the net alone)" if not row["reach_px"] else (
+            f"{row['reach_px']} px, {row['mc_weight']:g} ({row['unknowns']})")
+        out.append(f"| {label} | {row['train_mae_meV_per_atom']:.1f} | " + " | ".join(
+            f"{row['held_out_meV_per_atom'][k]:.1f}" for k in names) + " |")
     return out
 
 

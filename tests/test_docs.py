@@ -238,6 +238,13 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
             "closest_percentiles_A": {"0": 0.89, "1": 0.95, "5": 1.05, "50": 1.25},
             "bins": [{"from_A": 1.3, "to_A": 10.0, "n": 99, "mae_meV_per_atom": 52.6,
                       "signed_meV_per_atom": -52.6}]}]}))
+    (tmp_path / "pair-correction.json").write_text(json.dumps({
+        **header, "model": "t.onnx", "held_out_sizes": {"MD 1000 K": 80, "fresh Monte Carlo": 304},
+        "rows": [{"reach_px": 0, "mc_weight": None, "unknowns": 0, "train_mae_meV_per_atom": 24.1,
+                  "held_out_meV_per_atom": {"MD 1000 K": 18.9, "fresh Monte Carlo": 221.5}},
+                 {"reach_px": 8, "mc_weight": 1.0, "unknowns": 273,
+                  "train_mae_meV_per_atom": 14.4,
+                  "held_out_meV_per_atom": {"MD 1000 K": 50.7, "fresh Monte Carlo": 76.6}}]}))
     (tmp_path / "train-fields-2d.json").write_text(json.dumps({
         **header, "dim": 2, "samples": 3000, "sample_side": 32, "big_side": 1024,
         "train_minutes": 6.2, "cores": 2, "epochs_run": 150, "best_epoch": 149,
@@ -273,8 +280,9 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
                                                           "mae_meV_per_atom": 2.5}}}}]}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
-    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 16
-    assert page.count("2030-01-02T03:04:05+00:00") == 16
+    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 17
+    assert page.count("2030-01-02T03:04:05+00:00") == 17
+    assert "| 8 px, 1 (273) | 14.4 | 50.7 | 76.6 |" in page
     assert "| `hex.onnx` | B -1.00, C -4.50, N -0.50 | 1.50, 1.25 (90 cells) | `h3.zarr` | 540 " \
            "| 24 | 6.50 (+5.25) | 2.50 (+5.25) |" in page
     assert "| `hex.onnx` | its train split | 160 | 3.00 (+5.50) | 300: 3.0 (+2.5), " \

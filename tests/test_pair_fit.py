@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ednn_dask.errors import ConfigError, DataSetError
-from training.pair_fit import PairDesign, orbit_labels, pair_features
+from training.pair_fit import PairDesign, cross_pair_features, orbit_labels, pair_features
 
 
 def lattices(n, L, seed):
@@ -55,6 +55,25 @@ def test_pair_features_are_the_pair_sums_per_orbit(L, context, factor, seed):
             shifted = np.roll(coarse, (-i, -j), axis=(1, 2))
             want[:, labels[i + context, j + context]] += (coarse * shifted).sum(axis=(1, 2))
     np.testing.assert_allclose(got, want, atol=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(ny=st.integers(3, 10), nx=st.integers(3, 10), cy=st.integers(0, 3), cx=st.integers(0, 3),
+       channels=st.integers(1, 3), seed=st.integers(0, 100))
+def test_cross_pair_features_are_the_pair_sums_between_channels(ny, nx, cy, cx, channels, seed):
+    x = np.random.default_rng(seed).normal(size=(2, channels, ny, nx))
+    labels, n = orbit_labels((cy, cx))
+    got = cross_pair_features(x, (cy, cx))
+    want = [x.sum(axis=(2, 3))]
+    for c in range(channels):
+        for d in range(c, channels):
+            part = np.zeros((2, n))
+            for i in range(-cy, cy + 1):
+                for j in range(-cx, cx + 1):  # x_c(p) x_d(p + (i, j)), periodic
+                    shifted = np.roll(x[:, d], (-i, -j), axis=(1, 2))
+                    part[:, labels[i + cy, j + cx]] += (x[:, c] * shifted).sum(axis=(1, 2))
+            want.append(part)
+    np.testing.assert_allclose(got, np.concatenate(want, axis=1), atol=1e-9)
 
 
 def test_orbits_have_the_symmetry_of_the_window():

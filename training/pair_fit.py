@@ -28,6 +28,7 @@ the trunk convolution has two channels, ``x`` itself and ``k * x``; the head for
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -70,13 +71,40 @@ def pair_features(x: np.ndarray, factor: tuple[int, ...], context: tuple[int, ..
     coarse = np.asarray(x, dtype=np.float64)
     if max(factor) > 1:  # the branch's block mean, in float64
         coarse = block_sum(coarse, factor) / math.prod(factor)
-    axes = tuple(range(1, coarse.ndim))
-    spectrum = np.fft.rfftn(coarse, axes=axes)
-    auto = np.fft.irfftn(spectrum * spectrum.conj(), s=coarse.shape[1:], axes=axes)
-    index = np.ix_(*[np.arange(-c, c + 1) % n for c, n in zip(context, coarse.shape[1:],
-                                                             strict=True)])
-    window = auto[(slice(None), *index)].reshape(len(x), -1)
-    out = np.zeros((len(x), n_orbits))
+    spectrum = np.fft.rfftn(coarse, axes=tuple(range(1, coarse.ndim)))
+    return _orbit_sums(spectrum, spectrum, coarse.shape[1:], context, labels, n_orbits)
+
+
+def cross_pair_features(x: np.ndarray, context: tuple[int, ...]) -> np.ndarray:
+    """``(B, C + P n_orbits)``: each channel's sum, then per channel pair ``c <= d`` the
+    periodic cross-correlation ``sum_p x_c(p) x_d(p + d)`` summed per displacement orbit.
+
+    ``x`` is ``(B, C, *spatial)``. These are the columns of a pair energy between
+    channels, ``sum_c mu_c sum_p x_c + sum_{c<=d} sum_d k_cd(d) F_cd(d)``, with each
+    ``k_cd`` symmetric under the grid's flips (:func:`orbit_labels`).
+
+    >>> x = np.zeros((1, 2, 8, 8)); x[0, 0, 2, 2] = x[0, 1, 2, 3] = 1.0
+    >>> cross_pair_features(x, (1, 1))   # sums; pairs 00, 01, 11 over orbits (0,0), (0,1), (1,1)
+    array([[1., 1., 1., 0., 0., 0., 1., 0., 1., 0., 0.]])
+    """
+    x = np.asarray(x, dtype=np.float64)
+    spatial = x.shape[2:]
+    labels, n = orbit_labels(context)
+    spectra = np.fft.rfftn(x, axes=tuple(range(2, x.ndim)))
+    parts = [x.sum(axis=tuple(range(2, x.ndim)))]
+    for c, d in itertools.combinations_with_replacement(range(x.shape[1]), 2):
+        parts.append(_orbit_sums(spectra[:, c], spectra[:, d], spatial, context, labels, n))
+    return np.concatenate(parts, axis=1)
+
+
+def _orbit_sums(a: np.ndarray, b: np.ndarray, spatial: tuple[int, ...], context: tuple[int, ...],
+                labels: np.ndarray, n_orbits: int) -> np.ndarray:
+    """Orbit sums over the window of the periodic correlation of two fields given as spectra."""
+    axes = tuple(range(1, a.ndim))
+    corr = np.fft.irfftn(a.conj() * b, s=spatial, axes=axes)
+    index = np.ix_(*[np.arange(-c, c + 1) % n for c, n in zip(context, spatial, strict=True)])
+    window = corr[(slice(None), *index)].reshape(len(a), -1)
+    out = np.zeros((len(a), n_orbits))
     np.add.at(out.T, labels.reshape(-1), window.T)
     return out
 
