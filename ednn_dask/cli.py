@@ -706,7 +706,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--n", type=POSITIVE, help="number of samples (ising/laplacian 5000, "
                    "screened 2000, rock 200, hexagonal 5000, porous 1000; thermal: MD runs, "
-                   "96, of 20 snapshots each; --from-mc: chains, 32; rattles: per run, 100)")
+                   "96, of 20 snapshots each, and a larger --n grows a thermal set; --from-mc: "
+                   "chains, 32; rattles: per run, 100)")
     p.add_argument("--from", dest="source", metavar="STORE",
                    help="rattles: the thermal set whose runs are sampled")
     p.add_argument("--L", type=POSITIVE,

@@ -88,6 +88,22 @@ def test_the_store_is_the_checkpoint_when_the_runs_are_gone(thermal, local_clust
                           **SMALL)
 
 
+def test_a_set_grows_by_the_runs_after_its_own_and_never_shrinks(thermal, local_cluster,
+                                                                  tmp_path):
+    out, *_, ds = thermal
+    copy = tmp_path / "t.zarr"
+    shutil.copytree(out, copy)
+    shutil.copytree(out.with_name("t-md"), tmp_path / "t-md")
+    grown = build_thermal_set(copy, n=4, client=local_cluster, **SMALL)
+    assert (grown["runs_done"], grown["runs_pending"], grown["snapshots"]) == (4, 0, 8)
+    big = load_reference(copy)
+    assert big["run"].values.tolist() == [0, 0, 1, 1, 2, 2, 3, 3] and big.attrs["n"] == 4
+    for name in ("positions", "energy"):  # the runs it held are kept, not rerun
+        np.testing.assert_array_equal(big[name].values[:6], ds[name].values)
+    with pytest.raises(OutputExistsError, match="'n': 4"):
+        build_thermal_set(copy, n=3, client=local_cluster, **SMALL)
+
+
 def _fake_thermal(rng, m=40):
     """One run of m snapshots of a 16-atom cell with known, correlated displacements."""
     cell = hexagonal_sheet(rng, "graphene", cells=(2, 2))

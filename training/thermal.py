@@ -142,6 +142,8 @@ def build_thermal_set(
         porous 5 x 6 cells).
     n : int
         Number of MD runs (each gives ``(steps - equilibrate_steps) / every`` snapshots).
+        A larger ``n`` than the store's grows it by the runs after those it holds (run
+        ``k`` depends only on ``k``); a smaller one is refused.
     workdir : path, optional
         Where the MD runs live (default ``<out stem>-md/`` beside ``out``). Only
         the store is needed to train; the runs are needed to continue.
@@ -170,7 +172,7 @@ def build_thermal_set(
               "timestep_fs": MD_SETTINGS["timestep_fs"], "friction": MD_SETTINGS["friction"]}
     out = Path(out)
     runs_dir = Path(workdir) if workdir else runs_folder(out)
-    stored = _create_or_check(runs_dir, out, params, overwrite)
+    stored = _create_or_check(runs_dir, out, params, overwrite, growable=("n",))
     in_store = set() if stored is None else set(np.unique(stored["run"].values).tolist())
     runs = thermal_runs(system, n, seed=seed, temperatures=temperatures,
                         max_vacancies=max_vacancies, cells=cells)
@@ -202,24 +204,28 @@ def runs_folder(out: Path) -> Path:
     return out.with_name(out.stem + "-md")
 
 
-def _create_or_check(runs_dir: Path, out: Path, params: dict,
-                     overwrite: bool) -> xr.Dataset | None:
-    """Refuse runs or a store made with other parameters; the store ``out`` in memory."""
+def _create_or_check(runs_dir: Path, out: Path, params: dict, overwrite: bool,
+                     growable: tuple[str, ...] = ()) -> xr.Dataset | None:
+    """Refuse runs or a store made with other parameters; the store ``out`` in memory.
+
+    A parameter in ``growable`` may be larger than before (more runs of the same
+    plan: run ``k`` depends only on ``k``), never smaller."""
     plan = runs_dir / "plan.json"
     stored = None
     if overwrite:
         shutil.rmtree(runs_dir, ignore_errors=True)
     else:
         if plan.exists():
-            _refuse_others(runs_dir, json.loads(plan.read_text()), params, "thermal runs")
+            _refuse_others(runs_dir, json.loads(plan.read_text()), params, "thermal runs",
+                           growable)
         if out.exists():
-            stored = _stored_set(out, params)
+            stored = _stored_set(out, params, growable)
     runs_dir.mkdir(parents=True, exist_ok=True)
     plan.write_text(json.dumps(params, indent=1))
     return stored
 
 
-def _stored_set(out: Path, params: dict) -> xr.Dataset:
+def _stored_set(out: Path, params: dict, growable: tuple[str, ...] = ()) -> xr.Dataset:
     try:
         with xr.open_zarr(out, zarr_format=3, consolidated=False) as ds:
             stored = ds.load()
@@ -229,13 +235,21 @@ def _stored_set(out: Path, params: dict) -> xr.Dataset:
     if stored.attrs.get("generator") != params["generator"] or "run" not in stored:
         raise OutputExistsError(f"{str(out)!r} exists and is not a {params['generator']} set; "
                                 f"choose another path or pass --overwrite to replace it.")
-    _refuse_others(out, stored.attrs, params, "a thermal set")
+    _refuse_others(out, stored.attrs, params, "a thermal set", growable)
     return stored
 
 
-def _refuse_others(path: Path, stored: Any, params: dict, what: str = "a data set") -> None:
-    """Refuse ``path`` when it was made with other parameters, naming each difference."""
-    differ = {k: stored.get(k) for k in params if stored.get(k) != params[k]}
+def _refuse_others(path: Path, stored: Any, params: dict, what: str = "a data set",
+                   growable: tuple[str, ...] = ()) -> None:
+    """Refuse ``path`` when it was made with other parameters, naming each difference.
+
+    Parameters in ``growable`` may grow: only a smaller value than the stored one differs."""
+    def same(k: str) -> bool:
+        if k in growable and stored.get(k) is not None:
+            return params[k] >= stored[k]
+        return stored.get(k) == params[k]
+
+    differ = {k: stored.get(k) for k in params if not same(k)}
     if differ:
         raise OutputExistsError(
             f"{str(path)!r} holds {what} made with {differ}, not "
