@@ -100,8 +100,14 @@ def test_a_set_grows_by_the_runs_after_its_own_and_never_shrinks(thermal, local_
     assert big["run"].values.tolist() == [0, 0, 1, 1, 2, 2, 3, 3] and big.attrs["n"] == 4
     for name in ("positions", "energy"):  # the runs it held are kept, not rerun
         np.testing.assert_array_equal(big[name].values[:6], ds[name].values)
-    with pytest.raises(OutputExistsError, match="'n': 4"):
+    with pytest.raises(OutputExistsError, match="'n': 4"):  # it would drop run 3
         build_thermal_set(copy, n=3, client=local_cluster, **SMALL)
+    # the runs folder serves a smaller set too: a new store of the first two runs
+    two = build_thermal_set(tmp_path / "two.zarr", n=2, workdir=tmp_path / "t-md",
+                            client=local_cluster, **SMALL)
+    assert (two["runs_done"], two["runs_pending"], two["snapshots"]) == (2, 0, 4)
+    np.testing.assert_array_equal(load_reference(tmp_path / "two.zarr")["energy"].values,
+                                  ds["energy"].values[:4])
 
 
 def _fake_thermal(rng, m=40):

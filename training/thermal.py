@@ -208,16 +208,17 @@ def _create_or_check(runs_dir: Path, out: Path, params: dict, overwrite: bool,
                      growable: tuple[str, ...] = ()) -> xr.Dataset | None:
     """Refuse runs or a store made with other parameters; the store ``out`` in memory.
 
-    A parameter in ``growable`` may be larger than before (more runs of the same
-    plan: run ``k`` depends only on ``k``), never smaller."""
+    A parameter in ``growable`` may be larger than the store's (more runs of the same
+    plan: run ``k`` depends only on ``k``), never smaller; the runs folder keeps every
+    run it has either way."""
     plan = runs_dir / "plan.json"
     stored = None
     if overwrite:
         shutil.rmtree(runs_dir, ignore_errors=True)
     else:
         if plan.exists():
-            _refuse_others(runs_dir, json.loads(plan.read_text()), params, "thermal runs",
-                           growable)
+            same_plan = {k: v for k, v in params.items() if k not in growable}
+            _refuse_others(runs_dir, json.loads(plan.read_text()), same_plan, "thermal runs")
         if out.exists():
             stored = _stored_set(out, params, growable)
     runs_dir.mkdir(parents=True, exist_ok=True)
