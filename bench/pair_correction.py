@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import RESULTS, write_result  # noqa: E402
 
 from ednn_dask import energy  # noqa: E402
-from ednn_dask.model import load_model  # noqa: E402
+from ednn_dask.model import TileModel, load_model  # noqa: E402
 from training import reference  # noqa: E402
 from training.atomistic import rasterize_structures, recipe_splits  # noqa: E402
 from training.pair_fit import cross_pair_features  # noqa: E402
@@ -54,8 +54,8 @@ RIDGE = 1e-8  # on standardized columns, times the number of rows
 class Store:
     """One store's rasterized fields, GFN1-xTB energies, the net's energies and atom counts."""
 
-    def __init__(self, path: str, model: str):
-        spec = load_model(model).spec
+    def __init__(self, path: str, model: TileModel):
+        spec = model.spec
         ds = reference.load_reference(path)
         self.path, self.ds = path, ds
         self.mc = str(ds.attrs.get("generator", "")).startswith("mc-")
@@ -90,7 +90,8 @@ def mae(residual: np.ndarray, atoms: np.ndarray) -> float:
 
 
 def study(model: str, train: list[str], fresh: str) -> dict:
-    stores = {p: Store(p, model) for p in dict.fromkeys(train + [fresh] + [
+    net_model = load_model(model)  # loaded once: every store is scored with it
+    stores = {p: Store(p, net_model) for p in dict.fromkeys(train + [fresh] + [
         path for path, _ in HELD_OUT.values()])}
     held = {name: (stores[path], stores[path].rows(which))
             for name, (path, which) in HELD_OUT.items()} | {
