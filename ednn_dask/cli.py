@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import threading
 
 from ednn_dask.defaults import CHUNK_PIXELS
 from ednn_dask.errors import ConfigError, EDNNError, SchedulerLostError
@@ -1010,6 +1011,7 @@ class _Interrupted(KeyboardInterrupt):
 
 
 _SIGNALLED: list[int] = []  # the signal that stops the running command, once one came
+_RAISED: list[KeyboardInterrupt] = []  # its exception, until main() catches it
 
 
 def _on_signal(signum, frame) -> None:
@@ -1020,7 +1022,30 @@ def _on_signal(signum, frame) -> None:
     logging.disable(logging.CRITICAL)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal_again)
-    raise _Terminated() if signum == signal.SIGTERM else _Interrupted()
+    _RAISED[:] = [_Terminated() if signum == signal.SIGTERM else _Interrupted()]
+    raise _RAISED[0]
+
+
+def _raise_swallowed(event: str, args: tuple) -> None:
+    """Audit hook: raise again, at the next import, an interrupt that was swallowed.
+
+    The handler runs between any two bytecodes, also in Python code called from C
+    that clears every error (``PyObject_HasAttr`` on a module ``__getattr__``, a
+    dict lookup's ``__eq__``): the interrupt is lost there and the command would go
+    on. Imports are where a starting command spends its time and meets such code.
+    An interrupt still unwinding (a ``with`` block or ``finally`` cleaning up, where
+    it is the exception being handled) is left alone.
+    """
+    if not _RAISED or event != "import" or threading.current_thread() is not \
+            threading.main_thread():
+        return
+    exc = sys.exc_info()[1]
+    while exc is not None:
+        if exc is _RAISED[0]:
+            return
+        exc = exc.__context__
+    _RAISED[:] = [type(_RAISED[0])()]
+    raise _RAISED[0]
 
 
 def _unraisable(previous, unraisable) -> None:
@@ -1033,9 +1058,8 @@ def _unraisable(previous, unraisable) -> None:
     where it is ignored again).
     """
     if isinstance(unraisable.exc_value, (_Interrupted, _Terminated)) and _SIGNALLED:
-        import threading
-
         signum = _SIGNALLED.pop()
+        _RAISED.clear()  # dropped; raised again by the timer
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, _on_signal)
         threading.Timer(0.01, _redeliver, (signum,)).start()
@@ -1098,12 +1122,19 @@ def _run(args) -> int:
         return 2
 
 
+@functools.cache
+def _add_audit_hook() -> None:
+    sys.addaudithook(_raise_swallowed)  # once per process: audit hooks cannot be removed
+
+
 def main(argv: list[str] | None = None) -> int:
     # The handlers come first: every heavy import (dask, xarray, numba, onnxruntime: a
     # few seconds) happens inside the command, after them, so a Ctrl-C then ends in
     # the same one line. Only this module and the cheap package root load before.
     previous = {}
     _SIGNALLED.clear()
+    _RAISED.clear()
+    _add_audit_hook()
     with contextlib.suppress(ValueError):  # only the main thread may set handlers
         previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT,
                                                                     signal.SIGTERM)}
@@ -1113,14 +1144,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         _quiet_libraries()
-        return _run(args)
+        code = _run(args)
+        if _RAISED:  # swallowed after the command's last import: it ran to its end
+            raise _RAISED[0]
+        return code
     except KeyboardInterrupt as err:
+        _RAISED.clear()
         return _interrupted(args, signal.SIGTERM if isinstance(err, _Terminated) else
                             signal.SIGINT)
     except Exception as err:
         # the interrupt came first: raised inside an import, it may surface as another
         # error (an extension module's "ImportError: initialization failed")
         if _SIGNALLED:
+            _RAISED.clear()
             return _interrupted(args, _SIGNALLED[0])
         if not isinstance(err, EDNNError):
             raise
@@ -1131,6 +1167,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from ednn_dask.storage import remove_leftovers
 
+        _RAISED.clear()
         remove_leftovers()  # the job's clusters are closed: nothing writes into them any more
         logging.disable(logging.NOTSET)
         sys.unraisablehook = hook

@@ -60,3 +60,39 @@ def test_a_signal_while_the_command_imports_is_one_line(tmp_path, sig, name, sta
     assert err.startswith(f"ednn-dask score: interrupted ({name})"), err
     assert out == ""
     assert leftovers(tmp_path) == []
+
+
+# A library that loses an interrupt while it is imported, as C code that clears every
+# error does (PyObject_HasAttr on a module __getattr__): the signal comes as the command
+# imports its first module, and the exception its handler raised is dropped.
+_SWALLOWING = """
+import builtins, signal, sys
+from ednn_dask import cli
+
+real_import = builtins.__import__
+
+def importing(name, *args, **kwargs):
+    if name == "ednn_dask.model" and name not in sys.modules:
+        builtins.__import__ = real_import
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except KeyboardInterrupt:
+            pass
+    return real_import(name, *args, **kwargs)
+
+builtins.__import__ = importing
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_an_interrupt_a_library_swallows_is_raised_again_at_the_next_import(tmp_path):
+    fields = ising_fields(tmp_path, 2)
+    table = tmp_path / "t.csv"
+    job = subprocess.run([sys.executable, "-c", _SWALLOWING, "score", *fields, "--model",
+                          str(ISING), "--table", str(table)], capture_output=True, text=True,
+                         timeout=120)
+    assert job.returncode == 143, job.stderr
+    assert job.stderr.startswith("ednn-dask score: interrupted (SIGTERM)"), job.stderr
+    assert len(job.stderr.splitlines()) == 1, job.stderr
+    assert not table.exists()
+    assert leftovers(tmp_path) == []
