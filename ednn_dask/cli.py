@@ -208,6 +208,8 @@ def cmd_data(args) -> int:
         return _thermal_data(args)
     if args.system == "rattles":
         return _rattle_data(args)
+    if args.system == "relaxed":
+        return _relaxed_data(args)
     args.seed = args.seed or 0
     if args.system in ("hexagonal", "porous"):
         from training.reference import build_reference_set, store_progress
@@ -265,6 +267,20 @@ def _thermal_data(args) -> int:
         seed=THERMAL_SEED if args.seed is None else args.seed,
         **_given(args, "n", "limit", "max_vacancies", "temperatures", "steps", "every",
                  "equilibrate_steps", "workdir", "cells"))
+    _print(summary, args.json)
+    return 0
+
+
+def _relaxed_data(args) -> int:
+    from training.thermal import THERMAL_SEED, build_relaxed_set
+
+    args.kept = lambda: ("; the finished relaxations are kept", "run the same command to continue")
+    given = _given(args, "n", "limit", "max_vacancies", "every", "fmax", "workdir", "cells")
+    if args.steps is not None:
+        given["max_steps"] = args.steps
+    summary = build_relaxed_set(args.out, args.of, client=args.scheduler,
+                                overwrite=args.overwrite,
+                                seed=THERMAL_SEED if args.seed is None else args.seed, **given)
     _print(summary, args.json)
     return 0
 
@@ -701,14 +717,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="generate a training data set (Zarr)")
     p.add_argument("system", choices=["ising", "laplacian", "screened", "rock", "hexagonal",
-                                      "porous", "thermal", "rattles"],
+                                      "porous", "thermal", "relaxed", "rattles"],
                    help="thermal: GFN1-xTB molecular-dynamics snapshots of --of cells; "
+                   "relaxed: GFN1-xTB relaxation paths of the same cells; "
                    "rattles: Gaussian samples of each run of a thermal set (--from), labelled")
     p.add_argument("out")
     p.add_argument("--n", type=POSITIVE, help="number of samples (ising/laplacian 5000, "
                    "screened 2000, rock 200, hexagonal 5000, porous 1000; thermal: MD runs, "
-                   "96, of 20 snapshots each, and a larger --n grows a thermal set; --from-mc: "
-                   "chains, 32; rattles: per run, 100)")
+                   "96, of 20 snapshots each, and a larger --n grows a thermal set; relaxed: "
+                   "cells, 96, and grows the same way; --from-mc: chains, 32; rattles: per "
+                   "run, 100)")
     p.add_argument("--from", dest="source", metavar="STORE",
                    help="rattles: the thermal set whose runs are sampled")
     p.add_argument("--L", type=POSITIVE,
@@ -741,7 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=NON_NEGATIVE, help="atomistic: compute at most this many "
                    "structures (thermal: MD runs) now")
     p.add_argument("--of", choices=["hexagonal", "porous"], default="hexagonal",
-                   help="thermal: the cells the runs start from (default hexagonal)")
+                   help="thermal, relaxed: the cells the runs start from (default hexagonal)")
     p.add_argument("--temperatures", type=_positive_float, nargs="+", metavar="K",
                    help="thermal: thermostat temperatures the runs cycle through "
                    "(default 300 600 1000 1500)")
@@ -752,15 +770,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--from-mc: hard core (Å): MC moves that bring two atoms closer are "
                    "rejected (default: none)")
     p.add_argument("--steps", type=POSITIVE, help="thermal: MD steps per run (default 600, "
-                   "1 fs); --from-mc: measured single-atom moves per chain (default 6000)")
+                   "1 fs); --from-mc: measured single-atom moves per chain (default 6000); "
+                   "relaxed: at most this many FIRE steps per cell (default 500)")
     p.add_argument("--every", type=POSITIVE, help="thermal: steps (moves) between snapshots "
-                   "(default 20; --from-mc 300)")
+                   "(default 20; --from-mc 300; relaxed: FIRE steps, 20, and the last)")
+    p.add_argument("--fmax", type=_positive_float, metavar="EV_PER_A",
+                   help="relaxed: converged when no force exceeds this, eV/Å (default 0.05)")
     p.add_argument("--equilibrate-steps", type=NON_NEGATIVE,
                    help="thermal: leading steps (moves) dropped (default 200; --from-mc 3000)")
     p.add_argument("--workdir", help="thermal: where the MD runs live (default OUT's stem + -md "
-                   "beside OUT)")
+                   "beside OUT; relaxed: + -relax)")
     p.add_argument("--retry-failed", action="store_true", help="atomistic: retry failed SCFs")
-    p.add_argument("--seed", type=NON_NEGATIVE, help="default 0 (thermal: 100)")
+    p.add_argument("--seed", type=NON_NEGATIVE, help="default 0 (thermal, relaxed: 100)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_data)

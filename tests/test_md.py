@@ -1,4 +1,5 @@
-"""In-plane GFN1-xTB Langevin dynamics: z fixed, resumable bit for bit, configurations guarded."""
+"""In-plane GFN1-xTB Langevin dynamics (z fixed, resumable bit for bit, configurations guarded)
+and relaxation."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import xarray as xr  # noqa: E402
 import zarr  # noqa: E402
 
 from ednn_dask.atoms.materials import hexagonal_sheet  # noqa: E402
-from ednn_dask.errors import ConfigError, OutputExistsError  # noqa: E402
-from training.md import FRAME_VARIABLES, run_md  # noqa: E402
+from ednn_dask.atoms.structure import Structure  # noqa: E402
+from ednn_dask.errors import ConfigError, OutputExistsError, StructureError  # noqa: E402
+from training.md import FRAME_VARIABLES, relax, run_md  # noqa: E402
+from training.reference import xtb_energy  # noqa: E402
 
 # a 16-atom graphene cell: a few ms per GFN1-xTB step instead of ~1 s for 60 atoms
 CELLS = (2, 2)
@@ -138,3 +141,56 @@ def test_bad_settings_are_refused(sheet, tmp_path):
     with pytest.raises(ConfigError, match="temperature"):
         run_md(tmp_path / "a.zarr", sheet, -1.0, 4, **RUN)
     assert not (tmp_path / "a.zarr").exists()
+
+
+@pytest.fixture(scope="module")
+def vacancy():
+    """A 16-atom graphene cell with a vacancy: its neighbours move a lot as it relaxes."""
+    return hexagonal_sheet(np.random.default_rng(1), "graphene", cells=CELLS, vacancies=1)
+
+
+@pytest.fixture(scope="module")
+def relaxed(vacancy):
+    return relax(vacancy, fmax=0.05, every=4)
+
+
+def test_a_relaxation_keeps_every_nth_step_and_the_last(relaxed, vacancy):
+    steps = relaxed["step"].values
+    assert relaxed.attrs["converged"] == 1 and steps[-1] == relaxed.attrs["steps"]
+    assert steps.tolist() == [*range(0, steps[-1], 4), steps[-1]] and len(steps) > 3
+    np.testing.assert_array_equal(relaxed["positions"].values[0], vacancy.positions)
+    np.testing.assert_array_equal(relaxed["positions"].values[..., 2],
+                                  np.broadcast_to(vacancy.positions[:, 2], steps.shape + (15,)))
+    energy = relaxed["energy"].values
+    assert energy[-1] == energy.min() and energy[0] - energy[-1] > 0.1  # eV: it relaxed
+
+
+def test_relaxation_energies_are_the_reference_energies_of_the_frames(relaxed, vacancy):
+    for xyz, e in zip(relaxed["positions"].values[::2], relaxed["energy"].values[::2],
+                      strict=True):
+        frame = Structure(xyz, vacancy.numbers, vacancy.cell, vacancy.pbc)
+        assert xtb_energy(frame) == pytest.approx(e, abs=1e-5)
+
+
+def test_the_relaxed_frame_feels_no_in_plane_force_above_fmax(relaxed, vacancy):
+    from tblite.ase import TBLite
+
+    atoms = Structure(relaxed["positions"].values[-1], vacancy.numbers, vacancy.cell,
+                      vacancy.pbc).to_ase()
+    atoms.calc = TBLite(method="GFN1-xTB", verbosity=0)
+    assert np.linalg.norm(atoms.get_forces()[:, :2], axis=1).max() <= 0.05
+
+
+def test_a_relaxation_stops_at_max_steps_and_says_so(vacancy):
+    short = relax(vacancy, max_steps=3, every=2)
+    assert short["step"].values.tolist() == [0, 2, 3]
+    assert (short.attrs["converged"], short.attrs["steps"]) == (0, 3)
+
+
+def test_bad_relaxation_settings_are_refused(vacancy):
+    with pytest.raises(ConfigError, match="fmax"):
+        relax(vacancy, fmax=0.0)
+    with pytest.raises(ConfigError, match="every"):
+        relax(vacancy, every=0)
+    with pytest.raises(StructureError, match="periodic in x and y"):
+        relax(Structure(vacancy.positions, vacancy.numbers, vacancy.cell, (True, False, False)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -26,7 +27,12 @@ from training.reference import (  # noqa: E402
     structures_dataset,
     xtb_energy,
 )
-from training.thermal import build_thermal_set, thermal_rattles  # noqa: E402
+from training.thermal import (  # noqa: E402
+    build_relaxed_set,
+    build_thermal_set,
+    thermal_rattles,
+    thermal_runs,
+)
 
 pytest.importorskip("distributed")
 # 16-atom cells: a few ms per GFN1-xTB step instead of ~1 s for the 60-atom training cell
@@ -108,6 +114,47 @@ def test_a_set_grows_by_the_runs_after_its_own_and_never_shrinks(thermal, local_
     assert (two["runs_done"], two["runs_pending"], two["snapshots"]) == (2, 0, 4)
     np.testing.assert_array_equal(load_reference(tmp_path / "two.zarr")["energy"].values,
                                   ds["energy"].values[:4])
+
+
+# 16-atom cells with 1-2 vacancies: 10-30 FIRE steps each
+RELAX = {"cells": (2, 2), "max_vacancies": 2, "every": 5, "max_steps": 30, "progress": False}
+
+
+def test_relaxed_cells_are_a_resumable_store_of_their_paths(tmp_path, local_cluster):
+    out = tmp_path / "r.zarr"
+    first = build_relaxed_set(out, "hexagonal", n=3, limit=2, client=local_cluster, **RELAX)
+    assert (first["runs_done"], first["runs_pending"]) == (2, 1)
+    rest = build_relaxed_set(out, "hexagonal", n=3, client=local_cluster, **RELAX)
+    assert (rest["runs_done"], rest["runs_pending"]) == (3, 0)
+    ds = load_reference(out)
+    assert ds.attrs["generator"] == "relaxed-hexagonal" and rest["snapshots"] == ds.sizes[
+        "structure"]
+    runs = thermal_runs("hexagonal", 3, cells=(2, 2), max_vacancies=2)
+    for r in runs:  # each relaxation starts from the cell MD run k starts from
+        rows = ds["run"].values == r.index
+        path = xr.open_zarr(tmp_path / "r-relax" / r.name, zarr_format=3,
+                            consolidated=False).load()
+        np.testing.assert_array_equal(ds["energy"].values[rows], path["energy"].values)
+        np.testing.assert_array_equal(ds["step"].values[rows], path["step"].values)
+        np.testing.assert_allclose(ds["positions"].values[rows, : len(r.structure)][0],
+                                   r.structure.wrapped().positions, atol=1e-5)
+        assert path["step"].values[-1] == path.attrs["steps"] <= 30
+    assert (ds["temperature"].values == 0).all() and (ds["sigma"].values == 0).all()
+    assert ds["vacancies"].values.max() >= 1
+    with pytest.raises(OutputExistsError, match="fmax"):
+        build_relaxed_set(out, "hexagonal", n=3, fmax=0.1, client=local_cluster, **RELAX)
+    with pytest.raises(OutputExistsError, match="'n': 3"):
+        build_relaxed_set(out, "hexagonal", n=2, client=local_cluster, **RELAX)
+
+
+def test_the_cli_makes_a_relaxed_set(tmp_path, capsys):
+    out = tmp_path / "r.zarr"
+    assert main(["data", "relaxed", str(out), "--n", "1", "--cells", "2", "2",
+                 "--max-vacancies", "1", "--every", "4", "--steps", "8", "--fmax", "0.1",
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["runs_done"], summary["runs_pending"]) == (1, 0)
+    assert load_reference(out).attrs["max_steps"] == 8
 
 
 def _fake_thermal(rng, m=40):

@@ -1,4 +1,4 @@
-"""In-plane GFN1-xTB Langevin molecular dynamics of a sheet, resumable, into Zarr.
+"""In-plane GFN1-xTB Langevin molecular dynamics of a sheet, resumable, into Zarr; relaxation.
 
 :func:`run_md` integrates Langevin dynamics (ASE's ``Langevin``, forces from
 ``tblite.ase.TBLite``) of a cell periodic in x and y with every atom's z held
@@ -27,6 +27,10 @@ from the previous step's wavefunction; to make that history the same for a
 resumed run, the SCF at every snapshot step starts from scratch (tblite's
 default guess), as the first SCF of a resumed run does. That costs about one
 slower SCF in ``every`` steps.
+
+:func:`relax` takes a sheet to its nearest energy minimum under the same forces and
+constraint (FIRE) and returns its path, a few minutes per 100-atom cell where a run
+of :func:`run_md` takes a quarter of an hour.
 """
 
 from __future__ import annotations
@@ -332,3 +336,67 @@ def _resume(path: Path, structure: Structure) -> tuple[Any, Any, int]:
     rng = np.random.Generator(np.random.PCG64())
     rng.bit_generator.state = json.loads(group.attrs["rng_state"])
     return atoms, rng, int(group["step"][frames - 1])
+
+
+RELAX_SETTINGS = {"fmax": 0.05, "max_steps": 500, "every": 20}
+"""FIRE to 0.05 eV/Å: a porous 5 x 6 cell takes 80-270 steps (1-3 min on one core)."""
+
+
+def relax(structure: Any, *, fmax: float = RELAX_SETTINGS["fmax"],
+          max_steps: int = RELAX_SETTINGS["max_steps"], every: int = RELAX_SETTINGS["every"],
+          threads: int | None = 1) -> xr.Dataset:
+    """Relax a sheet in plane (z fixed) with FIRE and GFN1-xTB forces; its path as frames.
+
+    Parameters
+    ----------
+    structure : Structure or ase.Atoms
+        The starting cell, periodic in x and y.
+    fmax : float
+        Converged when no atom feels more than this force, eV/Å.
+    max_steps : int
+        At most this many FIRE steps (the ``converged`` attribute says whether it was
+        reached first).
+    every : int
+        Steps between kept frames.
+    threads : int or None
+        OpenMP threads of tblite (None: leave them as they are).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``positions`` (frame, atom, xyz), Å; ``energy`` (frame), eV; ``step`` (frame):
+        the start, every ``every``-th step and the last step; ``numbers``, ``cell``,
+        ``pbc``; attributes ``method``, ``fmax``, ``max_steps``, ``every``,
+        ``converged`` and ``steps``.
+    """
+    from ase.optimize import FIRE
+
+    structure = as_source(structure)
+    if not isinstance(structure, Structure) or not all(structure.pbc[:2]):
+        raise StructureError("relaxation needs a Structure (or ase.Atoms) periodic in x and y.")
+    if not (fmax > 0 and int(max_steps) == max_steps >= 0 and int(every) == every >= 1):
+        raise ConfigError(f"need fmax > 0 eV/Å, integers max_steps >= 0 and every >= 1; got "
+                          f"{fmax}, {max_steps} and {every}.")
+    frames: list[tuple[int, np.ndarray, float]] = []
+    with _openmp_threads(threads):
+        atoms = _atoms(structure, structure.positions)
+        opt = FIRE(atoms, logfile=None)
+
+        def keep() -> None:
+            frames.append((opt.nsteps, atoms.get_positions(), atoms.get_potential_energy()))
+
+        opt.attach(keep, interval=every)  # also at step 0
+        converged = bool(opt.run(fmax=fmax, steps=max_steps))
+        if frames[-1][0] != opt.nsteps:
+            keep()
+    step, positions, energy = zip(*frames, strict=True)
+    return xr.Dataset(
+        {"positions": (("frame", "atom", "xyz"), np.stack(positions), {"units": "angstrom"}),
+         "energy": ("frame", np.array(energy), {"units": "eV", "method": METHOD}),
+         "step": ("frame", np.array(step, np.int64)),
+         "numbers": ("atom", structure.numbers),
+         "cell": (("vector", "xyz"), structure.cell, {"units": "angstrom"}),
+         "pbc": ("xyz", np.array(structure.pbc))},
+        attrs={"method": METHOD, "optimizer": "FIRE", "fixed": "z", "fmax": float(fmax),
+               "max_steps": int(max_steps), "every": int(every), "converged": int(converged),
+               "steps": int(opt.nsteps)})

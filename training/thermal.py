@@ -43,6 +43,7 @@ from ednn_dask.atoms.structure import Structure
 from ednn_dask.compute import progress_bar
 from ednn_dask.errors import ConfigError, OutputExistsError, StructureError
 from ednn_dask.field import write_zarr_atomic
+from training.md import RELAX_SETTINGS
 
 TEMPERATURES = (300.0, 600.0, 1000.0, 1500.0)
 """Thermostat temperatures (K) the runs cycle through."""
@@ -173,12 +174,21 @@ def build_thermal_set(
     out = Path(out)
     runs_dir = Path(workdir) if workdir else runs_folder(out)
     stored = _create_or_check(runs_dir, out, params, overwrite, growable=("n",))
-    in_store = set() if stored is None else set(np.unique(stored["run"].values).tolist())
     runs = thermal_runs(system, n, seed=seed, temperatures=temperatures,
                         max_vacancies=max_vacancies, cells=cells)
+    return _run_into_store(runs, runs_dir, out, params, stored, client, limit, progress,
+                           _run_one, "GFN1-xTB MD")
+
+
+def _run_into_store(runs: list[ThermalRun], runs_dir: Path, out: Path, params: dict,
+                    stored: xr.Dataset | None, client: object, limit: int | None,
+                    progress: bool, task: Any, what: str) -> dict[str, Any]:
+    """Run ``task`` for each run not yet finished (in ``runs_dir`` or ``stored``); after each,
+    rewrite the store ``out`` from all the finished ones."""
+    in_store = set() if stored is None else set(np.unique(stored["run"].values).tolist())
 
     def finished(r: ThermalRun) -> bool:
-        return r.index in in_store or _finished(runs_dir / r.name, steps)
+        return r.index in in_store or _finished(runs_dir / r.name, params)
 
     pending = [r for r in runs if not finished(r)]
     now = pending if limit is None else pending[:limit]
@@ -195,8 +205,51 @@ def build_thermal_set(
                 "runs_pending": len(runs) - len(done), "snapshots": snapshots}
 
     if now:
-        _run_all(now, runs_dir, params, client, progress, write_store)
+        _run_all(now, runs_dir, params, client, progress, write_store, task, what)
     return write_store()
+
+
+def build_relaxed_set(
+    out: str | Path,
+    system: str = "porous",
+    *,
+    n: int = 96,
+    seed: int = THERMAL_SEED,
+    fmax: float = RELAX_SETTINGS["fmax"],
+    max_steps: int = RELAX_SETTINGS["max_steps"],
+    every: int = RELAX_SETTINGS["every"],
+    max_vacancies: int = 4,
+    cells: tuple[int, int] | None = None,
+    workdir: str | Path | None = None,
+    client: object = None,
+    limit: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Relax (or continue relaxing) ``n`` cells with GFN1-xTB, then write their paths as a store.
+
+    Relaxation ``k`` (:func:`training.md.relax`, z fixed) starts from the cell MD
+    run ``k`` of :func:`build_thermal_set` with the same ``system``, ``seed``,
+    ``max_vacancies`` and ``cells`` starts from; its frames (the start, every
+    ``every``-th FIRE step, the relaxed end) are the structures, labelled by the
+    relaxation's own energies, with ``temperature`` 0 and ``sigma`` 0. A relaxed
+    pore edge costs a tenth of the MD run that reaches it.
+
+    Runs live in ``workdir`` (default ``<out stem>-relax/``); the store is rewritten
+    after each, is the checkpoint, and grows with ``n`` as a thermal set does.
+    Returns ``store``, ``runs_done``, ``runs_pending`` and ``snapshots``.
+    """
+    if n < 1 or limit is not None and limit < 0:
+        raise ConfigError(f"n must be >= 1 and limit >= 0; got n={n}, limit={limit}.")
+    params = {"generator": f"relaxed-{system}", "n": n, "seed": seed, "fmax": float(fmax),
+              "max_steps": max_steps, "every": every, "max_vacancies": max_vacancies,
+              "cells": list(cells or CELLS[system])}
+    out = Path(out)
+    runs_dir = Path(workdir) if workdir else out.with_name(out.stem + "-relax")
+    stored = _create_or_check(runs_dir, out, params, overwrite, growable=("n",))
+    runs = thermal_runs(system, n, seed=seed, max_vacancies=max_vacancies, cells=cells)
+    return _run_into_store(runs, runs_dir, out, params, stored, client, limit, progress,
+                           _relax_one, "GFN1-xTB relaxation")
 
 
 def runs_folder(out: Path) -> Path:
@@ -258,10 +311,15 @@ def _refuse_others(path: Path, stored: Any, params: dict, what: str = "a data se
             f"to replace it.")
 
 
-def _finished(path: Path, steps: int) -> bool:
+def _finished(path: Path, params: dict) -> bool:
+    """Whether the run in ``path`` is done: an MD run has reached its steps; a relaxation
+    is written only when done."""
     if not (path / "zarr.json").exists():
         return False
-    return int(zarr.open_group(path, mode="r", zarr_format=3).attrs.get("step", -1)) >= steps
+    if params["generator"].startswith("relaxed"):
+        return True
+    attrs = zarr.open_group(path, mode="r", zarr_format=3).attrs
+    return int(attrs.get("step", -1)) >= params["steps"]
 
 
 def _run_one(path: str, structure: Structure, temperature: float, seed: int,
@@ -274,16 +332,29 @@ def _run_one(path: str, structure: Structure, temperature: float, seed: int,
     return path
 
 
+def _relax_one(path: str, structure: Structure, temperature: float, seed: int,
+               params: dict) -> str:
+    from training.md import relax
+
+    path_ = Path(path)
+    ds = relax(structure, fmax=params["fmax"], max_steps=params["max_steps"],
+               every=params["every"])
+    write_zarr_atomic(ds, path_, overwrite=path_.exists())  # a killed try left nothing
+    return path
+
+
 def _run_all(runs: list[ThermalRun], runs_dir: Path, params: dict, client: object,
-             progress: bool, on_done: Any) -> None:
+             progress: bool, on_done: Any, task: Any = _run_one,
+             what: str = "GFN1-xTB MD") -> None:
     from distributed import as_completed
 
     from training.reference import xtb_client
 
     with xtb_client(client) as client_, \
-            progress_bar(len(runs), progress, "GFN1-xTB MD", "run") as bar:
-        futures = [client_.submit(_run_one, str(runs_dir / r.name), r.structure, r.temperature,
-                                  r.seed, params, pure=False, key=f"thermal-{r.name}")
+            progress_bar(len(runs), progress, what, "run") as bar:
+        futures = [client_.submit(task, str(runs_dir / r.name), r.structure, r.temperature,
+                                  r.seed, params, pure=False,
+                                  key=f"{params['generator']}-{r.name}")
                    for r in runs]
         for future in as_completed(futures):
             future.result()  # an SCF that fails stops the job; the finished runs are kept
@@ -300,11 +371,12 @@ def thermal_dataset(runs: Sequence[ThermalRun], runs_dir: Path, params: dict,
     folder in ``runs_dir`` is taken from ``stored``, an earlier write of the set."""
     from training.reference import DONE, structures_dataset
 
+    relaxed = params["generator"].startswith("relaxed")
     structures, energy, temperature, sigma, run, step = [], [], [], [], [], []
     for r in runs:
         start = r.structure
-        if _finished(runs_dir / r.name, params["steps"]):
-            positions, e, s, sig = _md_snapshots(runs_dir / r.name, params)
+        if _finished(runs_dir / r.name, params):
+            positions, e, s, sig = _run_frames(runs_dir / r.name, params)
         else:
             rows = stored["run"].values == r.index
             positions = stored["positions"].values[rows, : len(start)]
@@ -313,8 +385,8 @@ def thermal_dataset(runs: Sequence[ThermalRun], runs_dir: Path, params: dict,
             structures.append(Structure(xyz, start.numbers, start.cell, start.pbc,
                                         dict(start.info)).wrapped())
         energy.append(e)
-        temperature.append(np.full(len(e), r.temperature))
-        sigma.append(sig)
+        temperature.append(np.full(len(e), 0.0 if relaxed else r.temperature))
+        sigma.append(np.zeros(len(e)) if relaxed else sig)  # a path, not thermal motion
         run.append(np.full(len(e), r.index))
         step.append(s)
     ds = structures_dataset(structures, **params)
@@ -324,15 +396,17 @@ def thermal_dataset(runs: Sequence[ThermalRun], runs_dir: Path, params: dict,
     ds["sigma"] = ("structure", np.concatenate(sigma), SIGMA_ATTRS)
     ds["run"] = ("structure", np.concatenate(run).astype(np.int32))
     ds["step"] = ("structure", np.concatenate(step).astype(np.int32))
-    ds.attrs["labels"] = "the MD's own GFN1-xTB energies (tblite defaults, Gamma point)"
+    ds.attrs["labels"] = (f"the {'relaxation' if relaxed else 'MD'}'s own GFN1-xTB energies "
+                          "(tblite defaults, Gamma point)")
     return ds
 
 
-def _md_snapshots(path: Path, params: dict) -> tuple[np.ndarray, ...]:
-    """Positions, energies, steps and sigma of a finished run's production frames."""
+def _run_frames(path: Path, params: dict) -> tuple[np.ndarray, ...]:
+    """Positions, energies, steps and sigma of a finished run's frames: an MD run's
+    production frames, or every frame of a relaxation path."""
     with xr.open_zarr(path, zarr_format=3, consolidated=False) as md:
         md = md.load()
-    keep = md["step"].values > params["equilibrate_steps"]
+    keep = md["step"].values > params.get("equilibrate_steps", -1)
     positions = md["positions"].values[keep]
     return (positions, md["energy"].values[keep], md["step"].values[keep],
             thermal_sigma(positions - positions.mean(axis=0)))
