@@ -304,6 +304,18 @@ def test_the_shipped_held_out_md_set_reproduces_its_labels():
         assert xtb_energy(s) == pytest.approx(ds["energy"].values[k], abs=1e-4)
 
 
+def test_the_shipped_relaxed_set_reproduces_its_labels_and_relaxes():
+    ds = load_reference("data/relaxed-porous.zarr")
+    assert ds.sizes["structure"] == 201 and (ds["status"].values == DONE).all()
+    assert ds.attrs["seed"] == 100 and sorted(set(ds["run"].values.tolist())) == list(range(32))
+    first = np.flatnonzero(ds["run"].values == 9)  # 41 atoms: a small cell, 215 steps
+    for k in (first[0], first[-1]):
+        (s,) = dataset_structures(ds, [k])
+        assert xtb_energy(s) == pytest.approx(ds["energy"].values[k], abs=1e-4)
+    drop = ds["energy"].values[first[-1]] - ds["energy"].values[first[0]]
+    assert drop / ds["n_atoms"].values[first[0]] < -0.4  # eV/atom: its pore edges reconstruct
+
+
 def test_monte_carlo_frames_with_overlapping_atoms_are_left_out(tmp_path):
     from training.thermal import mc_dataset, thermal_runs
 
