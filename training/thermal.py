@@ -211,7 +211,7 @@ def _run_into_store(runs: list[ThermalRun], runs_dir: Path, out: Path, params: d
 
 def build_relaxed_set(
     out: str | Path,
-    system: str = "porous",
+    system: str = "hexagonal",
     *,
     n: int = 96,
     seed: int = THERMAL_SEED,
