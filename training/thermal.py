@@ -23,6 +23,9 @@ run whose folder is gone (a fresh clone, another machine) is read back from
 Besides the reference variables, ``OUT`` holds per snapshot ``temperature``
 (the thermostat's, K), ``sigma`` (:func:`thermal_sigma`, Å: the quantity the
 error-by-displacement tables bin), ``run`` and ``step``.
+
+:func:`build_relaxed_set` makes the same kind of store from GFN1-xTB relaxation
+paths of the same cells (:func:`training.md.relax`), in ``OUT-relax/``.
 """
 
 from __future__ import annotations
@@ -233,7 +236,7 @@ def build_relaxed_set(
     ``max_vacancies`` and ``cells`` starts from; its frames (the start, every
     ``every``-th FIRE step, the relaxed end) are the structures, labelled by the
     relaxation's own energies, with ``temperature`` 0 and ``sigma`` 0. A relaxed
-    pore edge costs a tenth of the MD run that reaches it.
+    pore edge costs a sixth to a tenth of the MD run that reaches it.
 
     Runs live in ``workdir`` (default ``<out stem>-relax/``); the store is rewritten
     after each, is the checkpoint, and grows with ``n`` as a thermal set does.
@@ -344,8 +347,7 @@ def _relax_one(path: str, structure: Structure, temperature: float, seed: int,
 
 
 def _run_all(runs: list[ThermalRun], runs_dir: Path, params: dict, client: object,
-             progress: bool, on_done: Any, task: Any = _run_one,
-             what: str = "GFN1-xTB MD") -> None:
+             progress: bool, on_done: Any, task: Any, what: str) -> None:
     from distributed import as_completed
 
     from training.reference import xtb_client
@@ -364,7 +366,8 @@ def _run_all(runs: list[ThermalRun], runs_dir: Path, params: dict, client: objec
 
 def thermal_dataset(runs: Sequence[ThermalRun], runs_dir: Path, params: dict,
                     stored: xr.Dataset | None = None) -> xr.Dataset:
-    """The production snapshots of finished MD runs as a reference data set (energies done).
+    """The production snapshots of finished MD runs (or the frames of finished relaxations,
+    ``params["generator"]`` ``relaxed-*``) as a reference data set (energies done).
 
     ``params`` are the set's parameters (stored as attributes); frames after
     ``params["equilibrate_steps"]`` are the snapshots. A run without a finished
