@@ -4,8 +4,8 @@ and supercells, by temperature and by displacement.
     .venv/bin/python bench/thermal_errors.py [--models M.onnx ...] [--held-out STORE ...]
         [--json-out bench/results/thermal-errors.json]
 
-For every model (default: the shipped hexagonal model) it evaluates, through
-``ednn-dask evaluate atoms``'s function:
+For every model (default: the two shipped hexagonal models, cold and thermal) it
+evaluates, through ``ednn-dask evaluate atoms``'s function:
 
 - every ``--held-out`` store whole, with the errors by temperature and by sigma bin.
   By default: ``data/thermal-test-hexagonal.zarr`` (MD at 300 K and 1000 K of cells
@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from record import RESULTS, write_result  # noqa: E402
 
+SHIPPED = ("models/hexagonal-f16c24.onnx", "models/hexagonal-thermal-f16c24.onnx")
 SUPERCELLS = ("data/hexagonal-2x2.zarr", "data/hexagonal-3x3.zarr")
 HELD_OUT = ("data/thermal-test-hexagonal.zarr", "data/mc-test-hexagonal-2x2.zarr",
             "data/mc-test-hexagonal-3x3.zarr", "data/gaussian-test-hexagonal.zarr",
@@ -73,7 +74,7 @@ def evaluate_model(model: str, held_out: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["models/hexagonal-f16c24.onnx"])
+    parser.add_argument("--models", nargs="+", default=list(SHIPPED))
     parser.add_argument("--held-out", nargs="+",
                         default=[p for p in HELD_OUT if (ROOT / p).exists()])
     parser.add_argument("--json-out", default=str(RESULTS / "thermal-errors.json"))
