@@ -316,6 +316,22 @@ def test_the_shipped_relaxed_set_reproduces_its_labels_and_relaxes():
     assert drop / ds["n_atoms"].values[first[0]] < -0.4  # eV/atom: its pore edges reconstruct
 
 
+def test_the_shipped_hexagonal_relaxed_set_starts_from_the_md_cells_and_relaxes():
+    ds = load_reference("data/relaxed-hexagonal.zarr")
+    assert ds.sizes["structure"] == 1265 and (ds["status"].values == DONE).all()
+    assert ds.attrs["seed"] == 100 and sorted(set(ds["run"].values.tolist())) == list(range(300))
+    assert (ds["temperature"].values == 0).all() and (ds["sigma"].values == 0).all()
+    path = np.flatnonzero(ds["run"].values == 8)  # graphene, 4 vacancies, 72 FIRE steps
+    run = thermal_runs("hexagonal", 9)[8]  # the cell MD run 8 of thermal-hexagonal starts from
+    n = run.structure.positions.shape[0]
+    np.testing.assert_allclose(ds["positions"].values[path[0], :n], run.structure.positions,
+                               atol=1e-5)
+    for k in (path[0], path[-1]):
+        (s,) = dataset_structures(ds, [k])
+        assert xtb_energy(s) == pytest.approx(ds["energy"].values[k], abs=1e-4)
+    drop = ds["energy"].values[path[-1]] - ds["energy"].values[path[0]]
+    assert drop / n < -0.1  # eV/atom: the vacancies reconstruct
+
 def test_monte_carlo_frames_with_overlapping_atoms_are_left_out(tmp_path):
     from training.thermal import mc_dataset, thermal_runs
 
