@@ -95,10 +95,11 @@ data: $(STAMP)
 	$(VENV)/bin/ednn-dask data relaxed data/relaxed-hexagonal.zarr --n 300 --workdir runs/relaxed-hexagonal-relax
 
 # The studies behind two tables of the benchmarks page, with their local models and stores
-# (runs/; about 150 min on 2 cores): a coarse branch grown on the cold hexagonal model and
+# (runs/; about 4 h on 2 cores): a coarse branch grown on the cold hexagonal model and
 # its single-scale control; EDNN-MC snapshots with and without a hard core, by closest pair;
 # a pair term fitted beside the thermal net; the porous model fine-tuned on 8 MD runs, on
-# 32 relaxations, on both, and on both with 16 more relaxations
+# 32 relaxations, on both, and on both with 16 more relaxations; the thermal hexagonal
+# fine-tune with the 300 hexagonal relaxations besides its three stores (80 min)
 E := $(VENV)/bin/ednn-dask
 studies: $(STAMP)
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --scales 1:16:24,4:4:12 --epochs 40 --data data/hexagonal.zarr --out runs/hex-ms/hexagonal-ms.onnx --workdir runs/hex-ms/fit --overwrite
@@ -117,6 +118,8 @@ studies: $(STAMP)
 	$(E) data relaxed runs/relaxed-porous-48.zarr --of porous --n 48 --workdir runs/relaxed-porous-relax
 	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr data/thermal-porous.zarr runs/relaxed-porous-48.zarr --workdir runs/ft-porous-both48 --out runs/ft-porous-both48/porous-md-relaxed48-f32c16.onnx --overwrite
 	$(E) evaluate atoms --model runs/ft-porous-both48/porous-md-relaxed48-f32c16.onnx --data data/thermal-test-porous.zarr
+	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 100 --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr data/relaxed-hexagonal.zarr --workdir runs/ft-hex-relaxed/fit --out runs/ft-hex-relaxed/hexagonal-thermal-relaxed.onnx --overwrite
+	$(PY) bench/thermal_errors.py --models runs/ft-hex-relaxed/hexagonal-thermal-relaxed.onnx --json-out runs/ft-hex-relaxed/thermal-errors.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
