@@ -99,7 +99,7 @@ data: $(STAMP)
 # its single-scale control; EDNN-MC snapshots with and without a hard core, by closest pair;
 # a pair term fitted beside the thermal net; the porous model fine-tuned on 8 MD runs, on
 # 32 relaxations, on both, and on both with 16 more relaxations; the thermal hexagonal
-# fine-tune with the 300 hexagonal relaxations besides its three stores (80 min)
+# fine-tune with the 300 hexagonal relaxations besides its three stores (70 min)
 E := $(VENV)/bin/ednn-dask
 studies: $(STAMP)
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --scales 1:16:24,4:4:12 --epochs 40 --data data/hexagonal.zarr --out runs/hex-ms/hexagonal-ms.onnx --workdir runs/hex-ms/fit --overwrite

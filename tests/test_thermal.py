@@ -332,6 +332,7 @@ def test_the_shipped_hexagonal_relaxed_set_starts_from_the_md_cells_and_relaxes(
     drop = ds["energy"].values[path[-1]] - ds["energy"].values[path[0]]
     assert drop / n < -0.1  # eV/atom: the vacancies reconstruct
 
+
 def test_monte_carlo_frames_with_overlapping_atoms_are_left_out(tmp_path):
     from training.thermal import mc_dataset, thermal_runs
 
