@@ -85,8 +85,8 @@ data: $(STAMP)
 	$(VENV)/bin/ednn-dask data thermal data/thermal-test-porous.zarr --of porous --seed 220 --temperatures 300 1000 --n 4 --workdir runs/thermal-test-porous-md
 	# porous MD for training (8 runs of 93-113 atoms at 300-1500 K, about 75 min on 2 cores)
 	$(VENV)/bin/ednn-dask data thermal data/thermal-porous.zarr --of porous --n 8 --workdir runs/thermal-porous-md
-	# porous relaxation paths of the first 32 of those cells (201 frames, about 37 min on 2 cores)
-	$(VENV)/bin/ednn-dask data relaxed data/relaxed-porous.zarr --of porous --n 32 --workdir runs/relaxed-porous-relax
+	# porous relaxation paths of the first 96 of those cells (617 frames, about 2 h on 2 cores)
+	$(VENV)/bin/ednn-dask data relaxed data/relaxed-porous.zarr --of porous --n 96 --workdir runs/relaxed-porous-relax
 	# held-out supercells at 1000 K: EDNN-MC snapshots (cold shipped model), GFN1-xTB labels
 	$(VENV)/bin/ednn-dask data thermal data/mc-test-hexagonal-2x2.zarr --from-mc models/hexagonal-f16c24.onnx --cells 10 6 --n 4 --temperatures 1000 --seed 210 --steps 9600 --every 2400 --equilibrate-steps 4800 --workdir runs/mc-test-2x2
 	$(VENV)/bin/ednn-dask data thermal data/mc-test-hexagonal-3x3.zarr --from-mc models/hexagonal-f16c24.onnx --cells 15 9 --n 2 --max-vacancies 0 --temperatures 1000 --seed 211 --steps 10800 --every 5400 --equilibrate-steps 10800 --workdir runs/mc-test-3x3
@@ -98,7 +98,7 @@ data: $(STAMP)
 # (runs/; about 4 h on 2 cores): a coarse branch grown on the cold hexagonal model and
 # its single-scale control; EDNN-MC snapshots with and without a hard core, by closest pair;
 # a pair term fitted beside the thermal net; the porous model fine-tuned on 8 MD runs, on
-# 32 relaxations, on both, and on both with 16 more relaxations; the thermal hexagonal
+# 32 relaxations, on both, and on both with 48 and 96 relaxations; the thermal hexagonal
 # fine-tune with the 300 hexagonal relaxations besides its three stores (70 min)
 E := $(VENV)/bin/ednn-dask
 studies: $(STAMP)
@@ -111,13 +111,16 @@ studies: $(STAMP)
 	$(PY) bench/pair_correction.py
 	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr data/thermal-porous.zarr --workdir runs/ft-porous --out runs/ft-porous/porous-thermal-f32c16.onnx --overwrite
 	$(E) evaluate atoms --model runs/ft-porous/porous-thermal-f32c16.onnx --data data/thermal-test-porous.zarr
-	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr data/relaxed-porous.zarr --workdir runs/ft-porous-relaxed --out runs/ft-porous-relaxed/porous-relaxed-f32c16.onnx --overwrite
+	$(E) data relaxed runs/relaxed-porous-32.zarr --of porous --n 32 --workdir runs/relaxed-porous-relax
+	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr runs/relaxed-porous-32.zarr --workdir runs/ft-porous-relaxed --out runs/ft-porous-relaxed/porous-relaxed-f32c16.onnx --overwrite
 	$(E) evaluate atoms --model runs/ft-porous-relaxed/porous-relaxed-f32c16.onnx --data data/thermal-test-porous.zarr
-	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/ft-porous-both --out runs/ft-porous-both/porous-md-relaxed-f32c16.onnx --overwrite
+	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr data/thermal-porous.zarr runs/relaxed-porous-32.zarr --workdir runs/ft-porous-both --out runs/ft-porous-both/porous-md-relaxed-f32c16.onnx --overwrite
 	$(E) evaluate atoms --model runs/ft-porous-both/porous-md-relaxed-f32c16.onnx --data data/thermal-test-porous.zarr
 	$(E) data relaxed runs/relaxed-porous-48.zarr --of porous --n 48 --workdir runs/relaxed-porous-relax
 	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr data/thermal-porous.zarr runs/relaxed-porous-48.zarr --workdir runs/ft-porous-both48 --out runs/ft-porous-both48/porous-md-relaxed48-f32c16.onnx --overwrite
 	$(E) evaluate atoms --model runs/ft-porous-both48/porous-md-relaxed48-f32c16.onnx --data data/thermal-test-porous.zarr
+	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/ft-porous-both96 --out runs/ft-porous-both96/porous-md-relaxed96-f32c16.onnx --overwrite
+	$(E) evaluate atoms --model runs/ft-porous-both96/porous-md-relaxed96-f32c16.onnx --data data/thermal-test-porous.zarr
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 100 --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr data/relaxed-hexagonal.zarr --workdir runs/ft-hex-relaxed/fit --out runs/ft-hex-relaxed/hexagonal-thermal-relaxed.onnx --overwrite
 	$(PY) bench/thermal_errors.py --models runs/ft-hex-relaxed/hexagonal-thermal-relaxed.onnx --json-out runs/ft-hex-relaxed/thermal-errors.json
 

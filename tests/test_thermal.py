@@ -320,7 +320,7 @@ def _shipped_relaxation_path(store: str, frames: int, runs: int, run: int) -> tu
 
 def test_the_shipped_relaxed_set_reproduces_its_labels_and_relaxes():
     # run 9: 41 atoms, a small cell, 215 steps; its pore edges reconstruct (eV/atom)
-    _, _, drop = _shipped_relaxation_path("data/relaxed-porous.zarr", 201, 32, run=9)
+    _, _, drop = _shipped_relaxation_path("data/relaxed-porous.zarr", 617, 96, run=9)
     assert drop < -0.4
 
 
