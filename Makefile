@@ -48,6 +48,8 @@ evaluations: $(STAMP)
 	$(EVALUATE) atoms --model models/hexagonal-thermal-f16c24.onnx --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --split test --json-out bench/results/evaluate-hexagonal-thermal.json
 	$(EVALUATE) atoms --model models/porous-f32c16.onnx --data data/porous.zarr --split test --json-out bench/results/evaluate-porous.json
 	$(EVALUATE) atoms --model models/porous-f32c16.onnx --data data/thermal-test-porous.zarr --json-out bench/results/evaluate-porous-md.json
+	$(EVALUATE) atoms --model models/porous-thermal-f32c16.onnx --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --split test --json-out bench/results/evaluate-porous-thermal.json
+	$(EVALUATE) atoms --model models/porous-thermal-f32c16.onnx --data data/thermal-test-porous.zarr --json-out bench/results/evaluate-porous-thermal-md.json
 	$(EVALUATE) screened --model models/screened-multiscale.onnx --json-out bench/results/evaluate-screened.json
 
 # The shipped atomistic models were trained with TRAIN_DEVICE=cuda (one H100: 6 and 4 min);
@@ -62,6 +64,8 @@ models: $(STAMP)
 	# the hexagonal model fine-tuned on thermal MD snapshots and Gaussian cells too (about 48 min on 2 CPU cores)
 	$(VENV)/bin/ednn-dask train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 100 --device $(TRAIN_DEVICE) --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --out models/hexagonal-thermal-f16c24.onnx --overwrite
 	$(VENV)/bin/ednn-dask train porous --epochs 1500 --device $(TRAIN_DEVICE) --out models/porous-f32c16.onnx --overwrite
+	# the porous model fine-tuned on porous MD snapshots and relaxation paths too (about 25 min on 2 CPU cores)
+	$(VENV)/bin/ednn-dask train porous --init-from models/porous-f32c16.onnx --epochs 400 --device $(TRAIN_DEVICE) --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --out models/porous-thermal-f32c16.onnx --overwrite
 	$(VENV)/bin/ednn-dask train screened --kind multiscale --out models/screened-multiscale.onnx --overwrite
 	$(VENV)/bin/ednn-dask train screened --kind short --out models/screened-short.onnx --overwrite
 	$(VENV)/bin/ednn-dask train screened --kind wide --out models/screened-wide.onnx --overwrite
@@ -85,8 +89,8 @@ data: $(STAMP)
 	$(VENV)/bin/ednn-dask data thermal data/thermal-test-porous.zarr --of porous --seed 220 --temperatures 300 1000 --n 4 --workdir runs/thermal-test-porous-md
 	# porous MD for training (8 runs of 93-113 atoms at 300-1500 K, about 75 min on 2 cores)
 	$(VENV)/bin/ednn-dask data thermal data/thermal-porous.zarr --of porous --n 8 --workdir runs/thermal-porous-md
-	# porous relaxation paths of the first 96 of those cells (617 frames, about 2 h on 2 cores)
-	$(VENV)/bin/ednn-dask data relaxed data/relaxed-porous.zarr --of porous --n 96 --workdir runs/relaxed-porous-relax
+	# porous relaxation paths of the first 160 of those cells (1,021 frames, about 3.5 h on 2 cores)
+	$(VENV)/bin/ednn-dask data relaxed data/relaxed-porous.zarr --of porous --n 160 --workdir runs/relaxed-porous-relax
 	# held-out supercells at 1000 K: EDNN-MC snapshots (cold shipped model), GFN1-xTB labels
 	$(VENV)/bin/ednn-dask data thermal data/mc-test-hexagonal-2x2.zarr --from-mc models/hexagonal-f16c24.onnx --cells 10 6 --n 4 --temperatures 1000 --seed 210 --steps 9600 --every 2400 --equilibrate-steps 4800 --workdir runs/mc-test-2x2
 	$(VENV)/bin/ednn-dask data thermal data/mc-test-hexagonal-3x3.zarr --from-mc models/hexagonal-f16c24.onnx --cells 15 9 --n 2 --max-vacancies 0 --temperatures 1000 --seed 211 --steps 10800 --every 5400 --equilibrate-steps 10800 --workdir runs/mc-test-3x3
@@ -94,12 +98,13 @@ data: $(STAMP)
 	# hexagonal relaxation paths of the first 300 cells of that plan (1,265 frames, about 68 min on 2 cores)
 	$(VENV)/bin/ednn-dask data relaxed data/relaxed-hexagonal.zarr --n 300 --workdir runs/relaxed-hexagonal-relax
 
-# The studies behind two tables of the benchmarks page, with their local models and stores
+# The studies behind tables of the benchmarks page, with their local models and stores
 # (runs/; about 4 h on 2 cores): a coarse branch grown on the cold hexagonal model and
 # its single-scale control; EDNN-MC snapshots with and without a hard core, by closest pair;
 # a pair term fitted beside the thermal net; the porous model fine-tuned on 8 MD runs, on
-# 32 relaxations, on both, and on both with 48 and 96 relaxations; the thermal hexagonal
-# fine-tune with the 300 hexagonal relaxations besides its three stores (70 min)
+# 32 relaxations, on both, and on both with 48 and 96 relaxations, scored beside the shipped
+# porous models; the thermal hexagonal fine-tune with the 300 hexagonal relaxations besides
+# its three stores (70 min)
 E := $(VENV)/bin/ednn-dask
 studies: $(STAMP)
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --scales 1:16:24,4:4:12 --epochs 40 --data data/hexagonal.zarr --out runs/hex-ms/hexagonal-ms.onnx --workdir runs/hex-ms/fit --overwrite
@@ -109,18 +114,15 @@ studies: $(STAMP)
 	$(E) data thermal runs/mc-core/mc.zarr --from-mc models/hexagonal-thermal-f16c24.onnx --n 16 --seed 500 --min-distance 1.1
 	$(PY) bench/closest_pairs.py --data data/thermal-hexagonal.zarr data/mc-test-hexagonal-2x2.zarr data/mc-test-hexagonal-3x3.zarr runs/al-hex/round-0/mc.zarr runs/mc-core/mc.zarr
 	$(PY) bench/pair_correction.py
-	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr data/thermal-porous.zarr --workdir runs/ft-porous --out runs/ft-porous/porous-thermal-f32c16.onnx --overwrite
-	$(E) evaluate atoms --model runs/ft-porous/porous-thermal-f32c16.onnx --data data/thermal-test-porous.zarr
+	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr data/thermal-porous.zarr --workdir runs/ft-porous --out runs/ft-porous/porous-md-f32c16.onnx --overwrite
 	$(E) data relaxed runs/relaxed-porous-32.zarr --of porous --n 32 --workdir runs/relaxed-porous-relax
 	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr runs/relaxed-porous-32.zarr --workdir runs/ft-porous-relaxed --out runs/ft-porous-relaxed/porous-relaxed-f32c16.onnx --overwrite
-	$(E) evaluate atoms --model runs/ft-porous-relaxed/porous-relaxed-f32c16.onnx --data data/thermal-test-porous.zarr
 	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr data/thermal-porous.zarr runs/relaxed-porous-32.zarr --workdir runs/ft-porous-both --out runs/ft-porous-both/porous-md-relaxed-f32c16.onnx --overwrite
-	$(E) evaluate atoms --model runs/ft-porous-both/porous-md-relaxed-f32c16.onnx --data data/thermal-test-porous.zarr
 	$(E) data relaxed runs/relaxed-porous-48.zarr --of porous --n 48 --workdir runs/relaxed-porous-relax
 	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr data/thermal-porous.zarr runs/relaxed-porous-48.zarr --workdir runs/ft-porous-both48 --out runs/ft-porous-both48/porous-md-relaxed48-f32c16.onnx --overwrite
-	$(E) evaluate atoms --model runs/ft-porous-both48/porous-md-relaxed48-f32c16.onnx --data data/thermal-test-porous.zarr
-	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/ft-porous-both96 --out runs/ft-porous-both96/porous-md-relaxed96-f32c16.onnx --overwrite
-	$(E) evaluate atoms --model runs/ft-porous-both96/porous-md-relaxed96-f32c16.onnx --data data/thermal-test-porous.zarr
+	$(E) data relaxed runs/relaxed-porous-96.zarr --of porous --n 96 --workdir runs/relaxed-porous-relax
+	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr data/thermal-porous.zarr runs/relaxed-porous-96.zarr --workdir runs/ft-porous-both96 --out runs/ft-porous-both96/porous-md-relaxed96-f32c16.onnx --overwrite
+	$(PY) bench/porous_relaxations.py
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 100 --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr data/relaxed-hexagonal.zarr --workdir runs/ft-hex-relaxed/fit --out runs/ft-hex-relaxed/hexagonal-thermal-relaxed.onnx --overwrite
 	$(PY) bench/thermal_errors.py --models runs/ft-hex-relaxed/hexagonal-thermal-relaxed.onnx --json-out runs/ft-hex-relaxed/thermal-errors.json
 

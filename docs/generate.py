@@ -12,7 +12,9 @@ regenerates them; nothing here is written into ``docs/``:
 - the accuracy table of ``findings.md`` (the line ``<!-- generated: accuracy -->``):
   one row per ``bench/results/evaluate-*.json`` that ``make evaluations`` writes
   (``ednn-dask evaluate --json-out``), "not run yet" for each of the target's files
-  that is missing.
+  that is missing;
+- a benchmark's table in a hand-written page, in place of the line
+  ``<!-- generated: bench/SCRIPT.py -->``.
 
 ``python docs/generate.py OUT`` writes the same pages into the folder ``OUT`` to read them.
 """
@@ -51,10 +53,12 @@ BENCHMARKS = {  # bench script -> its result files under bench/results/
     "vacancy_pairs.py": "vacancy-pairs.json",
     "closest_pairs.py": "closest-pairs.json",
     "pair_correction.py": "pair-correction.json",
+    "porous_relaxations.py": "porous-relaxations.json",
 }
 EVALUATIONS = "evaluate-*.json"  # ednn-dask evaluate --json-out, from `make evaluations`
 CLOSEST_BINS = (0.0, 1.0, 1.1, 1.2, 1.3, 10.0)  # Å, as bench/closest_pairs.py bins them
 ACCURACY_MARKER = "<!-- generated: accuracy -->"  # in findings.md
+BENCH_MARKER = "<!-- generated: bench/{} -->"  # a benchmark's table in a hand-written page
 SYMBOLS = {1: "H", 5: "B", 6: "C", 7: "N", 8: "O"}
 
 if str(ROOT) not in sys.path:  # the hook runs from any working directory
@@ -258,8 +262,9 @@ def _limits(spec, data) -> list[str]:
                      "configurations are extrapolation.")
     elif temperatures:
         cold = " and cold lattices" if spec.provenance.get("cold_lattices_too") else ""
-        lines.append("Trained on thermal configurations from {:g} to {:g} K{} (per-coordinate "
-                     "RMS up to {} Å).".format(*temperatures, cold,
+        relaxed = " (0 K: relaxation paths)" if spec.provenance.get("relaxation_paths_too") else ""
+        lines.append("Trained on thermal configurations from {:g} to {:g} K{}{} (per-coordinate "
+                     "RMS up to {} Å).".format(*temperatures, relaxed, cold,
                                                spec.provenance["sigma_max_angstrom"]))
     if spec.provenance.get("energy_convention"):
         lines.append(f"Energy convention: {spec.provenance['energy_convention']}.")
@@ -329,6 +334,16 @@ def benchmarks_page() -> str:
            "`bench/results/`; each table names the machine and the date it was measured on.",
            "`make bench` runs them all. Benchmarks compare against a baseline in the same "
            "run (a ratio), so their ratios carry across machines better than their times."]
+    for script in BENCHMARKS:
+        doc = ast.get_docstring(ast.parse((ROOT / "bench" / script).read_text())) or script
+        title, _, body = doc.partition("\n")
+        out += ["", f"## {title.rstrip('.')}", "", _usage_as_code(body), "",
+                *benchmark_table(script)]
+    return "\n".join(out) + "\n"
+
+
+def benchmark_table(script: str) -> list[str]:
+    """One benchmark's table with where it was measured, or a line saying it has not run."""
     render = {"bench_pipeline.py": _pipeline_table, "bench_rasterize.py": _rasterize_table,
               "bench_sheet.py": _sheet_table, "bench_mc.py": _mc_table,
               "binder.py": _binder_table, "mc_gr_compare.py": _gr_table,
@@ -337,18 +352,13 @@ def benchmarks_page() -> str:
               "train_fields_accuracy.py": _train_fields_table, "rock_volume.py": _rock_table,
               "thermal_errors.py": _thermal_table, "convention_transfer.py": _convention_table,
               "vacancy_pairs.py": _vacancy_pairs_table, "closest_pairs.py": _closest_table,
-              "pair_correction.py": _pair_correction_table}
-    for script, pattern in BENCHMARKS.items():
-        doc = ast.get_docstring(ast.parse((ROOT / "bench" / script).read_text())) or script
-        title, _, body = doc.partition("\n")
-        out += ["", f"## {title.rstrip('.')}", "", _usage_as_code(body), ""]
-        records = [json.loads(p.read_text()) for p in sorted(RESULTS.glob(pattern))]
-        if not records:
-            out.append(f"**Not run yet**: `python bench/{script}` writes "
-                       f"`bench/results/{pattern}`.")
-            continue
-        out += _measured(records) + [""] + render[script](records)
-    return "\n".join(out) + "\n"
+              "pair_correction.py": _pair_correction_table,
+              "porous_relaxations.py": _porous_relaxations_table}
+    pattern = BENCHMARKS[script]
+    records = [json.loads(p.read_text()) for p in sorted(RESULTS.glob(pattern))]
+    if not records:
+        return [f"**Not run yet**: `python bench/{script}` writes `bench/results/{pattern}`."]
+    return _measured(records) + [""] + render[script](records)
 
 
 def _usage_as_code(text: str) -> str:
@@ -603,6 +613,30 @@ def _pair_correction_table(records: list[dict]) -> list[str]:
     return out
 
 
+def _porous_relaxations_table(records: list[dict]) -> list[str]:
+    r = records[-1]
+    out = [f"Held out: `{r['held_out']}`; meV/atom. The cold split is the model's own test "
+           "split of `porous.zarr`, the training split all its training frames.", "",
+           "| model | training data besides `porous.zarr` | frames | held-out median "
+           f"| mean signed | the same, cells of {' / '.join(r['models'][0]['held_out_by_atoms'])}"
+           " atoms | cold split, MAE | training split, MAE |",
+           "|---|---|---|---|---|---|---|---|"]
+    for row in r["models"]:
+        data = " and ".join(f"{n} {what}" for n, what in (
+            (row["md_runs"], "MD runs"), (row["relaxations"], "relaxations")) if n) or "none"
+        h = row["held_out"]
+        sizes = " / ".join(f"{v:+.0f}" for v in row["held_out_by_atoms"].values())
+        out.append(f"| `{Path(row['model']).name}` | {data} | {row['frames']:,} "
+                   f"| {h['median']:.1f} | {h['mean_signed']:+.1f} | {sizes} "
+                   f"| {row['cold_split_mae']:.2f} | {row['train_split_mae']:.2f} |")
+    fit = r.get("power_law")
+    if fit:
+        out += ["", f"With the 8 MD runs, the median falls as n^{fit['b']:.2f} with n relaxation "
+                f"paths ({fit['points']} fine-tunes): {r['target_median_meV_per_atom']:g} "
+                f"meV/atom at about {fit['relaxations_for_target']:,.0f} relaxations."]
+    return out + ["", "![Held-out median against relaxations](porous-relaxations.png)"]
+
+
 def _train_fields_table(records: list[dict]) -> list[str]:
     out = ["| training set | scored field | training (default settings) | epochs (best) "
            "| test relative MAE | relative error on the scored field |",
@@ -839,11 +873,16 @@ def _machine(m: dict) -> str:
 
 
 def render_markers(markdown: str, uri: str) -> str:
-    """A hand-written page with its generated parts in place (findings: the accuracy table)."""
+    """A hand-written page with its generated parts in place: the accuracy table in the
+    findings, and a benchmark's table wherever its line ``BENCH_MARKER`` stands."""
     if uri == "findings.md":
         if ACCURACY_MARKER not in markdown:
             raise ValueError(f"findings.md lacks the line {ACCURACY_MARKER!r}")
         markdown = markdown.replace(ACCURACY_MARKER, accuracy_table())
+    for script in BENCHMARKS:
+        marker = BENCH_MARKER.format(script)
+        if marker in markdown:
+            markdown = markdown.replace(marker, "\n".join(benchmark_table(script)))
     return markdown
 
 

@@ -278,10 +278,24 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
                                                       "gamma": supercell, "replica": {
                                                           **supercell,
                                                           "mae_meV_per_atom": 2.5}}}}]}))
+    porous = {"held_out_by_atoms": {"64": 53.0, "85": -3.0}, "cold_split_mae": 12.5,
+              "train_split_mae": 11.25}
+    (tmp_path / "porous-relaxations.json").write_text(json.dumps({
+        **header, "held_out": "h.zarr", "target_median_meV_per_atom": 4.0,
+        "power_law": {"a": 1000.0, "b": -0.75, "points": 3, "relaxations_for_target": 1550.0},
+        "models": [{"model": "models/cold.onnx", "md_runs": 0, "relaxations": 0, "frames": 0,
+                    "held_out": {"mae": 250.0, "median": 217.0, "mean_signed": 245.0}, **porous},
+                   {"model": "runs/p96.onnx", "md_runs": 8, "relaxations": 96, "frames": 777,
+                    "held_out": {"mae": 33.0, "median": 32.0, "mean_signed": 31.0}, **porous}]}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
-    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 17
-    assert page.count("2030-01-02T03:04:05+00:00") == 17
+    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 18
+    assert page.count("2030-01-02T03:04:05+00:00") == 18
+    assert "| `cold.onnx` | none | 0 | 217.0 | +245.0 | +53 / -3 | 12.50 | 11.25 |" in page
+    assert "| `p96.onnx` | 8 MD runs and 96 relaxations | 777 | 32.0 | +31.0 |" in page
+    assert "the same, cells of 64 / 85 atoms" in page
+    assert "falls as n^-0.75 with n relaxation paths (3 fine-tunes): 4 meV/atom at about " \
+           "1,550 relaxations." in page
     assert "| 8 px, 1 (273) | 14.4 | 50.7 | 76.6 |" in page
     assert "| `hex.onnx` | B -1.00, C -4.50, N -0.50 | 1.50, 1.25 (90 cells) | `h3.zarr` | 540 " \
            "| 24 | 6.50 (+5.25) | 2.50 (+5.25) |" in page
@@ -366,3 +380,7 @@ def test_accuracy_table_from_json(tmp_path: Path, monkeypatch):
     assert generate.ACCURACY_MARKER not in page and table in page
     with pytest.raises(ValueError, match="lacks"):
         generate.render_markers("# Findings\n", "findings.md")
+    marker = generate.BENCH_MARKER.format("closest_pairs.py")  # any page, any benchmark
+    assert generate.render_markers(f"# Page\n\n{marker}\n", "guide/x.md") == (
+        "# Page\n\n**Not run yet**: `python bench/closest_pairs.py` writes "
+        "`bench/results/closest-pairs.json`.\n")

@@ -18,7 +18,7 @@ import xarray as xr  # noqa: E402
 from ednn_dask.atoms.materials import hexagonal_sheet  # noqa: E402
 from ednn_dask.cli import main  # noqa: E402
 from ednn_dask.errors import OutputExistsError  # noqa: E402
-from training.atomistic import SIGMA_BINS, error_groups  # noqa: E402
+from training.atomistic import SIGMA_BINS, data_conditions, error_groups  # noqa: E402
 from training.reference import (  # noqa: E402
     DONE,
     dataset_structures,
@@ -141,6 +141,11 @@ def test_relaxed_cells_are_a_resumable_store_of_their_paths(tmp_path, local_clus
         assert path["step"].values[-1] == path.attrs["steps"] <= 30
     assert (ds["temperature"].values == 0).all() and (ds["sigma"].values == 0).all()
     assert ds["vacancies"].values.max() >= 1
+    # what a model card trained on them says: relaxation paths, at 0 K
+    conditions = data_conditions(load_reference_sets(["data/hexagonal-2x2.zarr", out]),
+                                 ["data/hexagonal-2x2.zarr", out])
+    assert conditions["temperatures_K"] == [0.0, 0.0]
+    assert conditions["relaxation_paths_too"] and conditions["cold_lattices_too"]
     with pytest.raises(OutputExistsError, match="fmax"):
         build_relaxed_set(out, "hexagonal", n=3, fmax=0.1, client=local_cluster, **RELAX)
     with pytest.raises(OutputExistsError, match="'n': 3"):
@@ -211,10 +216,9 @@ def test_cold_and_thermal_sets_load_together(thermal):
     np.testing.assert_array_equal(both["run"].values[n_cold:], thermal_ds["run"].values)
     np.testing.assert_array_equal(both["temperature"].values[n_cold:],
                                   thermal_ds["temperature"].values)
-    from training.atomistic import data_conditions
-
     conditions = data_conditions(both, ["data/hexagonal-2x2.zarr", str(out)])
     assert conditions["temperatures_K"] == [800.0, 1500.0] and conditions["cold_lattices_too"]
+    assert not conditions["relaxation_paths_too"]
     assert conditions["stores"] == ["hexagonal-2x2.zarr", "t.zarr"]
 
 
@@ -320,7 +324,7 @@ def _shipped_relaxation_path(store: str, frames: int, runs: int, run: int) -> tu
 
 def test_the_shipped_relaxed_set_reproduces_its_labels_and_relaxes():
     # run 9: 41 atoms, a small cell, 215 steps; its pore edges reconstruct (eV/atom)
-    _, _, drop = _shipped_relaxation_path("data/relaxed-porous.zarr", 617, 96, run=9)
+    _, _, drop = _shipped_relaxation_path("data/relaxed-porous.zarr", 1021, 160, run=9)
     assert drop < -0.4
 
 

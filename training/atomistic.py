@@ -392,7 +392,8 @@ def data_conditions(ds: xr.Dataset, data: str | Sequence[str]) -> dict[str, Any]
     """What a model card says of its training data: stores, temperatures, energy convention.
 
     ``temperatures_K`` is the range of the thermal structures' thermostats (and
-    ``cold_lattices_too`` whether cold sets were mixed in), or ``"cold"`` where every
+    ``cold_lattices_too`` whether cold sets were mixed in, ``relaxation_paths_too``
+    whether relaxation paths, at 0 K, were), or ``"cold"`` where every
     structure is a lattice with independent displacements (per-coordinate RMS up
     to ``sigma_max_angstrom``).
     """
@@ -402,6 +403,7 @@ def data_conditions(ds: xr.Dataset, data: str | Sequence[str]) -> dict[str, Any]
     if np.isfinite(t).any():
         out["temperatures_K"] = [float(np.nanmin(t)), float(np.nanmax(t))]
         out["cold_lattices_too"] = bool(np.isnan(t).any())
+        out["relaxation_paths_too"] = bool((t == 0).any())
     else:
         out["temperatures_K"] = "cold"
     out["sigma_max_angstrom"] = round(float(displacement_sigma(ds).max()), 4)

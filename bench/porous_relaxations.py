@@ -1,0 +1,145 @@
+"""Porous models fine-tuned on MD snapshots and relaxation paths: held-out MD error.
+
+    python bench/porous_relaxations.py [--json-out bench/results/porous-relaxations.json]
+                                       [--plot docs/porous-relaxations.png]
+
+Each porous fine-tune of `make studies`, the shipped cold model and the shipped
+`porous-thermal-f32c16` are scored on the 80 held-out MD snapshots of
+`data/thermal-test-porous.zarr` (four cells, 64-94 atoms, never trained on) and on the
+cold cells of their own recipe's test split. A power law fitted to the held-out
+median against the number of relaxation paths (the fine-tunes with the 8 MD runs)
+says how many relaxations the target, a median of 4 meV/atom, would need. A model
+that is missing is skipped (`make studies` trains those under runs/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from record import RESULTS, write_result  # noqa: E402
+
+from training.atomistic import evaluate_atomistic  # noqa: E402
+from training.reference import load_reference  # noqa: E402
+
+HELD_OUT = "data/thermal-test-porous.zarr"
+TARGET = 4.0  # meV/atom, median on held-out cells (issue 18; the paper: about 4.4)
+MD = "data/thermal-porous.zarr"
+FINE_TUNES = {  # model -> its training stores besides data/porous.zarr
+    "models/porous-f32c16.onnx": [],
+    "runs/ft-porous/porous-md-f32c16.onnx": [MD],
+    "runs/ft-porous-relaxed/porous-relaxed-f32c16.onnx": ["runs/relaxed-porous-32.zarr"],
+    "runs/ft-porous-both/porous-md-relaxed-f32c16.onnx": [MD, "runs/relaxed-porous-32.zarr"],
+    "runs/ft-porous-both48/porous-md-relaxed48-f32c16.onnx": [MD, "runs/relaxed-porous-48.zarr"],
+    "runs/ft-porous-both96/porous-md-relaxed96-f32c16.onnx": [MD, "runs/relaxed-porous-96.zarr"],
+    "models/porous-thermal-f32c16.onnx": [MD, "data/relaxed-porous.zarr"],
+}
+
+
+def runs_in(stores: list[str]) -> dict[str, int]:
+    """MD runs and relaxation paths in the training stores (their ``n`` attribute)."""
+    out = {"md_runs": 0, "relaxations": 0, "frames": 0}
+    for path in stores:
+        ds = load_reference(str(ROOT / path))
+        key = "relaxations" if ds.attrs["generator"].startswith("relaxed") else "md_runs"
+        out[key] += int(ds.attrs["n"])
+        out["frames"] += ds.sizes["structure"]
+    return out
+
+
+def model_row(model: str, stores: list[str]) -> dict:
+    held = evaluate_atomistic(str(ROOT / model), str(ROOT / HELD_OUT))
+    paths = [str(ROOT / p) for p in ["data/porous.zarr", *stores]]
+    split = evaluate_atomistic(str(ROOT / model), paths, split="test")
+    train = evaluate_atomistic(str(ROOT / model), paths, split="train")
+    by_store = split["groups"].get("store") or {  # a single store is not grouped
+        "porous.zarr": {"mae": split["mae_meV_per_atom"]}}
+    return {"model": model, "stores": stores, **runs_in(stores),
+            "held_out": {k: held[f"{k}_meV_per_atom"] for k in ("mae", "median", "mean_signed")},
+            "held_out_by_atoms": {n: g["mean_signed"] for n, g in held["groups"]["atoms"].items()},
+            "held_out_by_temperature": {t: g["mean_signed"]
+                                        for t, g in held["groups"]["temperature_K"].items()},
+            "cold_split_mae": by_store["porous.zarr"]["mae"],
+            "train_split_mae": train["mae_meV_per_atom"],
+            "split_mae_by_store": {s: g["mae"] for s, g in by_store.items()}}
+
+
+def power_law(rows: list[dict]) -> dict | None:
+    """median = a * relaxations**b over the fine-tunes with MD runs and relaxations."""
+    points = [(r["relaxations"], r["held_out"]["median"]) for r in rows
+              if r["md_runs"] and r["relaxations"]]
+    if len(points) < 3:
+        return None
+    x, y = np.log(np.array(points, dtype=float)).T
+    b, log_a = np.polyfit(x, y, 1)
+    return {"a": float(np.exp(log_a)), "b": float(b), "points": len(points),
+            "relaxations_for_target": float(np.exp((np.log(TARGET) - log_a) / b))}
+
+
+def plot(rows: list[dict], fit: dict | None, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(10.0, 4.0), constrained_layout=True)
+    both = [r for r in rows if r["md_runs"] and r["relaxations"]]
+    ax.loglog([r["relaxations"] for r in both], [r["held_out"]["median"] for r in both],
+              "o", color="C0", label="fine-tuned on 8 MD runs and n relaxations: held-out median")
+    alone = [r for r in rows if r["relaxations"] and not r["md_runs"]]
+    ax.loglog([r["relaxations"] for r in alone], [r["held_out"]["median"] for r in alone],
+              "s", color="C1", label="on n relaxations alone")
+    ax.loglog([r["relaxations"] for r in both], [r["train_split_mae"] for r in both], "o",
+              mfc="none", color="C0", label="the same, MAE on its own training frames")
+    if fit:
+        n = np.geomspace(min(r["relaxations"] for r in both), fit["relaxations_for_target"] * 1.2)
+        ax.loglog(n, fit["a"] * n ** fit["b"], "--", color="C0", lw=1,
+                  label=f"median ~ n^{fit['b']:.2f}")
+    for row, style in zip((r for r in rows if not r["relaxations"]), ("-.", "-")):
+        ax.axhline(row["held_out"]["median"], color="grey", lw=0.8, ls=style,
+                   label=f"{Path(row['model']).name}: {row['md_runs']} MD runs, no relaxations")
+    ax.axhline(TARGET, color="k", lw=0.8, ls=":", label=f"target, {TARGET:g} meV/atom")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set(xlabel="relaxation paths in the training data",
+           ylabel="|error| (meV/atom)",
+           title="porous graphene, 80 MD snapshots of 4 held-out cells")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json-out", default=str(RESULTS / "porous-relaxations.json"))
+    parser.add_argument("--plot", default=str(ROOT / "docs" / "porous-relaxations.png"))
+    args = parser.parse_args()
+    rows = []
+    for model, stores in FINE_TUNES.items():
+        if not (ROOT / model).is_file():
+            print(f"skipped {model}: not found (`make studies` or `make models` trains it)")
+            continue
+        rows.append(row := model_row(model, stores))
+        h = row["held_out"]
+        print(f"{model}: {row['md_runs']} MD runs, {row['relaxations']} relaxations: held-out "
+              f"median {h['median']:.1f}, mean signed {h['mean_signed']:+.1f}; cold split "
+              f"{row['cold_split_mae']:.2f}, training split {row['train_split_mae']:.2f} meV/atom")
+    fit = power_law(rows)
+    if fit:
+        print(f"median ~ {fit['a']:.0f} * n^{fit['b']:.2f}: {TARGET:g} meV/atom at about "
+              f"{fit['relaxations_for_target']:.0f} relaxations")
+    plot(rows, fit, args.plot)
+    write_result({"held_out": HELD_OUT, "target_median_meV_per_atom": TARGET,
+                  "models": rows, "power_law": fit}, args.json_out, sys.argv)
+
+
+if __name__ == "__main__":
+    main()
