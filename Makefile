@@ -48,8 +48,8 @@ evaluations: $(STAMP)
 	$(EVALUATE) atoms --model models/hexagonal-thermal-f16c24.onnx --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --split test --json-out bench/results/evaluate-hexagonal-thermal.json
 	$(EVALUATE) atoms --model models/porous-f32c16.onnx --data data/porous.zarr --split test --json-out bench/results/evaluate-porous.json
 	$(EVALUATE) atoms --model models/porous-f32c16.onnx --data data/thermal-test-porous.zarr --json-out bench/results/evaluate-porous-md.json
-	$(EVALUATE) atoms --model models/porous-thermal-f32c16.onnx --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --split test --json-out bench/results/evaluate-porous-thermal.json
-	$(EVALUATE) atoms --model models/porous-thermal-f32c16.onnx --data data/thermal-test-porous.zarr --json-out bench/results/evaluate-porous-thermal-md.json
+	$(EVALUATE) atoms --model models/porous-thermal-f32c32.onnx --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --split test --json-out bench/results/evaluate-porous-thermal.json
+	$(EVALUATE) atoms --model models/porous-thermal-f32c32.onnx --data data/thermal-test-porous.zarr --json-out bench/results/evaluate-porous-thermal-md.json
 	$(EVALUATE) screened --model models/screened-multiscale.onnx --json-out bench/results/evaluate-screened.json
 
 # The shipped atomistic models were trained with TRAIN_DEVICE=cuda (one H100: 6 and 4 min);
@@ -64,8 +64,8 @@ models: $(STAMP)
 	# the hexagonal model fine-tuned on thermal MD snapshots and Gaussian cells too (about 48 min on 2 CPU cores)
 	$(VENV)/bin/ednn-dask train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 100 --device $(TRAIN_DEVICE) --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --out models/hexagonal-thermal-f16c24.onnx --overwrite
 	$(VENV)/bin/ednn-dask train porous --epochs 1500 --device $(TRAIN_DEVICE) --out models/porous-f32c16.onnx --overwrite
-	# the porous model fine-tuned on porous MD snapshots and relaxation paths too (about 25 min on 2 CPU cores)
-	$(VENV)/bin/ednn-dask train porous --init-from models/porous-f32c16.onnx --epochs 400 --device $(TRAIN_DEVICE) --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --out models/porous-thermal-f32c16.onnx --overwrite
+	# a porous model with a 3.2 A context, on cold cells, porous MD snapshots and relaxation paths (88 min on 2 CPU cores)
+	$(VENV)/bin/ednn-dask train porous --context 32 --epochs 1000 --device $(TRAIN_DEVICE) --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --out models/porous-thermal-f32c32.onnx --overwrite
 	$(VENV)/bin/ednn-dask train screened --kind multiscale --out models/screened-multiscale.onnx --overwrite
 	$(VENV)/bin/ednn-dask train screened --kind short --out models/screened-short.onnx --overwrite
 	$(VENV)/bin/ednn-dask train screened --kind wide --out models/screened-wide.onnx --overwrite
@@ -99,11 +99,11 @@ data: $(STAMP)
 	$(VENV)/bin/ednn-dask data relaxed data/relaxed-hexagonal.zarr --n 300 --workdir runs/relaxed-hexagonal-relax
 
 # The studies behind tables of the benchmarks page, with their local models and stores
-# (runs/; about 4 h on 2 cores): a coarse branch grown on the cold hexagonal model and
+# (runs/; about 4.5 h on 2 cores): a coarse branch grown on the cold hexagonal model and
 # its single-scale control; EDNN-MC snapshots with and without a hard core, by closest pair;
 # a pair term fitted beside the thermal net; the porous model fine-tuned on 8 MD runs, on
-# 32 relaxations, on both, and on both with 48 and 96 relaxations, scored beside the shipped
-# porous models; the thermal hexagonal fine-tune with the 300 hexagonal relaxations besides
+# 32 relaxations, on both, and on both with 48, 96 and 160 relaxations, scored beside the
+# shipped porous models; the thermal hexagonal fine-tune with the 300 hexagonal relaxations besides
 # its three stores (70 min)
 E := $(VENV)/bin/ednn-dask
 studies: $(STAMP)
@@ -122,6 +122,7 @@ studies: $(STAMP)
 	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr data/thermal-porous.zarr runs/relaxed-porous-48.zarr --workdir runs/ft-porous-both48 --out runs/ft-porous-both48/porous-md-relaxed48-f32c16.onnx --overwrite
 	$(E) data relaxed runs/relaxed-porous-96.zarr --of porous --n 96 --workdir runs/relaxed-porous-relax
 	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr data/thermal-porous.zarr runs/relaxed-porous-96.zarr --workdir runs/ft-porous-both96 --out runs/ft-porous-both96/porous-md-relaxed96-f32c16.onnx --overwrite
+	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/ft-porous-both160 --out runs/ft-porous-both160/porous-thermal-f32c16.onnx --overwrite
 	$(PY) bench/porous_relaxations.py
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 100 --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr data/relaxed-hexagonal.zarr --workdir runs/ft-hex-relaxed/fit --out runs/ft-hex-relaxed/hexagonal-thermal-relaxed.onnx --overwrite
 	$(PY) bench/thermal_errors.py --models runs/ft-hex-relaxed/hexagonal-thermal-relaxed.onnx --json-out runs/ft-hex-relaxed/thermal-errors.json

@@ -4,18 +4,21 @@
                                        [--plot docs/porous-relaxations.png]
 
 Each porous fine-tune of `make studies`, the shipped cold model and the shipped
-`porous-thermal-f32c16` are scored on the 80 held-out MD snapshots of
+`porous-thermal-f32c32` (a 3.2 Å context, trained from scratch) are scored on the 80
+held-out MD snapshots of
 `data/thermal-test-porous.zarr` (four cells, 64-94 atoms, never trained on), on the
 cold cells of their own recipe's test split, and on their whole training split (how
 well the net fits its own data). A power law fitted to the held-out
-median against the number of relaxation paths (the fine-tunes with the 8 MD runs)
-says how many relaxations the target, a median of 4 meV/atom, would need. A model
-that is missing is skipped (`make studies` trains those under runs/).
+median against the number of relaxation paths (the fine-tunes of the cold model with
+the 8 MD runs) says how many relaxations the target, a median of 4 meV/atom, would
+need. A model that is missing keeps the row of the last run that scored it, with that
+run's date (`make studies` trains the fine-tunes under runs/).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -27,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from record import RESULTS, write_result  # noqa: E402
 
+from ednn_dask import TileModel  # noqa: E402
 from training.atomistic import evaluate_atomistic  # noqa: E402
 from training.reference import load_reference  # noqa: E402
 
@@ -40,7 +44,8 @@ FINE_TUNES = {  # model -> its training stores besides data/porous.zarr
     "runs/ft-porous-both/porous-md-relaxed-f32c16.onnx": [MD, "runs/relaxed-porous-32.zarr"],
     "runs/ft-porous-both48/porous-md-relaxed48-f32c16.onnx": [MD, "runs/relaxed-porous-48.zarr"],
     "runs/ft-porous-both96/porous-md-relaxed96-f32c16.onnx": [MD, "runs/relaxed-porous-96.zarr"],
-    "models/porous-thermal-f32c16.onnx": [MD, "data/relaxed-porous.zarr"],
+    "runs/ft-porous-both160/porous-thermal-f32c16.onnx": [MD, "data/relaxed-porous.zarr"],
+    "models/porous-thermal-f32c32.onnx": [MD, "data/relaxed-porous.zarr"],
 }
 
 
@@ -56,6 +61,7 @@ def runs_in(stores: list[str]) -> dict[str, int]:
 
 
 def model_row(model: str, stores: list[str]) -> dict:
+    spec = TileModel.load(ROOT / model).spec
     held = evaluate_atomistic(str(ROOT / model), str(ROOT / HELD_OUT))
     paths = [str(ROOT / p) for p in ["data/porous.zarr", *stores]]
     split = evaluate_atomistic(str(ROOT / model), paths, split="test")
@@ -63,6 +69,8 @@ def model_row(model: str, stores: list[str]) -> dict:
     by_store = split["groups"].get("store") or {  # a single store is not grouped
         "porous.zarr": {"mae": split["mae_meV_per_atom"]}}
     return {"model": model, "stores": stores, **runs_in(stores),
+            "net": spec.provenance["net"], "context_px": int(spec.context[0]),
+            "init_from": (spec.provenance.get("init_from") or "").split(" ")[0] or None,
             "held_out": {k: held[f"{k}_meV_per_atom"] for k in ("mae", "median", "mean_signed")},
             "held_out_by_atoms": {n: g["mean_signed"] for n, g in held["groups"]["atoms"].items()},
             "held_out_by_temperature": {t: g["mean_signed"]
@@ -74,14 +82,29 @@ def model_row(model: str, stores: list[str]) -> dict:
 
 def power_law(rows: list[dict]) -> dict | None:
     """median = a * relaxations**b over the fine-tunes with MD runs and relaxations."""
-    points = [(r["relaxations"], r["held_out"]["median"]) for r in rows
-              if r["md_runs"] and r["relaxations"]]
+    points = [(r["relaxations"], r["held_out"]["median"]) for r in _fine_tunes(rows)]
     if len(points) < 3:
         return None
     x, y = np.log(np.array(points, dtype=float)).T
     b, log_a = np.polyfit(x, y, 1)
     return {"a": float(np.exp(log_a)), "b": float(b), "points": len(points),
             "relaxations_for_target": float(np.exp((np.log(TARGET) - log_a) / b))}
+
+
+def _fine_tunes(rows: list[dict]) -> list[dict]:
+    """The fine-tunes of the cold model on the 8 MD runs and n relaxations."""
+    return [r for r in rows if r["md_runs"] and r["relaxations"] and r.get("init_from")]
+
+
+def carried_over(path: str, model: str) -> dict | None:
+    """The row of ``model`` in the last run's JSON at ``path``, with that run's date."""
+    if not Path(path).is_file():
+        return None
+    last = json.loads(Path(path).read_text())
+    for row in last["models"]:
+        if row["model"] == model:
+            return {**row, "measured": row.get("measured", last["date"])}
+    return None
 
 
 def plot(rows: list[dict], fit: dict | None, path: str) -> None:
@@ -92,7 +115,7 @@ def plot(rows: list[dict], fit: dict | None, path: str) -> None:
     import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(10.0, 4.0), constrained_layout=True)
-    both = [r for r in rows if r["md_runs"] and r["relaxations"]]
+    both = _fine_tunes(rows)
     ax.loglog([r["relaxations"] for r in both], [r["held_out"]["median"] for r in both],
               "o", color="C0", label="fine-tuned on 8 MD runs and n relaxations: held-out median")
     alone = [r for r in rows if r["relaxations"] and not r["md_runs"]]
@@ -104,6 +127,13 @@ def plot(rows: list[dict], fit: dict | None, path: str) -> None:
         n = np.geomspace(min(r["relaxations"] for r in both), fit["relaxations_for_target"] * 1.2)
         ax.loglog(n, fit["a"] * n ** fit["b"], "--", color="C0", lw=1,
                   label=f"median ~ n^{fit['b']:.2f}")
+    for row in rows:
+        if row["relaxations"] and row["md_runs"] and not row.get("init_from"):
+            ax.loglog([row["relaxations"]], [row["held_out"]["median"]], "*", ms=12, color="C2",
+                      label=f"{Path(row['model']).name}: {row['context_px']} px context, "
+                      "from scratch, held-out median")
+            ax.loglog([row["relaxations"]], [row["train_split_mae"]], "*", ms=12, mfc="none",
+                      color="C2", label="the same, MAE on its own training frames")
     for row, style in zip((r for r in rows if not r["relaxations"]), ("-.", "-")):
         ax.axhline(row["held_out"]["median"], color="grey", lw=0.8, ls=style,
                    label=f"{Path(row['model']).name}: {row['md_runs']} MD runs, no relaxations")
@@ -125,10 +155,14 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for model, stores in FINE_TUNES.items():
-        if not (ROOT / model).is_file():
+        if (ROOT / model).is_file():
+            row = model_row(model, stores)
+        elif row := carried_over(args.json_out, model):
+            print(f"{model}: not found, its row of {row['measured']} is kept")
+        else:
             print(f"skipped {model}: not found (`make studies` or `make models` trains it)")
             continue
-        rows.append(row := model_row(model, stores))
+        rows.append(row)
         h = row["held_out"]
         print(f"{model}: {row['md_runs']} MD runs, {row['relaxations']} relaxations: held-out "
               f"median {h['median']:.1f}, mean signed {h['mean_signed']:+.1f}; cold split "

@@ -624,16 +624,20 @@ def _porous_relaxations_table(records: list[dict]) -> list[str]:
     for row in r["models"]:
         data = " and ".join(f"{n} {what}" for n, what in (
             (row["md_runs"], "MD runs"), (row["relaxations"], "relaxations")) if n) or "none"
+        how = (f"fine-tuned from `{row['init_from']}`" if row.get("init_from")
+               else f"{row['context_px']} px context, from scratch")
+        when = f"; scored {row['measured'][:10]}" if row.get("measured") else ""
         h = row["held_out"]
         sizes = " / ".join(f"{v:+.0f}" for v in row["held_out_by_atoms"].values())
-        out.append(f"| `{Path(row['model']).name}` | {data} | {row['frames']:,} "
+        out.append(f"| `{Path(row['model']).name}` ({how}{when}) | {data} | {row['frames']:,} "
                    f"| {h['median']:.1f} | {h['mean_signed']:+.1f} | {sizes} "
                    f"| {row['cold_split_mae']:.2f} | {row['train_split_mae']:.2f} |")
     fit = r.get("power_law")
     if fit:
-        out += ["", f"With the 8 MD runs, the median falls as n^{fit['b']:.2f} with n relaxation "
-                f"paths ({fit['points']} fine-tunes): {r['target_median_meV_per_atom']:g} "
-                f"meV/atom at about {fit['relaxations_for_target']:,.0f} relaxations."]
+        target = r["target_median_meV_per_atom"]
+        out += ["", f"Fine-tuned with the 8 MD runs, the median falls as n^{fit['b']:.2f} with n "
+                f"relaxation paths ({fit['points']} fine-tunes): {target:g} meV/atom at about "
+                f"{fit['relaxations_for_target']:,.0f} relaxations."]
     return out + ["", "![Held-out median against relaxations](porous-relaxations.png)"]
 
 

@@ -284,18 +284,22 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
         **header, "held_out": "h.zarr", "target_median_meV_per_atom": 4.0,
         "power_law": {"a": 1000.0, "b": -0.75, "points": 3, "relaxations_for_target": 1550.0},
         "models": [{"model": "models/cold.onnx", "md_runs": 0, "relaxations": 0, "frames": 0,
+                    "context_px": 16, "init_from": None,
                     "held_out": {"mae": 250.0, "median": 217.0, "mean_signed": 245.0}, **porous},
                    {"model": "runs/p96.onnx", "md_runs": 8, "relaxations": 96, "frames": 777,
+                    "context_px": 16, "init_from": "cold.onnx", "measured": "2029-12-31T00:00",
                     "held_out": {"mae": 33.0, "median": 32.0, "mean_signed": 31.0}, **porous}]}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
     assert page.count("Test CPU, 2 cores, 8.0 GiB") == 18
     assert page.count("2030-01-02T03:04:05+00:00") == 18
-    assert "| `cold.onnx` | none | 0 | 217.0 | +245.0 | +53 / -3 | 12.50 | 11.25 |" in page
-    assert "| `p96.onnx` | 8 MD runs and 96 relaxations | 777 | 32.0 | +31.0 |" in page
+    assert "| `cold.onnx` (16 px context, from scratch) | none | 0 | 217.0 | +245.0 | +53 / -3 " \
+           "| 12.50 | 11.25 |" in page
+    assert "| `p96.onnx` (fine-tuned from `cold.onnx`; scored 2029-12-31) | 8 MD runs and 96 " \
+           "relaxations | 777 | 32.0 | +31.0 |" in page
     assert "the same, cells of 64 / 85 atoms" in page
-    assert "falls as n^-0.75 with n relaxation paths (3 fine-tunes): 4 meV/atom at about " \
-           "1,550 relaxations." in page
+    assert "Fine-tuned with the 8 MD runs, the median falls as n^-0.75 with n relaxation " \
+           "paths (3 fine-tunes): 4 meV/atom at about 1,550 relaxations." in page
     assert "| 8 px, 1 (273) | 14.4 | 50.7 | 76.6 |" in page
     assert "| `hex.onnx` | B -1.00, C -4.50, N -0.50 | 1.50, 1.25 (90 cells) | `h3.zarr` | 540 " \
            "| 24 | 6.50 (+5.25) | 2.50 (+5.25) |" in page
