@@ -5,11 +5,10 @@
 
 Each porous fine-tune of `make studies`, the shipped cold model and the shipped
 `porous-thermal-f32c32` (a 3.2 Å context, trained from scratch) are scored on the 80
-held-out MD snapshots of
-`data/thermal-test-porous.zarr` (four cells, 64-94 atoms, never trained on), on the
-cold cells of their own recipe's test split, and on their whole training split (how
-well the net fits its own data). A power law fitted to the held-out
-median against the number of relaxation paths (the fine-tunes of the cold model with
+held-out MD snapshots of `data/thermal-test-porous.zarr` (four cells, 64-94 atoms,
+never trained on), on the cold cells of their own recipe's test split, and on their
+whole training split (how well the net fits its own data). A power law fitted to the
+held-out median against the number of relaxation paths (the fine-tunes of the cold model with
 the 8 MD runs) says how many relaxations the target, a median of 4 meV/atom, would
 need. A model that is missing keeps the row of the last run that scored it, with that
 run's date (`make studies` trains the fine-tunes under runs/).
@@ -37,7 +36,7 @@ from training.reference import load_reference  # noqa: E402
 HELD_OUT = "data/thermal-test-porous.zarr"
 TARGET = 4.0  # meV/atom, the porous target: median on held-out cells (paper: about 4.4)
 MD = "data/thermal-porous.zarr"
-FINE_TUNES = {  # model -> its training stores besides data/porous.zarr
+MODELS = {  # model -> its training stores besides data/porous.zarr
     "models/porous-f32c16.onnx": [],
     "runs/ft-porous/porous-md-f32c16.onnx": [MD],
     "runs/ft-porous-relaxed/porous-relaxed-f32c16.onnx": ["runs/relaxed-porous-32.zarr"],
@@ -96,15 +95,13 @@ def _fine_tunes(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["md_runs"] and r["relaxations"] and r.get("init_from")]
 
 
-def carried_over(path: str, model: str) -> dict | None:
-    """The row of ``model`` in the last run's JSON at ``path``, with that run's date."""
+def last_rows(path: str) -> dict[str, dict]:
+    """The rows of the last run's JSON at ``path`` by model, each with the date it was scored."""
     if not Path(path).is_file():
-        return None
+        return {}
     last = json.loads(Path(path).read_text())
-    for row in last["models"]:
-        if row["model"] == model:
-            return {**row, "measured": row.get("measured", last["date"])}
-    return None
+    return {row["model"]: {**row, "measured": row.get("measured", last["date"])}
+            for row in last["models"]}
 
 
 def plot(rows: list[dict], fit: dict | None, path: str) -> None:
@@ -153,11 +150,11 @@ def main() -> None:
     parser.add_argument("--json-out", default=str(RESULTS / "porous-relaxations.json"))
     parser.add_argument("--plot", default=str(ROOT / "docs" / "porous-relaxations.png"))
     args = parser.parse_args()
-    rows = []
-    for model, stores in FINE_TUNES.items():
+    rows, kept = [], last_rows(args.json_out)
+    for model, stores in MODELS.items():
         if (ROOT / model).is_file():
             row = model_row(model, stores)
-        elif row := carried_over(args.json_out, model):
+        elif row := kept.get(model):
             print(f"{model}: not found, its row of {row['measured']} is kept")
         else:
             print(f"skipped {model}: not found (`make studies` or `make models` trains it)")
