@@ -1,7 +1,7 @@
 """Micron scale: atoms -> energy of porous graphene sheets, 1e5 to 3.5e7 atoms, one machine.
 
     python bench/bench_sheet.py [--model M] [--sides 550A 1000A 2000A 4000A 1um]
-                                [--json-out bench/results/sheet.json]
+                                [--against M2] [--json-out bench/results/sheet.json]
 
 Each sheet side runs in a fresh subprocess (``--one``) so its peak memory
 (``ru_maxrss`` of the process: the in-process LocalCluster's workers are
@@ -17,7 +17,9 @@ sum, on a LocalCluster with one thread per core. In the same run, for reference:
   session thread per core, px/s; the sheet job's px/s is reported as a fraction;
 - the in-process atoms -> energy time of one 60-atom cell (graphene for a carbon model)
   (``ednn_dask.energy``, median of 200 after warm-up; paper: 57 ms);
-- where a window's time goes: atom generation, rasterization, onnxruntime.
+- where a window's time goes: atom generation, rasterization, onnxruntime;
+- with ``--against M2``: raw onnxruntime of another model on windows of the same sheet
+  (with its own halo), as a ratio of px/s to the benchmarked model's.
 
 Prints a table and one JSON line; writes that JSON with the machine and the date to
 ``--json-out`` (the docs' benchmarks page is generated from it) and
@@ -46,9 +48,9 @@ PAPER_CORE_MS_PER_ATOM = 18.9  # 35.2 M atoms, 24.7 min on 448 cores
 TARGET_CORE_MS_PER_ATOM = 0.034
 
 
-def default_model() -> Path:
-    porous = sorted(ROOT.glob("models/porous-*.onnx"))
-    return porous[0] if porous else ROOT / "models" / "hexagonal-f16c24.onnx"
+# PorousSheet puts its atoms on lattice sites: the cold porous model's cells, scored at
+# 1.8x the pixel rate of the 3.2 Å porous-thermal net
+DEFAULT_MODEL = ROOT / "models" / "porous-f32c16.onnx"
 
 
 def one(side: float, model: str, chunks: int | None, repeat: bool) -> dict:
@@ -183,9 +185,11 @@ def main() -> None:
     from ednn_dask.model import TileModel
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(default_model()))
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--sides", nargs="+", default=["550A", "1000A", "2000A", "4000A", "1um"])
     parser.add_argument("--chunks", type=int)
+    parser.add_argument("--against", help="another model whose raw onnxruntime px/s is "
+                        "reported as a ratio to --model's")
     parser.add_argument("--repeat-below", type=float, default=1e7, metavar="ATOMS",
                         help="time a warm job after the cold one for sheets below this size")
     parser.add_argument("--one", type=float, help=argparse.SUPPRESS)
@@ -240,6 +244,14 @@ def main() -> None:
         "one_core_us_per_atom": per_atom_us,
         "single_60_atom_structure_ms": single_structure_ms(model),
     }
+    if args.against:
+        other = TileModel.load(args.against)
+        other_raw = raw_onnxruntime(other, window_breakdown(other)[1], cores)
+        figures["against"] = {"model": Path(args.against).name,
+                              "raw_onnxruntime_px_per_s": other_raw,
+                              "px_per_s_of_model": other_raw / raw}
+        print(f"{figures['against']['model']}: raw onnxruntime {other_raw:.3g} px/s = "
+              f"{other_raw / raw:.2f} of {figures['model']}'s")
     print(f"largest: {figures['largest_core_ms_per_atom']:.4f} core-ms/atom "
           f"(paper {PAPER_CORE_MS_PER_ATOM}, target ≤ {TARGET_CORE_MS_PER_ATOM}); "
           f"time/atom within {figures['time_per_atom_deviation']:+.0%} of the median "

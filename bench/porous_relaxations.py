@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -45,16 +46,18 @@ MODELS = {  # model -> its training stores besides data/porous.zarr
     "runs/ft-porous-both96/porous-md-relaxed96-f32c16.onnx": [MD, "runs/relaxed-porous-96.zarr"],
     "runs/ft-porous-both160/porous-thermal-f32c16.onnx": [MD, "data/relaxed-porous.zarr"],
     "models/porous-thermal-f32c32.onnx": [MD, "data/relaxed-porous.zarr"],
+    "runs/porous-c32-md12/porous-md12-f32c32.onnx": ["data/thermal-porous-12.zarr",
+                                                     "data/relaxed-porous.zarr"],
 }
 
 
 def runs_in(stores: list[str]) -> dict[str, int]:
-    """MD runs and relaxation paths in the training stores (their ``n`` attribute)."""
+    """MD runs and relaxation paths in the training stores (a store may hold part of its plan)."""
     out = {"md_runs": 0, "relaxations": 0, "frames": 0}
     for path in stores:
         ds = load_reference(str(ROOT / path))
         key = "relaxations" if ds.attrs["generator"].startswith("relaxed") else "md_runs"
-        out[key] += int(ds.attrs["n"])
+        out[key] += int(np.unique(ds["run"].values).size)
         out["frames"] += ds.sizes["structure"]
     return out
 
@@ -69,6 +72,7 @@ def model_row(model: str, stores: list[str]) -> dict:
         "porous.zarr": {"mae": split["mae_meV_per_atom"]}}
     return {"model": model, "stores": stores, **runs_in(stores),
             "net": spec.provenance["net"], "context_px": int(spec.context[0]),
+            "epochs": epochs_of(spec.provenance),
             "init_from": (spec.provenance.get("init_from") or "").split(" ")[0] or None,
             "held_out": {k: held[f"{k}_meV_per_atom"] for k in ("mae", "median", "mean_signed")},
             "held_out_by_atoms": {n: g["mean_signed"] for n, g in held["groups"]["atoms"].items()},
@@ -77,6 +81,13 @@ def model_row(model: str, stores: list[str]) -> dict:
             "cold_split_mae": by_store["porous.zarr"]["mae"],
             "train_split_mae": train["mae_meV_per_atom"],
             "split_mae_by_store": {s: g["mae"] for s, g in by_store.items()}}
+
+
+def epochs_of(provenance: dict) -> int:
+    """The training epochs a model records (older files: in the command that trained it)."""
+    if "epochs" in provenance:
+        return int(provenance["epochs"])
+    return int(re.search(r"--epochs (\d+)", provenance["command"]).group(1))
 
 
 def power_law(rows: list[dict]) -> dict | None:
@@ -124,13 +135,13 @@ def plot(rows: list[dict], fit: dict | None, path: str) -> None:
         n = np.geomspace(min(r["relaxations"] for r in both), fit["relaxations_for_target"] * 1.2)
         ax.loglog(n, fit["a"] * n ** fit["b"], "--", color="C0", lw=1,
                   label=f"median ~ n^{fit['b']:.2f}")
-    for row in rows:
-        if row["relaxations"] and row["md_runs"] and not row.get("init_from"):
-            ax.loglog([row["relaxations"]], [row["held_out"]["median"]], "*", ms=12, color="C2",
-                      label=f"{Path(row['model']).name}: {row['context_px']} px context, "
-                      "from scratch, held-out median")
-            ax.loglog([row["relaxations"]], [row["train_split_mae"]], "*", ms=12, mfc="none",
-                      color="C2", label="the same, MAE on its own training frames")
+    scratch = [r for r in rows if r["relaxations"] and r["md_runs"] and not r.get("init_from")]
+    for row, color in zip(scratch, ("C2", "C3", "C4", "C5")):
+        ax.loglog([row["relaxations"]], [row["held_out"]["median"]], "*", ms=12, color=color,
+                  label=f"{Path(row['model']).name}: {row['context_px']} px context, "
+                  f"{row['md_runs']} MD runs, {row['epochs']} epochs from scratch: held-out median")
+        ax.loglog([row["relaxations"]], [row["train_split_mae"]], "*", ms=12, mfc="none",
+                  color=color, label="the same, MAE on its own training frames")
     for row, style in zip((r for r in rows if not r["relaxations"]), ("-.", "-")):
         ax.axhline(row["held_out"]["median"], color="grey", lw=0.8, ls=style,
                    label=f"{Path(row['model']).name}: {row['md_runs']} MD runs, no relaxations")

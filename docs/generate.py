@@ -625,7 +625,7 @@ def _porous_relaxations_table(records: list[dict]) -> list[str]:
         data = " and ".join(f"{n} {what}" for n, what in (
             (row["md_runs"], "MD runs"), (row["relaxations"], "relaxations")) if n) or "none"
         how = (f"fine-tuned from `{row['init_from']}`" if row.get("init_from")
-               else f"{row['context_px']} px context, from scratch")
+               else f"{row['context_px']} px context, {row['epochs']} epochs from scratch")
         when = f"; scored {row['measured'][:10]}" if row.get("measured") else ""
         h = row["held_out"]
         sizes = " / ".join(f"{v:+.0f}" for v in row["held_out_by_atoms"].values())

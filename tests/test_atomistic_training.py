@@ -49,6 +49,7 @@ def test_train_export_and_score(store, tmp_path, net):
     assert spec.provenance["system"] == "hexagonal" and spec.provenance["n_structures"] == 60
     assert spec.provenance["whiten"] is True and spec.provenance["device"] == "cpu"
     assert spec.provenance["loss"] == "total"  # the hexagonal default
+    assert spec.provenance["epochs"] == 2
     # the card's limits: cold data (disc radius <= 0.1 Å: per-coordinate RMS <= 0.05 Å)
     assert spec.provenance["temperatures_K"] == "cold"
     assert 0.04 < spec.provenance["sigma_max_angstrom"] <= 0.05

@@ -284,7 +284,7 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
         **header, "held_out": "h.zarr", "target_median_meV_per_atom": 4.0,
         "power_law": {"a": 1000.0, "b": -0.75, "points": 3, "relaxations_for_target": 1550.0},
         "models": [{"model": "models/cold.onnx", "md_runs": 0, "relaxations": 0, "frames": 0,
-                    "context_px": 16, "init_from": None,
+                    "context_px": 16, "init_from": None, "epochs": 1500,
                     "held_out": {"mae": 250.0, "median": 217.0, "mean_signed": 245.0}, **porous},
                    {"model": "runs/p96.onnx", "md_runs": 8, "relaxations": 96, "frames": 777,
                     "context_px": 16, "init_from": "cold.onnx", "measured": "2029-12-31T00:00",
@@ -293,8 +293,8 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
     assert "Not run yet" not in page
     assert page.count("Test CPU, 2 cores, 8.0 GiB") == 18
     assert page.count("2030-01-02T03:04:05+00:00") == 18
-    assert "| `cold.onnx` (16 px context, from scratch) | none | 0 | 217.0 | +245.0 | +53 / -3 " \
-           "| 12.50 | 11.25 |" in page
+    assert "| `cold.onnx` (16 px context, 1500 epochs from scratch) | none | 0 | 217.0 " \
+           "| +245.0 | +53 / -3 | 12.50 | 11.25 |" in page
     assert "| `p96.onnx` (fine-tuned from `cold.onnx`; scored 2029-12-31) | 8 MD runs and 96 " \
            "relaxations | 777 | 32.0 | +31.0 |" in page
     assert "the same, cells of 64 / 85 atoms" in page

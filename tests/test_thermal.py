@@ -198,6 +198,20 @@ def test_rattles_sample_the_runs_mean_and_covariance():
     assert {s.info["sigma"] > 0 for s in rattles} == {True}
 
 
+def test_stores_sharing_runs_of_one_plan_are_refused():
+    """thermal-porous-12.zarr continues thermal-porous.zarr's plan: its first 8 runs are those."""
+    from ednn_dask.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="share 8 of them .runs 0-7.: train with one"):
+        load_reference_sets(["data/thermal-porous.zarr", "data/thermal-porous-12.zarr"])
+    with pytest.raises(ConfigError, match="share 8"):  # one store twice
+        load_reference_sets(["data/thermal-porous.zarr", "data/thermal-porous.zarr"])
+    # the relaxations of the same cells and the held-out MD (another seed) are other plans
+    both = load_reference_sets(["data/thermal-porous-12.zarr", "data/relaxed-porous.zarr",
+                                "data/thermal-test-porous.zarr"])
+    assert both.sizes["structure"] == 240 + 1021 + 80
+
+
 def test_cold_and_thermal_sets_load_together(thermal):
     out, *_, thermal_ds = thermal
     cold = load_reference("data/hexagonal-2x2.zarr")

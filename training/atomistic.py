@@ -366,7 +366,8 @@ def train_atomistic(
         provenance={"system": system, "net": net, "reference": reference.METHOD,
                     "data_hash": _hash(ds), "n_structures": int(ds.sizes["structure"]),
                     **data_conditions(ds, data or SYSTEMS[system]["data"]),
-                    "seed": seed, "whiten": whiten and net != "paper" and not init_from,
+                    "seed": seed, "epochs": config.epochs,
+                    "whiten": whiten and net != "paper" and not init_from,
                     "loss": loss, "lr": config.lr,
                     "scales": [list(v) for v in scales] if scales else None,
                     **({"init_from": f"{Path(init_from).name} "

@@ -27,6 +27,7 @@ import socket
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -359,6 +360,7 @@ def load_reference_sets(paths: str | os.PathLike | Sequence[str | os.PathLike]) 
     sets = [load_reference(p) for p in paths]
     if len(sets) == 1:
         return sets[0]
+    _refuse_shared_runs(sets, paths)
     n_max = max(ds.sizes["atom"] for ds in sets)
     parts = []
     for k, ds in enumerate(sets):
@@ -377,6 +379,27 @@ def load_reference_sets(paths: str | os.PathLike | Sequence[str | os.PathLike]) 
     out = xr.concat(parts, dim="structure", combine_attrs="drop")
     out.attrs = {"method": METHOD, "sources": [str(p) for p in paths]}
     return out.assign_coords(structure=np.arange(out.sizes["structure"]))
+
+
+def _refuse_shared_runs(sets: Sequence[xr.Dataset], paths: Sequence) -> None:
+    """Refuse two stores of one plan (same generator and settings but ``n``) sharing runs.
+
+    A run of a plan is the same structures in either store, and each store is split on
+    its own: trained together, a run could sit in one's training split and the other's
+    test split.
+    """
+    seen: dict[tuple, list[tuple[Any, set[int]]]] = {}
+    for ds, path in zip(sets, paths):
+        if "run" not in ds:
+            continue
+        plan = tuple(sorted((k, str(v)) for k, v in ds.attrs.items() if k != "n"))
+        runs = set(np.unique(ds["run"].values).tolist())
+        for other, other_runs in seen.get(plan, []):
+            if shared := sorted(runs & other_runs):
+                raise ConfigError(f"{path} and {other} are runs of one plan and share "
+                                  f"{len(shared)} of them (runs {shared[0]}-{shared[-1]}): "
+                                  "train with one of the two; the larger holds the other's runs.")
+        seen.setdefault(plan, []).append((path, runs))
 
 
 def species_counts(ds: xr.Dataset, elements: Sequence[int]) -> np.ndarray:
