@@ -107,8 +107,9 @@ data: $(STAMP)
 # its single-scale control; EDNN-MC snapshots with and without a hard core, by closest pair;
 # a pair term fitted beside the thermal net; the porous model fine-tuned on 8 MD runs, on
 # 32 relaxations, on both, and on both with 48, 96 and 160 relaxations, and the 3.2 Å net
-# on 12 MD runs (400 epochs: 40-90 min), scored beside the shipped porous models; the thermal hexagonal fine-tune with the 300 hexagonal relaxations
-# besides its three stores (70 min)
+# on 12 MD runs (400 epochs: 40-90 min), scored beside the shipped porous models; the
+# thermal hexagonal fine-tune with the 300 hexagonal relaxations besides its three stores
+# (70 min)
 E := $(VENV)/bin/ednn-dask
 studies: $(STAMP)
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --scales 1:16:24,4:4:12 --epochs 40 --data data/hexagonal.zarr --out runs/hex-ms/hexagonal-ms.onnx --workdir runs/hex-ms/fit --overwrite

@@ -202,7 +202,7 @@ def _torch_export(module: nn.Module, examples: list[torch.Tensor], path: Path,
 
 @torch.no_grad()
 def verify(module: nn.Module, model: TileModel, ednn: EDNN, channels: int, atol: float,
-           rtol: float = 0.0) -> float:
+           rtol: float) -> float:
     """Compare torch and onnxruntime on random tiles (and a chunk, for dense models)."""
     t = ednn.tiling
     generator = torch.Generator().manual_seed(0)
