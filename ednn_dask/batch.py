@@ -170,6 +170,19 @@ def table_progress(fields: Sequence[str | os.PathLike], model: TileModel | str |
     return sum(p in have for p in paths), len(paths)
 
 
+def open_table(table: str | os.PathLike, *, overwrite: bool = False,
+               lock_timeout: float | None = None) -> SharedTable:
+    """The results table ``table``, read and its lock taken once.
+
+    Raises what a job would meet at its first row (a directory in the way, a table
+    that is not ours, a lock another job holds, a folder we cannot write), so a
+    caller can check before it starts a cluster.
+    """
+    if Path(table).is_dir():
+        raise OutputExistsError(f"{str(table)!r} is a directory; give a file path for the table.")
+    return SharedTable(table, fresh=overwrite, lock_timeout=lock_timeout)
+
+
 def score_batch(
     fields: Sequence[str | os.PathLike],
     model: TileModel | str | os.PathLike,
@@ -211,9 +224,7 @@ def score_batch(
     """
     model = load_model(model)
     paths = expand_fields(fields)
-    if Path(table).is_dir():
-        raise OutputExistsError(f"{str(table)!r} is a directory; give a file path for the table.")
-    shared = SharedTable(table, fresh=overwrite, lock_timeout=lock_timeout)
+    shared = open_table(table, overwrite=overwrite, lock_timeout=lock_timeout)
     result = BatchResult(table=shared.table)
     # one span for the whole batch: the workers' per-span metrics stay one entry per
     # task prefix, instead of growing with every field (see compute.one_span)

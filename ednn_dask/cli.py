@@ -79,6 +79,9 @@ def cmd_score(args) -> int:
     options = dict(chunks=args.chunks, boundary=args.boundary, method=args.method,
                    progress=args.progress, pad=args.pad, variable=args.variable)
     if args.table:
+        from ednn_dask.batch import open_table
+
+        open_table(args.table, overwrite=args.overwrite)  # a table we cannot use: before a cluster
         args.kept = lambda: _table_kept(args, model)
     if args.out and (args.table or len(args.fields) > 1):
         raise ConfigError("--out writes the contribution map of one field; give one field "
@@ -1004,6 +1007,8 @@ def _quiet_distributed() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     # nor a lost connection as the comms' INFO and ERROR chatter (the CLI says it in one line)
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    # nor a timed-out wait of a closing cluster's comms ("Future exception was never retrieved")
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
 def _quiet_libraries() -> None:
