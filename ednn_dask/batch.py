@@ -186,7 +186,7 @@ def open_table(table: str | os.PathLike, *, overwrite: bool = False,
 def score_batch(
     fields: Sequence[str | os.PathLike],
     model: TileModel | str | os.PathLike,
-    table: str | os.PathLike,
+    table: str | os.PathLike | SharedTable,
     *,
     overwrite: bool = False,
     on_field: Callable[[str, dict | str], None] | None = None,
@@ -207,8 +207,10 @@ def score_batch(
         Paths or glob patterns of Zarr fields.
     model : TileModel or path
         The tile model, or the path of its ONNX file.
-    table : str or path
-        The CSV results table; created if missing, resumed if present.
+    table : str, path or SharedTable
+        The CSV results table; created if missing, resumed if present. Or a table
+        :func:`open_table` opened, which then carries its own ``overwrite`` and
+        ``lock_timeout``.
     overwrite : bool
         Start a new table even if ``table`` exists (the old one is replaced only
         when the first new row is written).
@@ -224,7 +226,8 @@ def score_batch(
     """
     model = load_model(model)
     paths = expand_fields(fields)
-    shared = open_table(table, overwrite=overwrite, lock_timeout=lock_timeout)
+    shared = (table if isinstance(table, SharedTable)
+              else open_table(table, overwrite=overwrite, lock_timeout=lock_timeout))
     result = BatchResult(table=shared.table)
     # one span for the whole batch: the workers' per-span metrics stay one entry per
     # task prefix, instead of growing with every field (see compute.one_span)

@@ -81,7 +81,8 @@ def cmd_score(args) -> int:
     if args.table:
         from ednn_dask.batch import open_table
 
-        open_table(args.table, overwrite=args.overwrite)  # a table we cannot use: before a cluster
+        # a table we cannot use fails here, before a cluster starts
+        args.shared_table = open_table(args.table, overwrite=args.overwrite)
         args.kept = lambda: _table_kept(args, model)
     if args.out and (args.table or len(args.fields) > 1):
         raise ConfigError("--out writes the contribution map of one field; give one field "
@@ -118,8 +119,8 @@ def _score_table(args, model, client, options) -> int:
         else:
             print(f"{row['energy']:.10g} {row['unit']}  {field}")
 
-    result = score_batch(args.fields, model, args.table, overwrite=args.overwrite,
-                         on_field=report, client=client, **options)
+    result = score_batch(args.fields, model, args.shared_table, on_field=report, client=client,
+                         **options)
     summary = {"table": args.table, **result.to_dict()}
     print(json.dumps(summary) if args.json else
           f"{summary['table']}: {summary['scored']} scored, {summary['skipped']} already there, "

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ednn_dask.batch import COLUMNS, read_table, score_batch
+from ednn_dask.batch import COLUMNS, open_table, read_table, score_batch
 from ednn_dask.cli import main
 from ednn_dask.errors import ResultsTableError, StoreNotFoundError
 from ednn_dask.field import make_field, save_field
@@ -56,6 +56,19 @@ def test_table_holds_exact_energies_and_a_rerun_adds_nothing(exact_ising2d, tmp_
     assert len(rows) == 8 and not rows.duplicated(["field", "model_sha256"]).any()
     for _, row in rows.iterrows():
         assert row["energy"] == expected[row["field"]]
+
+
+def test_a_table_opened_early_sees_rows_written_since(exact_ising2d, tmp_path):
+    # the CLI opens the table before its cluster starts; another job may write meanwhile
+    _, model, _ = exact_ising2d
+    expected = ising_stores(tmp_path, 3)
+    table = tmp_path / "results.csv"
+    opened = open_table(table)
+    score_batch(sorted(expected)[:2], model, table)  # the other job
+    result = score_batch(sorted(expected), model, opened)
+    assert (len(result.scored), len(result.skipped)) == (1, 2)
+    rows = read_table(table)
+    assert dict(zip(rows["field"], rows["energy"], strict=True)) == expected
 
 
 def test_a_bad_field_is_reported_and_left_for_a_retry(exact_ising2d, tmp_path, capsys):
