@@ -102,10 +102,14 @@ def test_subprocesses_print_one_line_and_exit_2(stores, tmp_path):
         (["evaluate", "atoms", "--model", POROUS], "--data"),
         (["info", str(ROOT / "README.md")], "README.md"),
     ]
-    for argv, fragment in cases:
-        proc = run_cli(*argv, cwd=tmp_path)
-        assert proc.returncode == 2, (argv, proc.stderr)
-        one_line(proc.stderr, argv[0], fragment)
+    # all at once: each is mostly a Python start-up, and none touches another's files
+    procs = [subprocess.Popen([sys.executable, "-m", "ednn_dask.cli", *argv], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for argv, _ in cases]
+    for proc, (argv, fragment) in zip(procs, cases, strict=True):
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 2, (argv, stderr)
+        one_line(stderr, argv[0], fragment)
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "X").exists()
     assert not (tmp_path / "runs" / "m" / "checkpoint.pt").exists()  # refused before training
 
