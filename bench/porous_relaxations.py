@@ -48,7 +48,10 @@ MODELS = {  # model -> its training stores besides data/porous.zarr
     "models/porous-thermal-f32c32.onnx": [MD, "data/relaxed-porous.zarr"],
     "runs/porous-c32-md12/porous-md12-f32c32.onnx": ["data/thermal-porous-12.zarr",
                                                      "data/relaxed-porous.zarr"],
+    "runs/porous-md12-ft/porous-md12-ft-f32c32.onnx": ["data/thermal-porous-12.zarr",
+                                                       "data/relaxed-porous.zarr"],
 }
+COLD = "porous-f32c16.onnx"  # the fine-tunes of the power law start from the cold model
 
 
 def runs_in(stores: list[str]) -> dict[str, int]:
@@ -74,6 +77,7 @@ def model_row(model: str, stores: list[str]) -> dict:
             "net": spec.provenance["net"], "context_px": int(spec.context[0]),
             "epochs": epochs_of(spec.provenance),
             "init_from": (spec.provenance.get("init_from") or "").split(" ")[0] or None,
+            "loss": spec.provenance.get("loss", "total"),
             "held_out": {k: held[f"{k}_meV_per_atom"] for k in ("mae", "median", "mean_signed")},
             "held_out_by_atoms": {n: g["mean_signed"] for n, g in held["groups"]["atoms"].items()},
             "held_out_by_temperature": {t: g["mean_signed"]
@@ -103,7 +107,7 @@ def power_law(rows: list[dict]) -> dict | None:
 
 def _fine_tunes(rows: list[dict]) -> list[dict]:
     """The fine-tunes of the cold model on the 8 MD runs and n relaxations."""
-    return [r for r in rows if r["md_runs"] and r["relaxations"] and r.get("init_from")]
+    return [r for r in rows if r["md_runs"] and r["relaxations"] and r.get("init_from") == COLD]
 
 
 def last_rows(path: str) -> dict[str, dict]:
@@ -122,7 +126,7 @@ def plot(rows: list[dict], fit: dict | None, path: str) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(10.0, 4.0), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(14.0, 4.6), constrained_layout=True)
     both = _fine_tunes(rows)
     ax.loglog([r["relaxations"] for r in both], [r["held_out"]["median"] for r in both],
               "o", color="C0", label="fine-tuned on 8 MD runs and n relaxations: held-out median")
@@ -135,11 +139,14 @@ def plot(rows: list[dict], fit: dict | None, path: str) -> None:
         n = np.geomspace(min(r["relaxations"] for r in both), fit["relaxations_for_target"] * 1.2)
         ax.loglog(n, fit["a"] * n ** fit["b"], "--", color="C0", lw=1,
                   label=f"median ~ n^{fit['b']:.2f}")
-    scratch = [r for r in rows if r["relaxations"] and r["md_runs"] and not r.get("init_from")]
-    for row, color in zip(scratch, ("C2", "C3", "C4", "C5")):
+    wide = [r for r in rows if r["relaxations"] and r["md_runs"] and r.get("init_from") != COLD]
+    for row, color in zip(wide, ("C2", "C3", "C4", "C5")):
+        start = (f"from {row['init_from']}" if row.get("init_from") else "from scratch")
+        loss = ", per-atom loss" if row.get("loss") == "per-atom" else ""
         ax.loglog([row["relaxations"]], [row["held_out"]["median"]], "*", ms=12, color=color,
                   label=f"{Path(row['model']).name}: {row['context_px']} px context, "
-                  f"{row['md_runs']} MD runs, {row['epochs']} epochs from scratch: held-out median")
+                  f"{row['md_runs']} MD runs, {row['epochs']} epochs {start}{loss}: "
+                  "held-out median")
         ax.loglog([row["relaxations"]], [row["train_split_mae"]], "*", ms=12, mfc="none",
                   color=color, label="the same, MAE on its own training frames")
     for row, style in zip((r for r in rows if not r["relaxations"]), ("-.", "-")):
