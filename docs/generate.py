@@ -624,9 +624,9 @@ def _porous_relaxations_table(records: list[dict]) -> list[str]:
     for row in r["models"]:
         data = " and ".join(f"{n} {what}" for n, what in (
             (row["md_runs"], "MD runs"), (row["relaxations"], "relaxations")) if n) or "none"
-        how = (f"fine-tuned from `{row['init_from']}`, {row['epochs']} epochs"
-               if row.get("init_from")
-               else f"{row['context_px']} px context, {row['epochs']} epochs from scratch")
+        epochs = f", {row['epochs']} epochs" if "epochs" in row else ""  # older rows lack it
+        how = (f"fine-tuned from `{row['init_from']}`{epochs}" if row.get("init_from")
+               else f"{row['context_px']} px context{epochs} from scratch")
         how += ", per-atom loss" if row.get("loss") == "per-atom" else ""
         when = f"; scored {row['measured'][:10]}" if row.get("measured") else ""
         h = row["held_out"]
