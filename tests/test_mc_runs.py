@@ -218,11 +218,7 @@ def test_mc_atoms_killed_and_run_again_equals_the_uninterrupted_run(tmp_path):
             "--steps", "600", "--every", "10", "--equilibrate", "100", "--seed", "5",
             "--checkpoint", "0.3"]
     whole, cut = tmp_path / "whole.zarr", tmp_path / "cut.zarr"
-    done = _cli(*argv, "--out", whole, "--json")
-    out, err = done.communicate(timeout=300)
-    assert done.returncode == 0, err
-    summary = json.loads(out)
-    assert {"acceptance", "moves_per_second", "energy_mean", "energy_sem"} <= summary.keys()
+    done = _cli(*argv, "--out", whole, "--json")  # beside the run to be killed: its own store
     proc = _cli(*argv, "--out", cut)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -234,6 +230,10 @@ def test_mc_atoms_killed_and_run_again_equals_the_uninterrupted_run(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not _open(cut).attrs["complete"], "the run ended before it could be killed"
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    summary = json.loads(out)
+    assert {"acceptance", "moves_per_second", "energy_mean", "energy_sem"} <= summary.keys()
     again = _cli(*argv, "--out", cut, "--json", "--plot", tmp_path / "run.png")
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err

@@ -12,11 +12,11 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SMALL = {  # appended to each notebook's parameters cell
-    "01-ising-quickstart.ipynb": "N_TRAIN = 1000\nEPOCHS = 60\nLBFGS_STEPS = 500\nBIG = 512",
+    "01-ising-quickstart.ipynb": "N_TRAIN = 1000\nEPOCHS = 60\nLBFGS_STEPS = 500\nBIG = 256",
     "02-graphene-micron.ipynb": "SIDE_A = 100.0\nSCALING_SIDES = [60.0, 100.0, 200.0]",
     "03-model-exchange.ipynb": "",
     "04-monte-carlo.ipynb": "SIZES = [8, 16]\nSTEPS = 3000\nMOVES = 2000",
-    "05-your-own-data.ipynb": "N_FIELDS = 300\nEPOCHS = 5\nLBFGS_STEPS = 60\nBIG = 512\nROCK = 64",
+    "05-your-own-data.ipynb": "N_FIELDS = 300\nEPOCHS = 5\nLBFGS_STEPS = 60\nBIG = 256\nROCK = 64",
 }
 
 
