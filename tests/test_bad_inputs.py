@@ -61,9 +61,12 @@ def refused(capsys, argv: list[str], *fragments: str) -> str:
     return one_line(capsys.readouterr().err, argv[0], *fragments)
 
 
+def cli(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "ednn_dask.cli", *argv]
+
+
 def run_cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ednn_dask.cli", *argv], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(cli(*argv), cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +106,8 @@ def test_subprocesses_print_one_line_and_exit_2(stores, tmp_path):
         (["info", str(ROOT / "README.md")], "README.md"),
     ]
     # all at once: each is mostly a Python start-up, and none touches another's files
-    procs = [subprocess.Popen([sys.executable, "-m", "ednn_dask.cli", *argv], cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for argv, _ in cases]
+    procs = [subprocess.Popen(cli(*argv), cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for argv, _ in cases]
     for proc, (argv, fragment) in zip(procs, cases, strict=True):
         _, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 2, (argv, stderr)
