@@ -108,7 +108,8 @@ data: $(STAMP)
 # a pair term fitted beside the thermal net; the porous model fine-tuned on 8 MD runs, on
 # 32 relaxations, on both, and on both with 48, 96 and 160 relaxations, and the 3.2 Å net
 # on 12 MD runs (400 epochs: 40-90 min) and the shipped one fine-tuned on them with a
-# per-atom loss (300 epochs: 64 min), scored beside the shipped porous models; the
+# per-atom loss (300 epochs: 64 min), a coarse branch grown on the shipped one with the 8
+# and the 12 runs (60 epochs: 4 min each), scored beside the shipped porous models; the
 # thermal hexagonal fine-tune with the 300 hexagonal relaxations besides its three stores
 # (70 min)
 E := $(VENV)/bin/ednn-dask
@@ -131,6 +132,8 @@ studies: $(STAMP)
 	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/ft-porous-both160 --out runs/ft-porous-both160/porous-thermal-f32c16.onnx --overwrite
 	$(E) train porous --context 32 --epochs 400 --data data/porous.zarr data/thermal-porous-12.zarr data/relaxed-porous.zarr --workdir runs/porous-c32-md12/fit --out runs/porous-c32-md12/porous-md12-f32c32.onnx --overwrite
 	$(E) train porous --context 32 --init-from models/porous-thermal-f32c32.onnx --loss per-atom --epochs 300 --data data/porous.zarr data/thermal-porous-12.zarr data/relaxed-porous.zarr --workdir runs/porous-md12-ft/fit --out runs/porous-md12-ft/porous-md12-ft-f32c32.onnx --overwrite
+	$(E) train porous --scales 1:32:32,4:8:16 --init-from models/porous-thermal-f32c32.onnx --epochs 60 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/porous-ms/fit --out runs/porous-ms/porous-ms.onnx --overwrite
+	$(E) train porous --scales 1:32:32,4:8:16 --init-from models/porous-thermal-f32c32.onnx --epochs 60 --data data/porous.zarr data/thermal-porous-12.zarr data/relaxed-porous.zarr --workdir runs/porous-ms12/fit --out runs/porous-ms12/porous-ms12.onnx --overwrite
 	$(PY) bench/porous_relaxations.py
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 100 --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr data/relaxed-hexagonal.zarr --workdir runs/ft-hex-relaxed/fit --out runs/ft-hex-relaxed/hexagonal-thermal-relaxed.onnx --overwrite
 	$(PY) bench/thermal_errors.py --models runs/ft-hex-relaxed/hexagonal-thermal-relaxed.onnx --json-out runs/ft-hex-relaxed/thermal-errors.json

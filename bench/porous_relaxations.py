@@ -7,7 +7,8 @@ Each porous fine-tune of `make studies`, the shipped cold model and the shipped
 `porous-thermal-f32c32` (a 3.2 Å context, trained from scratch) are scored on the 80
 held-out MD snapshots of `data/thermal-test-porous.zarr` (four cells, 64-94 atoms,
 never trained on), on the cold cells of their own recipe's test split, and on their
-whole training split (how well the net fits its own data). A power law fitted to the
+whole training split (how well the net fits its own data), and on each cell of the 12 MD
+runs, its MD frames and its relaxation path apart (mean signed). A power law fitted to the
 held-out median against the number of relaxation paths (the fine-tunes of the cold model with
 the 8 MD runs) says how many relaxations the target, a median of 4 meV/atom, would
 need. A model that is missing keeps the row of the last run that scored it, with that
@@ -30,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from record import RESULTS, write_result  # noqa: E402
 
-from ednn_dask import TileModel  # noqa: E402
+from ednn_dask import TileModel, energy  # noqa: E402
 from training.atomistic import evaluate_atomistic  # noqa: E402
-from training.reference import load_reference  # noqa: E402
+from training.reference import dataset_structures, load_reference  # noqa: E402
 
 HELD_OUT = "data/thermal-test-porous.zarr"
 TARGET = 4.0  # meV/atom, the porous target: median on held-out cells (paper: about 4.4)
@@ -50,8 +51,12 @@ MODELS = {  # model -> its training stores besides data/porous.zarr
                                                      "data/relaxed-porous.zarr"],
     "runs/porous-md12-ft/porous-md12-ft-f32c32.onnx": ["data/thermal-porous-12.zarr",
                                                        "data/relaxed-porous.zarr"],
+    "runs/porous-ms/porous-ms.onnx": [MD, "data/relaxed-porous.zarr"],
+    "runs/porous-ms12/porous-ms12.onnx": ["data/thermal-porous-12.zarr",
+                                          "data/relaxed-porous.zarr"],
 }
 COLD = "porous-f32c16.onnx"  # the fine-tunes of the power law start from the cold model
+MD12, RELAXED = "data/thermal-porous-12.zarr", "data/relaxed-porous.zarr"
 
 
 def runs_in(stores: list[str]) -> dict[str, int]:
@@ -78,13 +83,37 @@ def model_row(model: str, stores: list[str]) -> dict:
             "epochs": epochs_of(spec.provenance),
             "init_from": (spec.provenance.get("init_from") or "").split(" ")[0] or None,
             "loss": spec.provenance.get("loss", "total"),
+            "scales": spec.provenance.get("scales"),
             "held_out": {k: held[f"{k}_meV_per_atom"] for k in ("mae", "median", "mean_signed")},
             "held_out_by_atoms": {n: g["mean_signed"] for n, g in held["groups"]["atoms"].items()},
             "held_out_by_temperature": {t: g["mean_signed"]
                                         for t, g in held["groups"]["temperature_K"].items()},
             "cold_split_mae": by_store["porous.zarr"]["mae"],
             "train_split_mae": train["mae_meV_per_atom"],
-            "split_mae_by_store": {s: g["mae"] for s, g in by_store.items()}}
+            "split_mae_by_store": {s: g["mae"] for s, g in by_store.items()},
+            "offsets_by_cell": cell_offsets(model)}
+
+
+def cell_offsets(model: str) -> dict[str, dict[str, float]]:
+    """Mean signed error (meV/atom) per cell of the 12 MD runs, by its atoms: on the run's
+    frames and on the cell's relaxation path (the relaxed store's first paths are the
+    cells of the MD plan, in its order). A term of the pore layout beyond the model's
+    context would shift both alike."""
+    md, relaxed = (load_reference(str(ROOT / p)) for p in (MD12, RELAXED))
+    first = relaxed["run"].values <= md["run"].values.max()
+    relaxed = relaxed.isel(structure=np.flatnonzero(first))
+    tile_model, out = TileModel.load(ROOT / model), {}
+    for what, ds in (("md", md), ("relaxed", relaxed)):
+        predicted = energy(dataset_structures(ds, np.arange(ds.sizes["structure"])), tile_model)
+        error = (np.asarray(predicted) - ds["energy"].values) / ds["n_atoms"].values * 1e3
+        for run in np.unique(ds["run"].values):
+            frames = ds["run"].values == run
+            atoms = str(int(ds["n_atoms"].values[frames][0]))
+            out.setdefault(f"{int(run)}", {"atoms": atoms})
+            if out[f"{int(run)}"]["atoms"] != atoms:
+                raise ValueError(f"relaxation path {run} is not the cell of MD run {run}")
+            out[f"{int(run)}"][what] = float(error[frames].mean())
+    return out
 
 
 def epochs_of(provenance: dict) -> int:
@@ -140,8 +169,10 @@ def plot(rows: list[dict], fit: dict | None, path: str) -> None:
         ax.loglog(n, fit["a"] * n ** fit["b"], "--", color="C0", lw=1,
                   label=f"median ~ n^{fit['b']:.2f}")
     wide = [r for r in rows if r["relaxations"] and r["md_runs"] and r.get("init_from") != COLD]
-    for row, color in zip(wide, ("C2", "C3", "C4", "C5")):
+    for row, color in zip(wide, (f"C{k}" for k in range(2, 10))):
         start = (f"from {row['init_from']}" if row.get("init_from") else "from scratch")
+        if row.get("scales"):
+            start = f"of a coarse branch grown on {row['init_from']}"
         loss = ", per-atom loss" if row.get("loss") == "per-atom" else ""
         ax.loglog([row["relaxations"]], [row["held_out"]["median"]], "*", ms=12, color=color,
                   label=f"{Path(row['model']).name}: {row['context_px']} px context, "

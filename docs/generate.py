@@ -627,6 +627,10 @@ def _porous_relaxations_table(records: list[dict]) -> list[str]:
         epochs = f", {row['epochs']} epochs" if "epochs" in row else ""  # older rows lack it
         how = (f"fine-tuned from `{row['init_from']}`{epochs}" if row.get("init_from")
                else f"{row['context_px']} px context{epochs} from scratch")
+        if row.get("scales"):  # [factor, focus, context] per branch, coarse pixels
+            factor, _, context = row["scales"][-1]
+            how = (f"a coarse {factor}x branch, {factor * context} px context, grown on "
+                   f"`{row['init_from']}`{epochs}")
         how += ", per-atom loss" if row.get("loss") == "per-atom" else ""
         when = f"; scored {row['measured'][:10]}" if row.get("measured") else ""
         h = row["held_out"]
@@ -640,7 +644,26 @@ def _porous_relaxations_table(records: list[dict]) -> list[str]:
         out += ["", f"Fine-tuned with the 8 MD runs, the median falls as n^{fit['b']:.2f} with n "
                 f"relaxation paths ({fit['points']} fine-tunes): {target:g} meV/atom at about "
                 f"{fit['relaxations_for_target']:,.0f} relaxations."]
-    return out + ["", "![Held-out median against relaxations](porous-relaxations.png)"]
+    return out + _porous_offsets_table(r["models"]) + [
+        "", "![Held-out median against relaxations](porous-relaxations.png)"]
+
+
+def _porous_offsets_table(rows: list[dict]) -> list[str]:
+    """Mean signed error per cell of the 12 MD runs: its MD frames against its relaxation path."""
+    rows = [row for row in rows if row.get("offsets_by_cell")]  # kept older rows lack it
+    if not rows:
+        return []
+    cells = list(rows[0]["offsets_by_cell"].values())
+    out = ["", "Mean signed error, meV/atom, per cell of the 12 MD runs (by its atoms): on the "
+           "run's 20 frames and on the cell's relaxation path.", "",
+           "| model | frames | " + " | ".join(c["atoms"] for c in cells) + " |",
+           "|---|---|" + "---|" * len(cells)]
+    for row in rows:
+        for what, label in (("md", "MD"), ("relaxed", "relaxation path")):
+            values = [c.get(what) for c in row["offsets_by_cell"].values()]
+            out.append(f"| `{Path(row['model']).name}` | {label} | " + " | ".join(
+                "-" if v is None else f"{v:+.0f}" for v in values) + " |")
+    return out
 
 
 def _train_fields_table(records: list[dict]) -> list[str]:
