@@ -17,9 +17,10 @@ import os
 import signal
 import sys
 import threading
+import warnings
 
 from ednn_dask.defaults import CHUNK_PIXELS
-from ednn_dask.errors import ConfigError, EDNNError, SchedulerLostError
+from ednn_dask.errors import ConfigError, EDNNError, ExtrapolationWarning, SchedulerLostError
 
 
 def _print(result: dict, as_json: bool) -> None:
@@ -1023,6 +1024,14 @@ def _quiet_libraries() -> None:
     _quiet_distributed()
 
 
+def _show_warning(show, command, message, category, *args, **kwargs) -> None:
+    """Our warnings in one line, as errors are (no file, line and source echo)."""
+    if issubclass(category, ExtrapolationWarning):
+        print(f"ednn-dask {command}: warning: {message}", file=sys.stderr)
+    else:
+        show(message, category, *args, **kwargs)
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread: every ``with`` block cleans up as for Ctrl-C."""
 
@@ -1167,9 +1176,11 @@ def main(argv: list[str] | None = None) -> int:
                                                                     signal.SIGTERM)}
     hook = sys.unraisablehook
     sys.unraisablehook = functools.partial(_unraisable, hook)
+    show = warnings.showwarning
     args = None
     try:
         args = build_parser().parse_args(argv)
+        warnings.showwarning = functools.partial(_show_warning, show, args.command)
         _quiet_libraries()
         code = _run(args)
         if _RAISED:  # swallowed after the command's last import: it ran to its end
@@ -1198,6 +1209,7 @@ def main(argv: list[str] | None = None) -> int:
         remove_leftovers()  # the job's clusters are closed: nothing writes into them any more
         logging.disable(logging.NOTSET)
         sys.unraisablehook = hook
+        warnings.showwarning = show
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

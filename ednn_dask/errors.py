@@ -1,4 +1,4 @@
-"""Errors raised by ednn-dask.
+"""Errors raised by ednn-dask, and the warning it gives.
 
 Every error subclasses a builtin so callers can catch ``ValueError``,
 ``TypeError`` or ``FileNotFoundError`` as usual; the CLI prints the message of
@@ -10,6 +10,10 @@ from __future__ import annotations
 
 class EDNNError(Exception):
     """Base class of every error ednn-dask raises on purpose."""
+
+
+class ExtrapolationWarning(UserWarning):
+    """A run outside the conditions a model was trained in (its card says which)."""
 
 
 class GeometryError(EDNNError, ValueError):

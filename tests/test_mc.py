@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -267,3 +269,65 @@ def test_the_shipped_ising_model_matches_the_exact_energy_at_l32(exact_ising2d, 
                          ("e^2", lambda r: r.energy**2)):
         (a, sa), (b, sb) = (blocked_mean(series(r)) for r in runs)
         assert abs(a - b) < 3 * np.hypot(sa, sb), (name, temperature, a, b, np.hypot(sa, sb))
+
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+@pytest.mark.parametrize("name, temperature, warned", [
+    ("hexagonal-f16c24.onnx", 300.0, False),  # cold lattices stand for room temperature
+    ("hexagonal-f16c24.onnx", 1000.0, True),
+    ("hexagonal-thermal-f16c24.onnx", 1500.0, False),
+    ("hexagonal-thermal-f16c24.onnx", 50.0, False),  # its cold lattices cover it
+    ("hexagonal-thermal-f16c24.onnx", 2000.0, True),
+    ("porous-thermal-f32c32.onnx", 1600.0, True),
+])
+def test_a_chain_outside_its_models_temperatures_is_warned(name, temperature, warned):
+    import warnings
+
+    from ednn_dask.atoms import hexagonal_sheet
+    from ednn_dask.errors import ExtrapolationWarning
+    from ednn_dask.mc import AtomsChain
+
+    cell = hexagonal_sheet(np.random.default_rng(0), "graphene")  # carbon: every model's
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ExtrapolationWarning)
+        AtomsChain(cell, MODELS / name, temperature)
+    said = [str(w.message) for w in caught if w.category is ExtrapolationWarning]
+    assert len(said) == warned
+    if warned:
+        assert said[0].startswith(f"{name} was trained on ")
+        assert f"at {temperature:g} K it extrapolates" in said[0]
+
+
+def test_a_model_without_a_recipe_card_is_not_warned_about(atomistic):
+    import warnings
+
+    from ednn_dask.atoms import hexagonal_sheet
+    from ednn_dask.errors import ExtrapolationWarning
+    from ednn_dask.mc import AtomsChain
+
+    cell = hexagonal_sheet(np.random.default_rng(0), "graphene")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExtrapolationWarning)
+        AtomsChain(cell, atomistic[1], 20000.0)  # a card that names no system says nothing
+
+
+def test_mc_atoms_says_it_extrapolates_in_one_line(tmp_path, capsys):
+    import warnings
+
+    from ednn_dask.atoms import hexagonal_sheet
+    from ednn_dask.cli import main
+    from ednn_dask.errors import ExtrapolationWarning
+
+    structure = tmp_path / "graphene.extxyz"
+    hexagonal_sheet(np.random.default_rng(0), "graphene").to_ase().write(structure)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", ExtrapolationWarning)
+        assert main(["mc", "atoms", "--model", str(MODELS / "hexagonal-f16c24.onnx"),
+                     "--structure", str(structure), "--T", "1000", "--steps", "20",
+                     "--every", "10", "--json"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("ednn-dask mc: warning: hexagonal-f16c24.onnx was trained on "
+                             "cold lattices only (its card's temperatures_K): at 1000 K")

@@ -25,7 +25,7 @@ from ednn_dask.mc.rdf import _cell_list_distances, pair_distances
 
 ROOT = Path(__file__).resolve().parents[1]
 ISING = ROOT / "models" / "ising-2d-f1c1.onnx"
-HEXAGONAL = ROOT / "models" / "hexagonal-f16c24.onnx"
+HEXAGONAL = ROOT / "models" / "hexagonal-thermal-f16c24.onnx"  # its card covers 1000 K
 
 
 def _open(path) -> xr.Dataset:

@@ -1,17 +1,24 @@
-"""What an atomistic model says about atoms: its elements and their reference energies.
+"""What an atomistic model says about atoms: its elements, their reference energies,
+and the temperatures it was trained at.
 
 An atomistic model's metadata (``ednn.raster``, ``ednn.reference_energies``)
 names the elements it knows and the per-element energies subtracted before
 training; :func:`reference_sum` adds them back, so predictions are total
-energies in the reference method's convention (eV).
+energies in the reference method's convention (eV). Its card's
+``temperatures_K`` says which thermal structures it saw (:func:`warn_if_extrapolating`).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from ednn_dask.atoms.structure import ELEMENTS, SYMBOLS
-from ednn_dask.errors import ModelFormatError
+from ednn_dask.errors import ExtrapolationWarning, ModelFormatError
+
+# Cold training cells hold independent displacements; from room temperature up, MD
+# moves neighbours together and reconstructs vacancies, which such a model never saw.
+COLD_UP_TO_K = 300.0
 
 
 def require_atomistic(model: Any) -> None:
@@ -22,6 +29,34 @@ def require_atomistic(model: Any) -> None:
             f"model {model.name!r} has no ednn.raster metadata: it scores fields, not atoms; "
             f"rasterize the atoms yourself and score the field (ednn-dask score)."
         )
+
+
+def warn_if_extrapolating(model: Any, temperature: float) -> None:
+    """Warn (:class:`ExtrapolationWarning`) when ``temperature`` is outside the model's training.
+
+    The card's ``temperatures_K`` is ``[low, high]`` for models trained on thermal
+    structures (below ``low`` is covered where cold lattices were mixed in, as
+    ``cold_lattices_too`` says) and ``"cold"``, or absent, for cold lattices only,
+    which cover up to :data:`COLD_UP_TO_K`. Only models of our atomistic recipes
+    (``system`` in the card) are checked: a model from elsewhere does not say.
+    """
+    provenance = model.spec.provenance or {}
+    if model.spec.raster is None or not provenance.get("system"):
+        return
+    trained = provenance.get("temperatures_K", "cold")
+    if trained == "cold":
+        low, high, what = 0.0, COLD_UP_TO_K, "cold lattices only"
+    else:
+        low, high = trained
+        low = 0.0 if provenance.get("cold_lattices_too") else low
+        what = f"structures at {trained[0]:g}-{high:g} K"
+    if low <= temperature <= high:
+        return
+    warnings.warn(
+        f"{model.name} was trained on {what} (its card's temperatures_K): at {temperature:g} K "
+        f"it extrapolates, and its energies may be far off; use a model whose card covers "
+        f"{temperature:g} K (the findings page compares the shipped ones).",
+        ExtrapolationWarning, stacklevel=3)
 
 
 def model_elements(spec: Any) -> list[int]:

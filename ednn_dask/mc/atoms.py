@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from ednn_dask.atoms.raster import cell_field, channel_table, grid_shape, stamp
-from ednn_dask.atoms.references import reference_sum, require_atomistic
+from ednn_dask.atoms.references import reference_sum, require_atomistic, warn_if_extrapolating
 from ednn_dask.atoms.structure import Structure, as_source, species_counts
 from ednn_dask.compute import progress_bar
 from ednn_dask.errors import ConfigError, StructureError
@@ -103,6 +103,7 @@ class AtomsChain:
                               f"and {step}.")
         if min_distance is not None and not min_distance > 0:
             raise ConfigError(f"min_distance (Å) must be > 0, got {min_distance}.")
+        warn_if_extrapolating(model, temperature)
         field = cell_field(structure, model.spec.spacing, **model.spec.raster)
         wrapped = structure.wrapped()
         self._bind(model, temperature, step, np.random.default_rng(seed), field,

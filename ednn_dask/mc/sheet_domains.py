@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from ednn_dask.atoms.raster import grid_shape, rasterize
-from ednn_dask.atoms.references import reference_sum, require_atomistic
+from ednn_dask.atoms.references import reference_sum, require_atomistic, warn_if_extrapolating
 from ednn_dask.atoms.structure import Structure, as_source, species_counts
 from ednn_dask.compute import dask_client, progress_bar
 from ednn_dask.defaults import CHANNEL_DIM
@@ -151,6 +151,7 @@ def decomposed_atoms_chain(
         raise ConfigError(f"a run needs temperature > 0, step > 0, phases >= 1, "
                           f"sweeps_per_phase > 0 and thermalize >= 0; got {temperature}, {step}, "
                           f"{phases}, {sweeps_per_phase}, {thermalize}.")
+    warn_if_extrapolating(model, temperature)
     run = _SheetChain(sheet, model, temperature, phases, _Geometry.of(sheet, model.spec, regions),
                       sweeps_per_phase, thermalize, step, seed, rdf_bins)
     if out is not None:
