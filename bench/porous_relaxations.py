@@ -8,7 +8,7 @@ Each porous fine-tune of `make studies`, the shipped cold model and the shipped
 held-out MD snapshots of `data/thermal-test-porous.zarr` (four cells, 64-94 atoms,
 never trained on), on the cold cells of their own recipe's test split, and on their
 whole training split (how well the net fits its own data), and on each cell of the 12 MD
-runs, its MD frames and its relaxation path apart (mean signed). A power law fitted to the
+runs, its MD frames and the cell relaxed apart (mean signed). A power law fitted to the
 held-out median against the number of relaxation paths (the fine-tunes of the cold model with
 the 8 MD runs) says how many relaxations the target, a median of 4 meV/atom, would
 need. A model that is missing keeps the row of the last run that scored it, with that
@@ -94,25 +94,30 @@ def model_row(model: str, stores: list[str]) -> dict:
             "offsets_by_cell": cell_offsets(model)}
 
 
-def cell_offsets(model: str) -> dict[str, dict[str, float]]:
-    """Mean signed error (meV/atom) per cell of the 12 MD runs, by its atoms: on the run's
-    frames and on the cell's relaxation path (the relaxed store's first paths are the
-    cells of the MD plan, in its order). A term of the pore layout beyond the model's
-    context would shift both alike."""
+def cell_offsets(model: str) -> dict[str, dict]:
+    """Per cell of the 12 MD runs (by run): the model's mean signed error (meV/atom) on the
+    run's frames and on the cell relaxed (the last frame of its relaxation path: the
+    relaxed store's first paths are the cells of the MD plan, in its order), and how far
+    GFN1-xTB puts the MD frames above that relaxed cell (meV/atom). A term of the pore
+    layout beyond the model's context would shift the MD frames and the relaxed cell alike.
+    """
     md, relaxed = (load_reference(str(ROOT / p)) for p in (MD12, RELAXED))
-    first = relaxed["run"].values <= md["run"].values.max()
-    relaxed = relaxed.isel(structure=np.flatnonzero(first))
     tile_model, out = TileModel.load(ROOT / model), {}
-    for what, ds in (("md", md), ("relaxed", relaxed)):
-        predicted = energy(dataset_structures(ds, np.arange(ds.sizes["structure"])), tile_model)
-        error = (np.asarray(predicted) - ds["energy"].values) / ds["n_atoms"].values * 1e3
-        for run in np.unique(ds["run"].values):
-            frames = ds["run"].values == run
-            atoms = str(int(ds["n_atoms"].values[frames][0]))
-            out.setdefault(f"{int(run)}", {"atoms": atoms})
-            if out[f"{int(run)}"]["atoms"] != atoms:
-                raise ValueError(f"relaxation path {run} is not the cell of MD run {run}")
-            out[f"{int(run)}"][what] = float(error[frames].mean())
+    for run in np.unique(md["run"].values):
+        frames = np.flatnonzero(md["run"].values == run)
+        end = np.flatnonzero(relaxed["run"].values == run)[-1:]
+        atoms = int(md["n_atoms"].values[frames[0]])
+        if int(relaxed["n_atoms"].values[end[0]]) != atoms:
+            raise ValueError(f"relaxation path {run} is not the cell of MD run {run}")
+        error_md, error_end = (
+            (np.asarray(energy(dataset_structures(ds, idx), tile_model))
+             - ds["energy"].values[idx]) / atoms * 1e3
+            for ds, idx in ((md, frames), (relaxed, end)))
+        out[str(int(run))] = {
+            "atoms": atoms, "temperature_K": float(md["temperature"].values[frames[0]]),
+            "md": float(error_md.mean()), "relaxed": float(error_end[0]),
+            "md_above_relaxed": float((md["energy"].values[frames].mean()
+                                       - relaxed["energy"].values[end[0]]) / atoms * 1e3)}
     return out
 
 

@@ -649,20 +649,23 @@ def _porous_relaxations_table(records: list[dict]) -> list[str]:
 
 
 def _porous_offsets_table(rows: list[dict]) -> list[str]:
-    """Mean signed error per cell of the 12 MD runs: its MD frames against its relaxation path."""
+    """Mean signed error per cell of the 12 MD runs: its MD frames against the cell relaxed."""
     rows = [row for row in rows if row.get("offsets_by_cell")]  # kept older rows lack it
     if not rows:
         return []
     cells = list(rows[0]["offsets_by_cell"].values())
-    out = ["", "Mean signed error, meV/atom, per cell of the 12 MD runs (by its atoms): on the "
-           "run's 20 frames and on the cell's relaxation path.", "",
-           "| model | frames | " + " | ".join(c["atoms"] for c in cells) + " |",
-           "|---|---|" + "---|" * len(cells)]
+    out = ["", "Per cell of the 12 MD runs (by its atoms), meV/atom: how far GFN1-xTB puts the "
+           "run's 20 frames above the cell relaxed, and each model's mean signed error on the "
+           "frames and on the relaxed cell.", "",
+           "| | " + " | ".join(f"{c['atoms']}" for c in cells) + " |",
+           "|---|" + "---|" * len(cells),
+           "| thermostat, K | " + " | ".join(f"{c['temperature_K']:g}" for c in cells) + " |",
+           "| GFN1-xTB: MD frames above the relaxed cell | "
+           + " | ".join(f"{c['md_above_relaxed']:+.0f}" for c in cells) + " |"]
     for row in rows:
-        for what, label in (("md", "MD"), ("relaxed", "relaxation path")):
-            values = [c.get(what) for c in row["offsets_by_cell"].values()]
-            out.append(f"| `{Path(row['model']).name}` | {label} | " + " | ".join(
-                "-" if v is None else f"{v:+.0f}" for v in values) + " |")
+        for what, label in (("md", "MD frames"), ("relaxed", "relaxed cell")):
+            out.append(f"| `{Path(row['model']).name}`: {label} | " + " | ".join(
+                f"{c[what]:+.0f}" for c in row["offsets_by_cell"].values()) + " |")
     return out
 
 
