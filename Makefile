@@ -134,6 +134,8 @@ studies: $(STAMP)
 	$(E) train porous --context 32 --init-from models/porous-thermal-f32c32.onnx --loss per-atom --epochs 300 --data data/porous.zarr data/thermal-porous-12.zarr data/relaxed-porous.zarr --workdir runs/porous-md12-ft/fit --out runs/porous-md12-ft/porous-md12-ft-f32c32.onnx --overwrite
 	$(E) train porous --scales 1:32:32,4:8:16 --init-from models/porous-thermal-f32c32.onnx --epochs 60 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/porous-ms/fit --out runs/porous-ms/porous-ms.onnx --overwrite
 	$(E) train porous --scales 1:32:32,4:8:16 --init-from models/porous-thermal-f32c32.onnx --epochs 60 --data data/porous.zarr data/thermal-porous-12.zarr data/relaxed-porous.zarr --workdir runs/porous-ms12/fit --out runs/porous-ms12/porous-ms12.onnx --overwrite
+	$(E) data rattles runs/rattles/rattles-porous-12.zarr --from data/thermal-porous-12.zarr --n 50 --seed 400
+	$(E) train porous --context 32 --init-from models/porous-thermal-f32c32.onnx --epochs 80 --data data/porous.zarr data/thermal-porous-12.zarr data/relaxed-porous.zarr runs/rattles/rattles-porous-12.zarr --workdir runs/porous-rattles/fit --out runs/porous-rattles/porous-rattles-f32c32.onnx --overwrite
 	$(PY) bench/porous_relaxations.py
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 100 --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr data/relaxed-hexagonal.zarr --workdir runs/ft-hex-relaxed/fit --out runs/ft-hex-relaxed/hexagonal-thermal-relaxed.onnx --overwrite
 	$(PY) bench/thermal_errors.py --models runs/ft-hex-relaxed/hexagonal-thermal-relaxed.onnx --json-out runs/ft-hex-relaxed/thermal-errors.json

@@ -54,18 +54,26 @@ MODELS = {  # model -> its training stores besides data/porous.zarr
     "runs/porous-ms/porous-ms.onnx": [MD, "data/relaxed-porous.zarr"],
     "runs/porous-ms12/porous-ms12.onnx": ["data/thermal-porous-12.zarr",
                                           "data/relaxed-porous.zarr"],
+    "runs/porous-rattles/porous-rattles-f32c32.onnx": [
+        "data/thermal-porous-12.zarr", "data/relaxed-porous.zarr",
+        "runs/rattles/rattles-porous-12.zarr"],
 }
 COLD = "porous-f32c16.onnx"  # the fine-tunes of the power law start from the cold model
 MD12, RELAXED = "data/thermal-porous-12.zarr", "data/relaxed-porous.zarr"
 
 
 def runs_in(stores: list[str]) -> dict[str, int]:
-    """MD runs and relaxation paths in the training stores (a store may hold part of its plan)."""
-    out = {"md_runs": 0, "relaxations": 0, "frames": 0}
+    """MD runs, relaxation paths and rattles of MD runs in the training stores (a store may
+    hold part of its plan)."""
+    out = {"md_runs": 0, "relaxations": 0, "rattles": 0, "frames": 0}
     for path in stores:
         ds = load_reference(str(ROOT / path))
-        key = "relaxations" if ds.attrs["generator"].startswith("relaxed") else "md_runs"
-        out[key] += int(np.unique(ds["run"].values).size)
+        generator = ds.attrs["generator"]
+        if generator == "thermal-rattles":  # samples of runs counted already
+            out["rattles"] += ds.sizes["structure"]
+        else:
+            key = "relaxations" if generator.startswith("relaxed") else "md_runs"
+            out[key] += int(np.unique(ds["run"].values).size)
         out["frames"] += ds.sizes["structure"]
     return out
 
@@ -179,9 +187,10 @@ def plot(rows: list[dict], fit: dict | None, path: str) -> None:
         if row.get("scales"):
             start = f"of a coarse branch grown on {row['init_from']}"
         loss = ", per-atom loss" if row.get("loss") == "per-atom" else ""
+        rattles = f" and {row['rattles']} rattles" if row.get("rattles") else ""
         ax.loglog([row["relaxations"]], [row["held_out"]["median"]], "*", ms=12, color=color,
                   label=f"{Path(row['model']).name}: {row['context_px']} px context, "
-                  f"{row['md_runs']} MD runs, {row['epochs']} epochs {start}{loss}: "
+                  f"{row['md_runs']} MD runs{rattles}, {row['epochs']} epochs {start}{loss}: "
                   "held-out median")
         ax.loglog([row["relaxations"]], [row["train_split_mae"]], "*", ms=12, mfc="none",
                   color=color, label="the same, MAE on its own training frames")

@@ -623,7 +623,8 @@ def _porous_relaxations_table(records: list[dict]) -> list[str]:
            "|---|---|---|---|---|---|---|---|"]
     for row in r["models"]:
         data = " and ".join(f"{n} {what}" for n, what in (
-            (row["md_runs"], "MD runs"), (row["relaxations"], "relaxations")) if n) or "none"
+            (row["md_runs"], "MD runs"), (row["relaxations"], "relaxations"),
+            (row.get("rattles", 0), "rattles of the MD runs")) if n) or "none"
         epochs = f", {row['epochs']} epochs" if "epochs" in row else ""  # older rows lack it
         how = (f"fine-tuned from `{row['init_from']}`{epochs}" if row.get("init_from")
                else f"{row['context_px']} px context{epochs} from scratch")
