@@ -89,6 +89,7 @@ def test_an_interrupted_atoms_run_continues_bit_for_bit(tmp_path, monkeypatch):
     assert a.identical(b)
     np.testing.assert_array_equal(whole.energy, resumed.energy)
     assert whole.acceptance == resumed.acceptance and whole.step == resumed.step
+    assert whole.summary()["closest_pair_A"] == resumed.summary()["closest_pair_A"]
     # what the store holds: the issue's layout, in the model's total-energy convention
     assert a["positions"].dims == ("frame", "atom", "xyz") and a.sizes["frame"] == 20
     assert a["positions"].attrs["units"] == "angstrom" and a["energy"].attrs["units"] == "eV"
@@ -167,6 +168,61 @@ def test_g_of_r_counts_the_three_neighbours_of_graphene_and_is_one_for_a_gas():
     np.testing.assert_allclose(gas.g(), 1, atol=0.02)
     with pytest.raises(ConfigError, match="half the shorter side"):
         InPlaneRDF(cell, len(sheet), r_max=7.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 60), frames=st.integers(1, 4), side=st.floats(12, 40),
+       seed=st.integers(0, 2**16))
+def test_the_closest_pair_is_the_smallest_minimum_image_distance_of_any_frame(n, frames, side,
+                                                                             seed):
+    cell = np.array([side, side * 0.8])
+    rdf = InPlaneRDF(cell, n, bins=100)
+    expected = math.inf
+    for xy in np.random.default_rng(seed).random((frames, n, 2)) * cell:
+        rdf.add(xy)
+        d = xy[:, None] - xy[None]
+        d -= cell * np.round(d / cell)
+        r = np.hypot(d[..., 0], d[..., 1])[np.triu_indices(n, 1)]
+        expected = min(expected, r.min())
+    assert rdf.closest == (pytest.approx(expected, rel=1e-12) if expected < rdf.r_max
+                           else math.inf)
+    again = InPlaneRDF(cell, n, bins=100)
+    again.restore(rdf.state())
+    assert again.closest == rdf.closest and again.frames == frames
+    older = {k: v for k, v in rdf.state().items() if k != "rdf_closest"}
+    again.restore(older)  # a checkpoint without it: a lower bound within one bin
+    if math.isfinite(rdf.closest):
+        assert rdf.closest - rdf.edges[1] < again.closest <= rdf.closest
+    else:
+        assert again.closest == math.inf
+
+
+def test_a_chain_that_brings_atoms_closer_than_md_does_is_warned(tmp_path):
+    import warnings
+
+    from ednn_dask.atoms import Structure
+    from ednn_dask.atoms.references import CLOSEST_PAIR_A
+    from ednn_dask.errors import ExtrapolationWarning
+
+    cell = _graphene()  # its bonds are 1.42 Å; then one of atom 0's pulled to 1.0 Å
+    positions = cell.positions.copy()
+    nearest = np.argmin(np.linalg.norm(positions[1:] - positions[0], axis=1)) + 1
+    bond = positions[nearest] - positions[0]
+    positions[nearest] = positions[0] + bond / np.linalg.norm(bond)
+    squeezed = Structure(positions, cell.numbers, cell.cell, cell.pbc)
+    options = dict(every=10, equilibrate=0, step=0.01, progress=False)
+    for structure, warned in ((cell, False), (squeezed, True)):
+        out = tmp_path / f"{warned}.zarr"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ExtrapolationWarning)
+            run = run_atoms(structure, HEXAGONAL, 1000.0, 20, **options, out=out)
+        said = [str(w.message) for w in caught if w.category is ExtrapolationWarning]
+        frames = _open(out)["positions"].values[:, :, :2]
+        closest = min(pair_distances(xy, np.diag(cell.cell)[:2], 3.0).min() for xy in frames)
+        assert run.summary()["closest_pair_A"] == pytest.approx(closest, rel=1e-12)
+        assert (closest < CLOSEST_PAIR_A) == warned and len(said) == warned
+    assert said[0].startswith(f"the chain of {HEXAGONAL.name} at 1000 K brought two atoms "
+                              f"{closest:.2f} Å apart")
 
 
 @settings(max_examples=10, deadline=None)

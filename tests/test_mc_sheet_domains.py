@@ -14,6 +14,7 @@ from ednn_dask.atoms.materials import PorousSheet
 from ednn_dask.atoms.raster import cell_field
 from ednn_dask.errors import ConfigError, OutputExistsError, StructureError
 from ednn_dask.mc import AtomsChain, decomposed_atoms_chain, sheet_domains
+from ednn_dask.mc.rdf import pair_distances
 from ednn_dask.model import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +92,10 @@ def test_an_interrupted_run_continues_bit_for_bit(tmp_path, monkeypatch, local_c
     assert resumed.moves == whole.moves and resumed.accepted == whole.accepted
     store = _open(tmp_path / "whole.zarr")
     np.testing.assert_array_equal(store.energy, whole.energy)
+    side = np.diag(sheet.cell)[:2]
+    closest = min(pair_distances(xy, side, 3.0).min() for xy in store.positions.values[..., :2])
+    assert whole.summary()["closest_pair_A"] == pytest.approx(closest, rel=1e-12)
+    assert resumed.summary()["closest_pair_A"] == whole.summary()["closest_pair_A"]
     np.testing.assert_array_equal(store.positions[-1, :, :2], whole.structure.positions[:, :2])
     with pytest.raises(OutputExistsError, match="settings differ: temperature_K"):
         decomposed_atoms_chain(sheet, POROUS, 900.0, 3, out=tmp_path / "whole.zarr", **options)

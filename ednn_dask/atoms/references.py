@@ -5,7 +5,9 @@ An atomistic model's metadata (``ednn.raster``, ``ednn.reference_energies``)
 names the elements it knows and the per-element energies subtracted before
 training; :func:`reference_sum` adds them back, so predictions are total
 energies in the reference method's convention (eV). Its card's
-``temperatures_K`` says which thermal structures it saw (:func:`warn_if_extrapolating`).
+``temperatures_K`` says which thermal structures it saw (:func:`warn_if_extrapolating`);
+atoms closer than any reference structure brings them are extrapolation too
+(:func:`warn_if_too_close`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ from ednn_dask.errors import ExtrapolationWarning, ModelFormatError
 # Cold training cells hold independent displacements; from room temperature up, MD
 # moves neighbours together and reconstructs vacancies, which such a model never saw.
 COLD_UP_TO_K = 300.0
+
+# GFN1-xTB MD of our C/B/N cells (1,980 snapshots of hexagonal and porous cells at
+# 300-1,500 K in data/) never brings two atoms closer than 1.13 Å. Monte Carlo that gets
+# below this has found a hole in the model: no repulsion it was trained on, energies
+# hundreds of meV/atom too low there (the findings page, by closest pair).
+CLOSEST_PAIR_A = 1.1
 
 
 def require_atomistic(model: Any) -> None:
@@ -56,6 +64,20 @@ def warn_if_extrapolating(model: Any, temperature: float) -> None:
         f"{model.name} was trained on {what} (its card's temperatures_K): at {temperature:g} K "
         f"it extrapolates, and its energies may be far off; use a model whose card covers "
         f"{temperature:g} K (the findings page compares the shipped ones).",
+        ExtrapolationWarning, stacklevel=3)
+
+
+def warn_if_too_close(model: Any, closest: float, temperature: float) -> None:
+    """Warn (:class:`ExtrapolationWarning`) when a chain of a model of our atomistic recipes
+    brought two atoms closer than :data:`CLOSEST_PAIR_A` in a measured frame."""
+    provenance = model.spec.provenance or {}
+    if model.spec.raster is None or not provenance.get("system") or closest >= CLOSEST_PAIR_A:
+        return
+    warnings.warn(
+        f"the chain of {model.name} at {temperature:g} K brought two atoms {closest:.2f} Å "
+        f"apart, closer than {CLOSEST_PAIR_A:g} Å, which GFN1-xTB MD of C/B/N sheets does not "
+        f"reach even at 1500 K: the model extrapolates there, its energies are likely far "
+        f"too low and the chain's frames unphysical; do not use them as thermal samples.",
         ExtrapolationWarning, stacklevel=3)
 
 

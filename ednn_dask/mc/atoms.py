@@ -25,7 +25,12 @@ import numpy as np
 import xarray as xr
 
 from ednn_dask.atoms.raster import cell_field, channel_table, grid_shape, stamp
-from ednn_dask.atoms.references import reference_sum, require_atomistic, warn_if_extrapolating
+from ednn_dask.atoms.references import (
+    reference_sum,
+    require_atomistic,
+    warn_if_extrapolating,
+    warn_if_too_close,
+)
 from ednn_dask.atoms.structure import Structure, as_source, species_counts
 from ednn_dask.compute import progress_bar
 from ednn_dask.errors import ConfigError, StructureError
@@ -64,6 +69,8 @@ class AtomsRun:
                 "energy_per_atom_mean": mean / self.n_atoms, "acceptance": self.acceptance,
                 "moves_per_second": self.moves / self.seconds if self.seconds else math.nan,
                 "step_A": self.step, "energy_drift": self.drift,
+                **({"closest_pair_A": self.rdf.closest}
+                   if self.rdf and math.isfinite(self.rdf.closest) else {}),
                 **({"out": str(self.out)} if self.out else {})}
 
 
@@ -296,7 +303,10 @@ def run_atoms(
         if min_distance is not None:  # runs made before the option keep their settings
             settings["min_distance_A"] = min_distance
         run.attach(out, template, settings, overwrite)
-    return run.go()
+    result = run.go()
+    if result.rdf is not None:
+        warn_if_too_close(chain.model, result.rdf.closest, chain.temperature)
+    return result
 
 
 class _Run:
@@ -333,7 +343,7 @@ class _Run:
             self.moves, self.accepted = int(state["moves"]), int(state["accepted"])
             self.window, self.frames_done = int(state["window"]), int(state["frames_done"])
             self.seconds = float(state["seconds"])
-            self.rdf.counts[...], self.rdf.frames = state["rdf_counts"], int(state["rdf_frames"])
+            self.rdf.restore(state)
             self.energy[:self.frames_done] = self.store.group["energy"][:self.frames_done]
 
     def go(self) -> AtomsRun:
@@ -392,8 +402,7 @@ class _Run:
         self.frames_done = start + len(pending)
         self.store.save_state(self.chain.state() | {
             "moves": self.moves, "accepted": self.accepted, "window": self.window,
-            "frames_done": self.frames_done, "seconds": self.seconds,
-            "rdf_counts": self.rdf.counts, "rdf_frames": self.rdf.frames})
+            "frames_done": self.frames_done, "seconds": self.seconds} | self.rdf.state())
 
 
 def structure_digest(structure: Structure) -> str:

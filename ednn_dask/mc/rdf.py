@@ -9,6 +9,7 @@ density: ``g(r) = counts / (N (N - 1) / 2 · 2π r dr / A · frames)``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -45,11 +46,26 @@ class InPlaneRDF:
         self.edges = np.linspace(0.0, r_max, bins + 1)
         self.counts = np.zeros(bins)
         self.frames = 0
+        self.closest = math.inf  # the closest pair (Å) of any frame added, within r_max
 
     def add(self, xy: np.ndarray) -> None:
         """Count the pairs of one frame of in-plane positions ``(N, 2)``."""
-        self.counts += np.histogram(pair_distances(xy, self.cell, self.r_max), self.edges)[0]
+        r = pair_distances(xy, self.cell, self.r_max)
+        self.counts += np.histogram(r, self.edges)[0]
+        self.closest = min(self.closest, float(r.min(initial=math.inf)))
         self.frames += 1
+
+    def state(self) -> dict[str, Any]:
+        """What a run's checkpoint keeps of it (:mod:`ednn_dask.mc.runs`)."""
+        return {"rdf_counts": self.counts, "rdf_frames": self.frames,
+                "rdf_closest": np.array([self.closest])}  # an array: JSON has no inf
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state`."""
+        self.counts[...], self.frames = state["rdf_counts"], int(state["rdf_frames"])
+        # a checkpoint written without it: its first filled bin bounds it from below
+        filled = self.edges[:-1][self.counts > 0]
+        self.closest = float(state.get("rdf_closest", [filled.min(initial=math.inf)])[0])
 
     @property
     def r(self) -> np.ndarray:

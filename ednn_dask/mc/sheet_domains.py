@@ -45,7 +45,12 @@ from typing import Any
 import numpy as np
 
 from ednn_dask.atoms.raster import grid_shape, rasterize
-from ednn_dask.atoms.references import reference_sum, require_atomistic, warn_if_extrapolating
+from ednn_dask.atoms.references import (
+    reference_sum,
+    require_atomistic,
+    warn_if_extrapolating,
+    warn_if_too_close,
+)
 from ednn_dask.atoms.structure import Structure, as_source, species_counts
 from ednn_dask.compute import dask_client, progress_bar
 from ednn_dask.defaults import CHANNEL_DIM
@@ -92,6 +97,7 @@ class SheetRun:
                 "moves_per_second": self.moves / self.seconds if self.seconds else math.nan,
                 "energy_drift": self.drift,
                 "worker_memory_MiB": (self.worker_memory / 2**20).round(1).tolist(),
+                **({"closest_pair_A": self.rdf.closest} if math.isfinite(self.rdf.closest) else {}),
                 **({"out": str(self.out)} if self.out else {}), **self.extra}
 
 
@@ -157,7 +163,9 @@ def decomposed_atoms_chain(
     if out is not None:
         run.attach(out, overwrite)
     with dask_client(client, processes=True, threads_per_worker=1) as client_:
-        return run.go(client_, progress)
+        result = run.go(client_, progress)
+    warn_if_too_close(model, result.rdf.closest, temperature)
+    return result
 
 
 class _SheetChain:
@@ -233,7 +241,7 @@ class _SheetChain:
         state = self.state
         self.rng = restore_rng(state["rng"])
         self.counts = {k: state[k] for k in self.counts}
-        self.rdf.counts[...], self.rdf.frames = state["rdf_counts"], int(state["rdf_frames"])
+        self.rdf.restore(state)
         measured = max(0, self.counts["phase"] - self.thermalize)
         self.energies[:measured] = self.store.group["energy"][:measured]
         return client.persist(state["field"]), float(state["energy"]), state["xy"]
@@ -259,9 +267,8 @@ class _SheetChain:
             self.store.write_frames(frame, {"energy": self.energies[frame:frame + 1],
                                             "positions": positions[None]})
         self.store.save_state({"field": sheet_field, "xy": xy, "energy": energy,
-                               "rng": rng_state(self.rng), "rdf_counts": self.rdf.counts,
-                               "rdf_frames": self.rdf.frames,
-                               "frames_done": max(frame + 1, 0), **self.counts})
+                               "rng": rng_state(self.rng), "frames_done": max(frame + 1, 0),
+                               **self.counts} | self.rdf.state())
 
     def _result(self, final: dict[str, np.ndarray], drift: float) -> SheetRun:
         counts, geometry = self.counts, self.geometry
