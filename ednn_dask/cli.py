@@ -215,6 +215,8 @@ def cmd_data(args) -> int:
         return _rattle_data(args)
     if args.system == "relaxed":
         return _relaxed_data(args)
+    if args.system == "runs":
+        return _selected_runs(args)
     args.seed = args.seed or 0
     if args.system in ("hexagonal", "porous"):
         from training.reference import build_reference_set, store_progress
@@ -309,6 +311,16 @@ def _rattle_data(args) -> int:
                               **_given(args, "limit"),
                               **({"per_run": args.n} if args.n else {}))
     _print({"store": args.out, **counts}, args.json)
+    return 0
+
+
+def _selected_runs(args) -> int:
+    from training.thermal import select_runs
+
+    if not args.source or not args.runs:
+        raise ConfigError("data runs needs --from STORE (a thermal set) and --runs R [R ...], "
+                          "the runs to keep.")
+    _print(select_runs(args.out, args.source, args.runs, overwrite=args.overwrite), args.json)
     return 0
 
 
@@ -722,10 +734,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="generate a training data set (Zarr)")
     p.add_argument("system", choices=["ising", "laplacian", "screened", "rock", "hexagonal",
-                                      "porous", "thermal", "relaxed", "rattles"],
+                                      "porous", "thermal", "relaxed", "rattles", "runs"],
                    help="thermal: GFN1-xTB molecular-dynamics snapshots of --of cells; "
                    "relaxed: GFN1-xTB relaxation paths of the same cells; "
-                   "rattles: Gaussian samples of each run of a thermal set (--from), labelled")
+                   "rattles: Gaussian samples of each run of a thermal set (--from), "
+                   "labelled; runs: a copy of some runs (--runs) of a thermal set (--from)")
     p.add_argument("out")
     p.add_argument("--n", type=POSITIVE, help="number of samples (ising/laplacian 5000, "
                    "screened 2000, rock 200, hexagonal 5000, porous 1000; thermal: MD runs, "
@@ -733,7 +746,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "cells, 96, and grows the same way; --from-mc: chains, 32; rattles: per "
                    "run, 100)")
     p.add_argument("--from", dest="source", metavar="STORE",
-                   help="rattles: the thermal set whose runs are sampled")
+                   help="rattles: the thermal set whose runs are sampled; runs: the thermal "
+                   "set copied from")
+    p.add_argument("--runs", type=NON_NEGATIVE, nargs="+", metavar="R",
+                   help="runs: the MD runs to keep (the store's `run` numbers)")
     p.add_argument("--L", type=POSITIVE,
                    help="side of each sample (ising 8, laplacian 100, screened 96, at least 65; "
                    "rock 32)")

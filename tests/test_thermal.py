@@ -116,6 +116,31 @@ def test_a_set_grows_by_the_runs_after_its_own_and_never_shrinks(thermal, local_
                                   ds["energy"].values[:4])
 
 
+def test_a_copy_of_some_runs_keeps_them_and_is_refused_beside_its_source(thermal, tmp_path,
+                                                                        capsys):
+    out, *_, ds = thermal
+    two = tmp_path / "two.zarr"
+    assert main(["data", "runs", str(two), "--from", str(out), "--runs", "2", "0"]) == 0
+    assert "left_out   [1]" in capsys.readouterr().out
+    kept = load_reference(two)
+    xr.testing.assert_identical(kept.drop_attrs(), ds.isel(structure=[0, 1, 4, 5]).drop_attrs())
+    assert kept.attrs == {**ds.attrs, "runs": [0, 2]}
+    from ednn_dask.errors import ConfigError
+
+    # a run in both would sit in one store's training split and the other's test split
+    with pytest.raises(ConfigError, match="share 2 of them"):
+        load_reference_sets([str(out), str(two)])
+    assert main(["data", "runs", str(two), "--from", str(out), "--runs", "1"]) == 2
+    assert "exists already" in capsys.readouterr().err
+    assert load_reference(two).attrs["runs"] == [0, 2]  # nothing overwritten
+    assert main(["data", "runs", str(tmp_path / "x.zarr"), "--from", str(out), "--runs",
+                 "3"]) == 2
+    assert "has no run [3]; its runs are 0-2" in capsys.readouterr().err
+    assert main(["data", "runs", str(tmp_path / "x.zarr"), "--from", str(out)]) == 2
+    assert "needs --from STORE (a thermal set) and --runs" in capsys.readouterr().err
+    assert not (tmp_path / "x.zarr").exists()
+
+
 # 16-atom cells with 1-2 vacancies: 10-30 FIRE steps each
 RELAX = {"cells": (2, 2), "max_vacancies": 2, "every": 5, "max_steps": 30, "progress": False}
 

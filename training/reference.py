@@ -382,7 +382,8 @@ def load_reference_sets(paths: str | os.PathLike | Sequence[str | os.PathLike]) 
 
 
 def _refuse_shared_runs(sets: Sequence[xr.Dataset], paths: Sequence) -> None:
-    """Refuse two stores of one plan (same generator and settings but ``n``) sharing runs.
+    """Refuse two stores of one plan (same generator and settings but ``n`` and the
+    ``runs`` a selection keeps, :func:`training.thermal.select_runs`) sharing runs.
 
     A run of a plan is the same structures in either store, and each store is split on
     its own: trained together, a run could sit in one's training split and the other's
@@ -392,7 +393,7 @@ def _refuse_shared_runs(sets: Sequence[xr.Dataset], paths: Sequence) -> None:
     for ds, path in zip(sets, paths):
         if "run" not in ds:
             continue
-        plan = tuple(sorted((k, str(v)) for k, v in ds.attrs.items() if k != "n"))
+        plan = tuple(sorted((k, str(v)) for k, v in ds.attrs.items() if k not in ("n", "runs")))
         runs = set(np.unique(ds["run"].values).tolist())
         for other, other_runs in seen.get(plan, []):
             if shared := sorted(runs & other_runs):

@@ -497,6 +497,38 @@ def build_rattle_set(out: str | Path, source: str | Path, *, per_run: int = 100,
                             progress=progress)
 
 
+def select_runs(out: str | Path, source: str | Path, runs: Sequence[int], *,
+                overwrite: bool = False) -> dict[str, Any]:
+    """Copy the MD runs ``runs`` of the thermal set ``source`` into a new store ``out``.
+
+    For leaving runs out of a training set (a cell that reconstructed, say). The copy
+    keeps the source's plan and run numbers, so training it beside its source is refused
+    like two stores of one plan (:func:`training.reference.load_reference_sets`).
+    """
+    from training.datasets import load_dataset
+    from training.reference import DONE
+
+    ds = load_dataset(source)
+    if "run" not in ds:
+        raise ConfigError(f"{str(source)!r} has no MD runs; select runs of a thermal set "
+                          f"(ednn-dask data thermal).")
+    have = np.unique(ds["run"].values)
+    wanted = np.unique(np.asarray(runs, dtype=int))
+    if missing := sorted(set(wanted.tolist()) - set(have.tolist())):
+        raise ConfigError(f"{str(source)!r} has no run {missing}; its runs are "
+                          f"{have.min()}-{have.max()}.")
+    rows = np.isin(ds["run"].values, wanted)
+    if pending := np.unique(ds["run"].values[rows & (ds["status"].values != DONE)]).tolist():
+        raise ConfigError(f"runs {pending} of {str(source)!r} have energies still to "
+                          f"compute; finish them first (the `data thermal` command that "
+                          f"made it).")
+    subset = ds.isel(structure=rows)
+    subset.attrs = {**ds.attrs, "runs": wanted.tolist()}
+    write_zarr_atomic(subset.chunk({"structure": 1000}), out, overwrite=overwrite)
+    return {"store": str(out), "runs": len(wanted), "snapshots": int(rows.sum()),
+            "left_out": sorted(set(have.tolist()) - set(wanted.tolist()))}
+
+
 MC_SETTINGS = {"steps": 6000, "every": 300, "equilibrate": 3000}
 """Per EDNN-MC chain (moves of one atom; a 60-atom cell): 50 sweeps of equilibration,
 then a snapshot every 5 sweeps: 20 snapshots."""
