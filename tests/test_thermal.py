@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import xarray as xr  # noqa: E402
 
 from ednn_dask.atoms.materials import hexagonal_sheet  # noqa: E402
 from ednn_dask.cli import main  # noqa: E402
-from ednn_dask.errors import OutputExistsError  # noqa: E402
+from ednn_dask.errors import ExtrapolationWarning, OutputExistsError  # noqa: E402
 from training.atomistic import SIGMA_BINS, data_conditions, error_groups  # noqa: E402
 from training.reference import (  # noqa: E402
     DONE,
@@ -319,7 +320,12 @@ def test_monte_carlo_snapshots_become_a_labelled_store(tmp_path, local_cluster):
     out = tmp_path / "mc.zarr"
     run = {"n": 1, "steps": 200, "every": 100, "equilibrate": 100, "max_vacancies": 0,
            "temperatures": (1000.0,), "client": local_cluster, "progress": False}
-    assert build_mc_set(out, model, **run) == {"done": 2, "failed": 0, "pending": 0}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ExtrapolationWarning)
+        assert build_mc_set(out, model, **run) == {"done": 2, "failed": 0, "pending": 0}
+    # the worker's warning (a cold model at 1000 K) is said here, once
+    said = [str(w.message) for w in caught if w.category is ExtrapolationWarning]
+    assert len(said) == 1 and said[0].startswith("hexagonal-f16c24.onnx was trained on cold")
     ds = load_reference(out)
     assert ds.attrs["model_sha256"] == load_model(model).sha256
     assert ds["temperature"].values.tolist() == [1000.0, 1000.0]
@@ -335,6 +341,22 @@ def test_monte_carlo_snapshots_become_a_labelled_store(tmp_path, local_cluster):
     assert build_mc_set(out, model, **run)["done"] == 2
     with pytest.raises(OutputExistsError, match="model"):
         build_mc_set(out, "models/porous-f32c16.onnx", **run)
+
+
+def test_chains_too_close_are_said_once_with_the_closest():
+    from ednn_dask.model import load_model
+    from training.thermal import _warn_about_chains
+
+    model = load_model("models/hexagonal-thermal-f16c24.onnx")  # its card covers 1000 K
+    runs = thermal_runs("hexagonal", 3, cells=(2, 2), temperatures=(600.0, 1000.0))
+    for closest, said in (([1.3, 1.2, 1.1], []),
+                          ([1.3, 1.05, 0.9], ["2 of 3 chains of hexagonal-thermal-f16c24.onnx "
+                                              "(the closest at 600 K) brought two atoms 0.90 Å "
+                                              "apart, closer than 1.1 Å"])):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ExtrapolationWarning)
+            _warn_about_chains(model, runs, closest)
+        assert [str(w.message)[:len(s)] for w, s in zip(caught, said, strict=True)] == said
 
 
 def test_the_shipped_held_out_md_set_reproduces_its_labels():

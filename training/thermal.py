@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -534,13 +535,39 @@ MC_SETTINGS = {"steps": 6000, "every": 300, "equilibrate": 3000}
 then a snapshot every 5 sweeps: 20 snapshots."""
 
 
-def _mc_chain(path: str, run: ThermalRun, model: str, params: dict) -> str:
+def _mc_chain(path: str, run: ThermalRun, model: str, params: dict) -> float:
+    """Run (or finish) one chain into ``path``; its closest pair of atoms (Å).
+
+    The chain's warnings (:class:`~ednn_dask.errors.ExtrapolationWarning`) are left to
+    the client (:func:`_warn_about_chains`): a worker process would print each of them,
+    in Python's several lines, through the progress bar.
+    """
+    from ednn_dask.errors import ExtrapolationWarning
     from ednn_dask.mc.atoms import run_atoms
 
-    run_atoms(run.structure, model, run.temperature, params["steps"], every=params["every"],
-              equilibrate=params["equilibrate"], seed=run.seed, out=path, progress=False,
-              min_distance=params.get("min_distance_A"))
-    return path
+    with warnings.catch_warnings():  # process-wide: fine with one thread per worker
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        result = run_atoms(run.structure, model, run.temperature, params["steps"],
+                           every=params["every"], equilibrate=params["equilibrate"],
+                           seed=run.seed, out=path, progress=False,
+                           min_distance=params.get("min_distance_A"))
+    return float(result.rdf.closest)
+
+
+def _warn_about_chains(model: Any, runs: Sequence[ThermalRun], closest: Sequence[float]) -> None:
+    """The warnings of a set of chains, once each: a temperature outside the model's card,
+    and the chains that brought two atoms too close (the closest of them named)."""
+    from ednn_dask.atoms.references import (
+        CLOSEST_PAIR_A,
+        warn_if_extrapolating,
+        warn_if_too_close,
+    )
+
+    for temperature in sorted({r.temperature for r in runs}):
+        warn_if_extrapolating(model, temperature)
+    close = sorted((c, r.temperature) for c, r in zip(closest, runs) if c < CLOSEST_PAIR_A)
+    if close:
+        warn_if_too_close(model, *close[0], of=(len(close), len(runs)))
 
 
 def build_mc_set(
@@ -608,6 +635,7 @@ def build_mc_set(
             for future in as_completed(futures):
                 future.result()
                 bar.update(1)
+        _warn_about_chains(source, runs, [f.result() for f in futures])
         with locked(out):
             if not out.exists() or overwrite:
                 write_zarr_atomic(mc_dataset(runs, chains_dir, params).chunk(

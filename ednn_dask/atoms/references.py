@@ -67,17 +67,24 @@ def warn_if_extrapolating(model: Any, temperature: float) -> None:
         ExtrapolationWarning, stacklevel=3)
 
 
-def warn_if_too_close(model: Any, closest: float, temperature: float) -> None:
+def warn_if_too_close(model: Any, closest: float, temperature: float, *,
+                      of: tuple[int, int] | None = None) -> None:
     """Warn (:class:`ExtrapolationWarning`) when a chain of a model of our atomistic recipes
-    brought two atoms closer than :data:`CLOSEST_PAIR_A` in a measured frame."""
+    brought two atoms closer than :data:`CLOSEST_PAIR_A` in a measured frame.
+
+    ``of``: ``(k, n)`` when ``k`` of ``n`` chains did; ``closest`` and ``temperature``
+    are then those of the chain that came closest.
+    """
     provenance = model.spec.provenance or {}
     if model.spec.raster is None or not provenance.get("system") or closest >= CLOSEST_PAIR_A:
         return
+    chains = (f"the chain of {model.name} at {temperature:g} K" if of is None else
+              f"{of[0]} of {of[1]} chains of {model.name} (the closest at {temperature:g} K)")
     warnings.warn(
-        f"the chain of {model.name} at {temperature:g} K brought two atoms {closest:.2f} Å "
+        f"{chains} brought two atoms {closest:.2f} Å "
         f"apart, closer than {CLOSEST_PAIR_A:g} Å, which GFN1-xTB MD of C/B/N sheets does not "
         f"reach even at 1500 K: the model extrapolates there, its energies are likely far "
-        f"too low and the chain's frames unphysical; do not use them as thermal samples.",
+        f"too low and the frames unphysical; do not use them as thermal samples.",
         ExtrapolationWarning, stacklevel=3)
 
 
