@@ -54,6 +54,7 @@ BENCHMARKS = {  # bench script -> its result files under bench/results/
     "closest_pairs.py": "closest-pairs.json",
     "pair_correction.py": "pair-correction.json",
     "porous_relaxations.py": "porous-relaxations.json",
+    "registry_noise.py": "registry-noise.json",
 }
 EVALUATIONS = "evaluate-*.json"  # ednn-dask evaluate --json-out, from `make evaluations`
 CLOSEST_BINS = (0.0, 1.0, 1.1, 1.2, 1.3, 10.0)  # Å, as bench/closest_pairs.py bins them
@@ -353,7 +354,8 @@ def benchmark_table(script: str) -> list[str]:
               "thermal_errors.py": _thermal_table, "convention_transfer.py": _convention_table,
               "vacancy_pairs.py": _vacancy_pairs_table, "closest_pairs.py": _closest_table,
               "pair_correction.py": _pair_correction_table,
-              "porous_relaxations.py": _porous_relaxations_table}
+              "porous_relaxations.py": _porous_relaxations_table,
+              "registry_noise.py": _registry_table}
     pattern = BENCHMARKS[script]
     records = [json.loads(p.read_text()) for p in sorted(RESULTS.glob(pattern))]
     if not records:
@@ -645,8 +647,50 @@ def _porous_relaxations_table(records: list[dict]) -> list[str]:
         out += ["", f"Fine-tuned with the 8 MD runs, the median falls as n^{fit['b']:.2f} with n "
                 f"relaxation paths ({fit['points']} fine-tunes): {target:g} meV/atom at about "
                 f"{fit['relaxations_for_target']:,.0f} relaxations."]
-    return out + _porous_offsets_table(r["models"]) + [
+    return out + _porous_offsets_table(r["models"]) + _held_out_runs_table(r["models"]) + [
         "", "![Held-out median against relaxations](porous-relaxations.png)"]
+
+
+def _held_out_runs_table(rows: list[dict]) -> list[str]:
+    """Per held-out run: each model's mean signed error and its spread over the frames."""
+    rows = [row for row in rows if row.get("held_out_by_run")]  # kept older rows lack it
+    if not rows:
+        return []
+    runs = list(rows[0]["held_out_by_run"].values())
+    out = ["", "Per held-out MD run (its atoms and temperature), meV/atom: each model's mean "
+           "signed error on the run's 20 frames ± its standard deviation from frame to frame, "
+           "beside the standard deviation of GFN1-xTB's own energy per atom.", "",
+           "| | " + " | ".join(f"{c['atoms']} at {c['temperature_K']:g} K" for c in runs) + " |",
+           "|---|" + "---|" * len(runs),
+           "| GFN1-xTB, sd | " + " | ".join(f"{c['reference_sd']:.1f}" for c in runs) + " |"]
+    for row in rows:
+        out.append(f"| `{Path(row['model']).name}` | " + " | ".join(
+            f"{c['mean_signed']:+.0f} ± {c['error_sd']:.0f}"
+            for c in row["held_out_by_run"].values()) + " |")
+    return out
+
+
+def _registry_table(records: list[dict]) -> list[str]:
+    r = records[-1]
+    k = list(r["models"][0]["averaged"])
+    out = ["meV/atom. Spread: the standard deviation of a cell's energy per atom over the "
+           f"{k[-1]} registries (median over the cells). Errors at the cell's own registry, "
+           "at any one (the median over registries), and averaged over "
+           f"{', '.join(k[1:])} registries: the held-out MD's median |error|, the cold test "
+           "split's MAE.", "",
+           "| model | held-out set | spread | own | any | " + " | ".join(k[1:])
+           + " | cold split: spread | own | any | " + " | ".join(k[1:]) + " |",
+           "|---|---|" + "---|" * (2 * len(k) + 4)]
+    for row in r["models"]:
+        cold = row["cold_split"]
+        held = [row["registry_sd"]["median"], row["averaged"]["1"]["median"],
+                row["any_registry"]["median"], *(row["averaged"][n]["median"] for n in k[1:])]
+        split = [cold["registry_sd"]["median"], cold["averaged"]["1"]["mae"],
+                 cold["any_registry"]["mae"], *(cold["averaged"][n]["mae"] for n in k[1:])]
+        out.append(f"| `{Path(row['model']).name}` | `{Path(row['held_out']).name}` | "
+                   + " | ".join(f"{v:.1f}" for v in held) + " | "
+                   + " | ".join(f"{v:.2f}" for v in split) + " |")
+    return out + ["", "![Held-out median against registries averaged](registry-noise.png)"]
 
 
 def _porous_offsets_table(rows: list[dict]) -> list[str]:

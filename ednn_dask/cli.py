@@ -462,7 +462,8 @@ def cmd_evaluate(args) -> int:
 
         if not args.data:
             raise ConfigError("evaluate atoms needs --data STORE (a GFN1-xTB reference store).")
-        result = evaluate_atomistic(args.model, args.data, plot=args.plot, split=args.split)
+        result = evaluate_atomistic(args.model, args.data, plot=args.plot, split=args.split,
+                                    registries=args.registries)
     elif args.system == "ising":
         result = evaluation.evaluate_ising(args.model, near_critical=not args.any_temperature,
                                            **_given(args, "L", "n", "seed", "plot"))
@@ -483,6 +484,8 @@ def _evaluate_command(args) -> str:
     if args.system in ("atoms", "fields"):
         data = [args.data] if isinstance(args.data, str) else args.data
         words += ["--data", *data, "--split", args.split]
+        if args.system == "atoms" and args.registries != 1:
+            words += ["--registries", str(args.registries)]
     elif args.system == "rock" and args.data:
         words += ["--data", args.data]
     else:
@@ -922,6 +925,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="all", choices=["all", "train", "val", "test"],
                    help="atoms, fields: one split of the model's training run (its own "
                    "data set only)")
+    p.add_argument("--registries", type=POSITIVE, default=1, metavar="K",
+                   help="atoms: each energy the mean over K registries of the cell on the "
+                   "model's grid (1, 4, 16, ...; K times the cost)")
     p.add_argument("--field", help="fields: the field variable (default the model's)")
     p.add_argument("--target", help="fields: the target variable (default the model's)")
     p.add_argument("--L", type=POSITIVE,

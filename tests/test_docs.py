@@ -279,7 +279,9 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
                                                           **supercell,
                                                           "mae_meV_per_atom": 2.5}}}}]}))
     porous = {"held_out_by_atoms": {"64": 53.0, "85": -3.0}, "cold_split_mae": 12.5,
-              "train_split_mae": 11.25}
+              "train_split_mae": 11.25, "held_out_by_run": {"0": {
+                  "atoms": 94, "temperature_K": 300.0, "mean_signed": 0.75, "error_sd": 12.75,
+                  "reference_sd": 3.25}}}
     (tmp_path / "porous-relaxations.json").write_text(json.dumps({
         **header, "held_out": "h.zarr", "target_median_meV_per_atom": 4.0,
         "power_law": {"a": 1000.0, "b": -0.75, "points": 3, "relaxations_for_target": 1550.0},
@@ -289,15 +291,26 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
                    {"model": "runs/p96.onnx", "md_runs": 8, "relaxations": 96, "frames": 777,
                     "context_px": 16, "init_from": "cold.onnx", "measured": "2029-12-31T00:00",
                     "held_out": {"mae": 33.0, "median": 32.0, "mean_signed": 31.0}, **porous}]}))
+    errors = {"structures": 80, "registry_sd": {"median": 10.5, "max": 27.0},
+              "any_registry": {"median": 14.0, "mae": 6.25},
+              "averaged": {str(k): {"median": m, "mae": m / 2, "mean_signed": 0.5}
+                           for k, m in ((1, 16.0), (4, 14.5), (16, 15.25), (64, 11.0))}}
+    (tmp_path / "registry-noise.json").write_text(json.dumps({
+        **header, "grid": 8, "models": [{"model": "models/p.onnx", "held_out": "data/h.zarr",
+                                         "focus_px": 32, **errors, "cold_split": errors}]}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
-    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 18
-    assert page.count("2030-01-02T03:04:05+00:00") == 18
+    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 19
+    assert page.count("2030-01-02T03:04:05+00:00") == 19
+    assert "| `p.onnx` | `h.zarr` | 10.5 | 16.0 | 14.0 | 14.5 | 15.2 | 11.0 | 10.50 | 8.00 | " \
+           "6.25 | 7.25 | 7.62 | 5.50 |" in page
     assert "| `cold.onnx` (16 px context, 1500 epochs from scratch) | none | 0 | 217.0 " \
            "| +245.0 | +53 / -3 | 12.50 | 11.25 |" in page
     assert "| `p96.onnx` (fine-tuned from `cold.onnx`; scored 2029-12-31) | 8 MD runs and 96 " \
            "relaxations | 777 | 32.0 | +31.0 |" in page
     assert "the same, cells of 64 / 85 atoms" in page
+    assert "| | 94 at 300 K |\n|---|---|\n| GFN1-xTB, sd | 3.2 |\n| `cold.onnx` | +1 ± 13 |" \
+        in page
     assert "Fine-tuned with the 8 MD runs, the median falls as n^-0.75 with n relaxation " \
            "paths (3 fine-tunes): 4 meV/atom at about 1,550 relaxations." in page
     assert "| 8 px, 1 (273) | 14.4 | 50.7 | 76.6 |" in page

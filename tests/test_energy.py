@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ednn_dask.atoms.total_energy as energy_module
 from ednn_dask import energy
 from ednn_dask.atoms.materials import hexagonal_sheet
 from ednn_dask.atoms.raster import rasterize
 from ednn_dask.atoms.structure import Structure
-from ednn_dask.errors import ModelFormatError, StructureError
+from ednn_dask.errors import ConfigError, ModelFormatError, StructureError
 from ednn_dask.model import ModelSpec
 from tests.conftest import MU, RASTER, SPECIES
 from training.atomistic import SPACING
@@ -78,3 +80,46 @@ def test_bad_input_is_refused(atomistic, exact_ising2d):
                             s.cell)
     with pytest.raises(StructureError, match="overlap"):
         energy(overlapping, model)
+
+
+def _moved(s: Structure, pixels: tuple[int, int]) -> Structure:
+    """``s`` moved rigidly by (y, x) whole pixels of the model's grid."""
+    shift = np.array([pixels[1] * SPACING[1], pixels[0] * SPACING[0], 0.0])
+    return Structure(s.positions + shift, s.numbers, s.cell, s.pbc).wrapped()
+
+
+@settings(max_examples=6, deadline=None)
+@given(g=st.sampled_from([1, 2, 4]), steps=st.tuples(st.integers(0, 7), st.integers(0, 7)))
+def test_the_mean_over_registries_is_the_mean_over_moved_cells_and_moves_with_none(
+        atomistic, g, steps):
+    _, model = atomistic
+    s = next(hexagonal_structures(1, seed=7))
+    step = 32 // g  # the fixture's focus is 32 px
+    mean = energy(s, model, registries=g * g)
+    moved = [energy(_moved(s, (i * step, j * step)), model) for i in range(g) for j in range(g)]
+    assert mean == pytest.approx(np.mean(moved), rel=1e-9)
+    # a move by a step of the lattice permutes its registries: the mean stays as it is
+    far = _moved(s, (steps[0] * step, steps[1] * step))
+    assert energy(far, model, registries=g * g) == pytest.approx(mean, rel=1e-9)
+
+
+def test_one_registry_is_not_the_mean_of_many(atomistic):
+    """The untrained net answers each registry differently, so the tests above can fail."""
+    _, model = atomistic
+    s = next(hexagonal_structures(1, seed=7))
+    assert abs(energy(s, model) - energy(_moved(s, (16, 0)), model)) > 1e-4
+    assert abs(energy(s, model) - energy(s, model, registries=4)) > 1e-5
+
+
+def test_registries_are_refused_where_they_cannot_be_averaged(atomistic, monkeypatch):
+    _, model = atomistic
+    s = next(hexagonal_structures(1, seed=7))
+    for bad in (0, 3, 9, 32 * 32 * 4):
+        with pytest.raises(ConfigError, match=r"one of \[1, 4, 16, 64, 256, 1024\]"):
+            energy(s, model, registries=bad)
+    with pytest.raises(ConfigError, match="this one is open"):
+        energy(Structure(s.positions, s.numbers, s.cell, (True, False, False)), model,
+               registries=4)
+    monkeypatch.setattr(energy_module, "IN_PROCESS_PIXELS", 0)
+    with pytest.raises(ConfigError, match="score it with registries=1"):
+        energy(s, model, registries=4)

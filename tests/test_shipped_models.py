@@ -107,6 +107,33 @@ def test_evaluate_atoms_refuses_a_split_of_another_store():
                            str(MODELS.parent / "data" / "hexagonal-2x2.zarr"), split="test")
 
 
+def test_evaluate_atoms_averages_registries_as_moved_cells(capsys):
+    """``--registries 4``: each energy the mean over the cell moved by half a focus block."""
+    import json
+
+    from ednn_dask import energy
+    from ednn_dask.atoms import Structure
+    from ednn_dask.cli import main
+    from training.reference import dataset_structures, load_reference
+
+    model, store = str(MODELS / "porous-thermal-f32c32.onnx"), "data/thermal-test-porous.zarr"
+    assert main(["evaluate", "atoms", "--model", model, "--data", store, "--registries", "4",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    ds = load_reference(MODELS.parent / store)
+    spacing, half = TileModel.load(model).spec.spacing, 16  # the focus is 32 px
+    moved = [[Structure(s.positions + [j * half * spacing[1], i * half * spacing[0], 0],
+                        s.numbers, s.cell, s.pbc).wrapped() for s in dataset_structures(ds)]
+             for i in (0, 1) for j in (0, 1)]
+    mean = np.mean([energy(m, model) for m in moved], axis=0)
+    error = (mean - ds["energy"].values) / ds["n_atoms"].values * 1e3
+    assert result["registries"] == 4
+    assert result["mae_meV_per_atom"] == pytest.approx(np.abs(error).mean(), rel=1e-6)
+    assert main(["evaluate", "atoms", "--model", model, "--data", store, "--registries",
+                 "2"]) == 2
+    assert "one of [1, 4, 16, 64, 256, 1024]; got 2" in capsys.readouterr().err
+
+
 # Accuracy targets (meV/atom). Where a shipped model does not reach one yet, the test is a
 # strict xfail naming the target; the measured figures are in the models' metadata.
 HEXAGONAL_TARGET = 1.0  # mean |error| on the held-out test cells

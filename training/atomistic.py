@@ -434,22 +434,24 @@ SPLITS = ("all", "train", "val", "test")
 
 
 def evaluate_atomistic(model: str, data: str | Sequence[str], *, plot: str | None = None,
-                       split: str = "all") -> dict[str, Any]:
+                       split: str = "all", registries: int = 1) -> dict[str, Any]:
     """Per-atom errors of a model on a reference store.
 
     ``split="all"`` takes every structure (e.g. supercells); ``"train"``, ``"val"``
     or ``"test"`` take that split of the model's training recipe, for the store the
     model was trained on (checked against the data hash in its provenance).
+    ``registries``: each energy the mean over that many registries of the cell
+    (:func:`ednn_dask.atoms.energy`).
     """
     ds = reference.load_reference_sets(data)
     if split != "all":
         ds = ds.isel(structure=recipe_split(ds, model, split))
     structures = reference.dataset_structures(ds)
-    predicted = energy(structures, model)
+    predicted = energy(structures, model, registries=registries)
     n_atoms = ds["n_atoms"].values
     error = (predicted - ds["energy"].values) / n_atoms
     result = {"model": str(model), "data": data if isinstance(data, str) else list(data),
-              "split": split,
+              "split": split, "registries": registries,
               "n": len(structures), "mae_meV_per_atom": float(np.abs(error).mean() * 1e3),
               "median_meV_per_atom": float(np.median(np.abs(error)) * 1e3),
               "max_meV_per_atom": float(np.abs(error).max() * 1e3),

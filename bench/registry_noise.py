@@ -1,0 +1,164 @@
+"""Registry noise of the shipped atomistic models, and what averaging over registries buys.
+
+    python bench/registry_noise.py [--grid 8] [--json-out bench/results/registry-noise.json]
+                                   [--plot docs/registry-noise.png]
+
+Moving a periodic cell rigidly by whole pixels leaves its GFN1-xTB energy as it is and
+rolls the model's input field. An EDNN's sum is invariant to rolls by whole focus blocks
+only: a roll by part of a block changes which pixels share a tile, and a net with strided
+layers answers differently (training rolls its samples at random, so it sees every
+registry, but need not learn to answer them alike). For each shipped atomistic model, on
+its held-out MD set (cells never trained on) and on the cold cells of its own test split,
+this measures the standard deviation of the predicted energy per atom over a grid x grid
+lattice of rolls within one focus block (the spread from registry to registry), and the
+median, MAE and mean signed error of the prediction at the cell's own registry, at any
+one of the rolls (the median over them), and of its mean over 2 x 2, 4 x 4, ... rolls
+(`energy(..., registries=K)`, `ednn-dask evaluate atoms --registries K`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from record import RESULTS, ROOT, write_result  # noqa: E402
+
+from ednn_dask import TileModel  # noqa: E402
+from ednn_dask.atoms.raster import cell_field  # noqa: E402
+from ednn_dask.atoms.references import reference_sum  # noqa: E402
+from ednn_dask.atoms.structure import species_counts  # noqa: E402
+from ednn_dask.atoms.total_energy import registry_offsets  # noqa: E402
+from ednn_dask.inference import contributions  # noqa: E402
+from training.atomistic import SYSTEMS, recipe_split  # noqa: E402
+from training.reference import (  # noqa: E402
+    dataset_structures,
+    load_reference,
+    load_reference_sets,
+)
+
+MODELS = {  # model -> its held-out MD set
+    "models/hexagonal-f16c24.onnx": "data/thermal-test-hexagonal.zarr",
+    "models/hexagonal-thermal-f16c24.onnx": "data/thermal-test-hexagonal.zarr",
+    "models/porous-f32c16.onnx": "data/thermal-test-porous.zarr",
+    "models/porous-thermal-f32c32.onnx": "data/thermal-test-porous.zarr",
+}
+
+
+def rolled_energies(model: TileModel, structures: list, grid: int) -> np.ndarray:
+    """Energies (eV), ``(structures, grid, grid)``: each cell rolled by (i, j) / grid of a
+    focus block in (y, x), the lattice ``energy(..., registries=grid ** 2)`` averages."""
+    spec, offsets = model.spec, registry_offsets(model, grid * grid)
+    out = np.empty((len(structures), grid * grid))
+    for k, s in enumerate(structures):
+        field = cell_field(s, spec.spacing, **spec.raster)
+        references = reference_sum(species_counts(s), spec.reference_energies)
+        for n, shift in enumerate(offsets):
+            rolled = np.roll(field, shift, axis=(1, 2))
+            out[k, n] = contributions(rolled, model).sum(dtype=np.float64) + references
+    return out.reshape(len(structures), grid, grid)
+
+
+def model_row(path: str, store: str, grid: int) -> dict:
+    model = TileModel.load(ROOT / path)
+    return {"model": path, "held_out": store, "focus_px": int(model.spec.focus[0]),
+            **registry_errors(model, load_reference(str(ROOT / store)), grid),
+            "cold_split": registry_errors(model, cold_split(path), grid)}
+
+
+def cold_split(path: str):
+    """The cold cells of the model's own test split (its recipe's split of the stores it
+    was trained on; the first store is the cold one)."""
+    provenance = TileModel.load(ROOT / path).spec.provenance
+    stores = [str(ROOT / "data" / s) for s in provenance.get("stores", [])] or [
+        str(ROOT / SYSTEMS[provenance["system"]]["data"])]  # cards older than "stores"
+    ds = load_reference_sets(stores if len(stores) > 1 else stores[0])
+    test = recipe_split(ds, str(ROOT / path), "test")
+    if "source" in ds:
+        test = test[ds["source"].values[test] == 0]
+    return ds.isel(structure=test)
+
+
+def registry_errors(model: TileModel, ds, grid: int) -> dict:
+    """Spread over registries and errors (meV/atom) at the cell's own registry, at any one
+    and averaged over 1, 4, ..., grid x grid of them."""
+    atoms = ds["n_atoms"].values
+    rolled = rolled_energies(model, dataset_structures(ds), grid) / atoms[:, None, None] * 1e3
+    reference = ds["energy"].values / atoms * 1e3
+    error = rolled - reference[:, None, None]
+    out = {"structures": int(len(atoms)),
+           "registry_sd": {"median": float(np.median(rolled.std(axis=(1, 2)))),
+                           "max": float(rolled.std(axis=(1, 2)).max())},
+           "any_registry": {"median": float(np.median(np.median(np.abs(error), axis=0))),
+                            "mae": float(np.median(np.abs(error).mean(axis=0)))},
+           "averaged": {}}
+    g = 1
+    while g <= grid:  # the g x g lattice of rolls is every (grid / g)-th of the finest
+        mean = error[:, ::grid // g, ::grid // g].mean(axis=(1, 2))
+        out["averaged"][str(g * g)] = {"median": float(np.median(np.abs(mean))),
+                                       "mae": float(np.abs(mean).mean()),
+                                       "mean_signed": float(mean.mean())}
+        g *= 2
+    return out
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    panels = ((axes[0], lambda row: row, "median", "held-out MD: median |error|"),
+              (axes[1], lambda row: row["cold_split"], "mae", "cold test split: MAE"))
+    for ax, part, metric, title in panels:
+        for row in rows:
+            k = [int(n) for n in part(row)["averaged"]]
+            ax.plot(k, [v[metric] for v in part(row)["averaged"].values()], "o-",
+                    label=Path(row["model"]).stem)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(k, [str(n) for n in k])
+        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        low, high = ax.get_ylim()
+        if high / low < 10:  # under a decade: label the minor ticks too
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xlabel("registries averaged (rolls within one focus block)")
+        ax.set_ylabel("meV/atom")
+        ax.set_title(title)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grid", type=int, default=8, help="rolls per axis (default 8)")
+    parser.add_argument("--json-out", default=str(RESULTS / "registry-noise.json"))
+    parser.add_argument("--plot", default=str(ROOT / "docs" / "registry-noise.png"))
+    args = parser.parse_args()
+    rows = []
+    for path, store in MODELS.items():
+        row = model_row(path, store, args.grid)
+        rows.append(row)
+        one, most = row["averaged"]["1"], row["averaged"][str(args.grid ** 2)]
+        cold = row["cold_split"]["averaged"]
+        print(f"{path}: spread over registries {row['registry_sd']['median']:.1f} meV/atom "
+              f"(median over cells; max {row['registry_sd']['max']:.1f}); held-out median "
+              f"{one['median']:.1f} at the cell's own registry, "
+              f"{row['any_registry']['median']:.1f} at any one, {most['median']:.1f} averaged "
+              f"over {args.grid ** 2}; cold split MAE {cold['1']['mae']:.2f} -> "
+              f"{cold[str(args.grid ** 2)]['mae']:.2f}")
+    write_result({"grid": args.grid, "models": rows}, args.json_out, sys.argv)
+    plot(rows, Path(args.plot))
+
+
+if __name__ == "__main__":
+    main()
