@@ -651,18 +651,28 @@ def _porous_relaxations_table(records: list[dict]) -> list[str]:
         "", "![Held-out median against relaxations](porous-relaxations.png)"]
 
 
+def _rows_with(rows: list[dict], key: str) -> tuple[list[dict], list[dict]]:
+    """The rows that have ``key`` (rows kept from older runs may lack it), and the first
+    one's cells under it."""
+    rows = [row for row in rows if row.get(key)]
+    return rows, list(rows[0][key].values()) if rows else []
+
+
+def _per_cell_head(caption: str, columns: list[str]) -> list[str]:
+    return ["", caption, "", "| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+
+
 def _held_out_runs_table(rows: list[dict]) -> list[str]:
     """Per held-out run: each model's mean signed error and its spread over the frames."""
-    rows = [row for row in rows if row.get("held_out_by_run")]  # kept older rows lack it
+    rows, runs = _rows_with(rows, "held_out_by_run")
     if not rows:
         return []
-    runs = list(rows[0]["held_out_by_run"].values())
-    out = ["", "Per held-out MD run (its atoms and temperature), meV/atom: each model's mean "
-           "signed error on the run's 20 frames ± its standard deviation from frame to frame, "
-           "beside the standard deviation of GFN1-xTB's own energy per atom.", "",
-           "| | " + " | ".join(f"{c['atoms']} at {c['temperature_K']:g} K" for c in runs) + " |",
-           "|---|" + "---|" * len(runs),
-           "| GFN1-xTB, sd | " + " | ".join(f"{c['reference_sd']:.1f}" for c in runs) + " |"]
+    out = _per_cell_head(
+        "Per held-out MD run (its atoms and temperature), meV/atom: each model's mean signed "
+        "error on the run's 20 frames ± its standard deviation from frame to frame, beside "
+        "the standard deviation of GFN1-xTB's own energy per atom.",
+        [f"{c['atoms']} at {c['temperature_K']:g} K" for c in runs])
+    out.append("| GFN1-xTB, sd | " + " | ".join(f"{c['reference_sd']:.1f}" for c in runs) + " |")
     for row in rows:
         out.append(f"| `{Path(row['model']).name}` | " + " | ".join(
             f"{c['mean_signed']:+.0f} ± {c['error_sd']:.0f}"
@@ -695,18 +705,16 @@ def _registry_table(records: list[dict]) -> list[str]:
 
 def _porous_offsets_table(rows: list[dict]) -> list[str]:
     """Mean signed error per cell of the 12 MD runs: its MD frames against the cell relaxed."""
-    rows = [row for row in rows if row.get("offsets_by_cell")]  # kept older rows lack it
+    rows, cells = _rows_with(rows, "offsets_by_cell")
     if not rows:
         return []
-    cells = list(rows[0]["offsets_by_cell"].values())
-    out = ["", "Per cell of the 12 MD runs (by its atoms), meV/atom: how far GFN1-xTB puts the "
-           "run's 20 frames above the cell relaxed, and each model's mean signed error on the "
-           "frames and on the relaxed cell.", "",
-           "| | " + " | ".join(f"{c['atoms']}" for c in cells) + " |",
-           "|---|" + "---|" * len(cells),
-           "| thermostat, K | " + " | ".join(f"{c['temperature_K']:g}" for c in cells) + " |",
-           "| GFN1-xTB: MD frames above the relaxed cell | "
-           + " | ".join(f"{c['md_above_relaxed']:+.0f}" for c in cells) + " |"]
+    out = _per_cell_head(
+        "Per cell of the 12 MD runs (by its atoms), meV/atom: how far GFN1-xTB puts the run's "
+        "20 frames above the cell relaxed, and each model's mean signed error on the frames "
+        "and on the relaxed cell.", [f"{c['atoms']}" for c in cells])
+    out += ["| thermostat, K | " + " | ".join(f"{c['temperature_K']:g}" for c in cells) + " |",
+            "| GFN1-xTB: MD frames above the relaxed cell | "
+            + " | ".join(f"{c['md_above_relaxed']:+.0f}" for c in cells) + " |"]
     for row in rows:
         for what, label in (("md", "MD frames"), ("relaxed", "relaxed cell")):
             out.append(f"| `{Path(row['model']).name}`: {label} | " + " | ".join(
