@@ -675,7 +675,7 @@ def _held_out_runs_table(rows: list[dict]) -> list[str]:
     out.append("| GFN1-xTB, sd | " + " | ".join(f"{c['reference_sd']:.1f}" for c in runs) + " |")
     for row in rows:
         out.append(f"| `{Path(row['model']).name}` | " + " | ".join(
-            f"{c['mean_signed']:+.0f} ± {c['error_sd']:.0f}"
+            f"{round(c['mean_signed']):+d} ± {c['error_sd']:.0f}"
             for c in row["held_out_by_run"].values()) + " |")
     return out
 
