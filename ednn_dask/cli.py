@@ -669,7 +669,7 @@ def _fraction(text: str) -> float:
 
 
 POSITIVE, NON_NEGATIVE = _count(1), _count(0)
-ATOMISTIC_NETS = ("compact", "fine", "smooth", "paper")
+ATOMISTIC_NETS = ("compact", "compact-aa", "fine", "smooth", "paper")
 FIELD_NETS = ("density", "window", "mlp", "quadratic", "pair")
 
 
@@ -828,9 +828,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=POSITIVE)
     p.add_argument("--net", choices=[*ATOMISTIC_NETS, *FIELD_NETS],
                    help="atomistic tile net: valid CNN (compact, fine: ReLU at 128 px per "
-                   "cell; smooth: SiLU at 64 px; dense path) or the paper's 13 layers (tile "
-                   "path); fields: density (default), window, mlp, quadratic or pair "
-                   "(pair energies, fitted by least squares)")
+                   "cell; compact-aa: compact with anti-aliased strides; smooth: SiLU at 64 "
+                   "px; dense path) or the paper's 13 layers (tile path); fields: density "
+                   "(default), window, mlp, quadratic or pair (pair energies, fitted by "
+                   "least squares)")
     p.add_argument("--field", help="fields: the field variable of --data")
     p.add_argument("--target", help="fields: the target variable of --data (dims sample); "
                    "rock: volume, area or euler")

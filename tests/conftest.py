@@ -53,6 +53,14 @@ def cnn2d_mean(model_dir):
 
 
 @pytest.fixture(scope="session")
+def cnn2d_aa(model_dir):
+    """A valid CNN with two strided layers, each anti-aliased (a fixed blur at its stride)."""
+    ednn = helpers.random_cnn_ednn(2, 1, (4, 4), (3, 3), "periodic", seed=3,
+                                   trunk=((4, 3, 2), (4, 1, 2)), antialias=True)
+    return ednn, _export(ednn, model_dir / "cnn2d-aa.onnx")
+
+
+@pytest.fixture(scope="session")
 def cnn3d(model_dir):
     ednn = helpers.random_cnn_ednn(3, 1, (2, 2, 2), (1, 1, 1), "periodic", seed=1)
     return ednn, _export(ednn, model_dir / "cnn3d.onnx")

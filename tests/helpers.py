@@ -38,12 +38,13 @@ def exact_ising_ednn(dim: int, boundary="periodic") -> EDNN:
 
 
 def random_cnn_ednn(dim: int, channels: int, focus, context, boundary, seed: int = 0,
-                    readout: str = "window", activation: str = "relu") -> EDNN:
+                    readout: str = "window", activation: str = "relu", trunk=None,
+                    antialias: bool = False) -> EDNN:
     """A randomly initialised valid-convolution EDNN (outputs of order one)."""
     torch.manual_seed(seed)
     kernel = 3 if min(context) >= 1 else 1
-    net = ValidCNN(dim, channels, focus, context, trunk=((6, kernel, 1),), hidden=8,
-                   readout=readout, activation=activation)
+    net = ValidCNN(dim, channels, focus, context, trunk=trunk or ((6, kernel, 1),), hidden=8,
+                   readout=readout, activation=activation, antialias=antialias)
     return EDNN(net, focus, context, boundary, ndim=dim, output_scale=0.5, output_offset=0.1,
                 input_offset=0.2, input_scale=2.0).eval()
 

@@ -249,3 +249,17 @@ def test_lbfgs_polish_is_kept_without_a_validation_split(tmp_path):
                           lbfgs_steps=steps)
         errors[steps] = fit(ednn, x, y, cfg, tmp_path / str(steps), progress=False)["test"]["mae"]
     assert errors[100] < 0.5 * errors[0]
+
+
+def test_the_blur_keeps_constants_and_removes_the_pixel_checkerboard():
+    from training.nets import Blur
+
+    blur = Blur(2, 3, 2)
+    constant = torch.full((1, 3, 9, 9), 1.5)
+    torch.testing.assert_close(blur(constant), torch.full((1, 3, 4, 4), 1.5))
+    y, x = torch.meshgrid(torch.arange(9), torch.arange(9), indexing="ij")
+    checkerboard = ((-1.0) ** (y + x)).expand(1, 3, 9, 9)  # what a stride of 2 aliases
+    torch.testing.assert_close(blur(checkerboard), torch.zeros(1, 3, 4, 4))
+    net = ValidCNN(2, 1, (4, 4), (3, 3), trunk=((4, 3, 2),), antialias=True)
+    assert [type(m).__name__ for m in net.trunk] == ["Conv2d", "ReLU", "Blur"]
+    assert net.trunk[0].stride == (1, 1) and net.window == (3, 3)

@@ -77,6 +77,10 @@ def rasterize_structures(
 NETS = {
     "compact": {"trunk": ((16, 4, 2), (32, 3, 2), (32, 3, 2)), "hidden": 64,
                 "activation": "relu", "pixels": PIXELS, "focus": FOCUS, "context": CONTEXT},
+    # compact with anti-aliased strides: less registry noise (findings), more compute
+    "compact-aa": {"trunk": ((16, 4, 2), (32, 3, 2), (32, 3, 2)), "hidden": 64,
+                   "activation": "relu", "antialias": True, "pixels": PIXELS, "focus": FOCUS,
+                   "context": CONTEXT},
     # stride-1 first layer and twice the width: sub-pixel bond lengths reach the trunk
     "fine": {"trunk": ((32, 3, 1), (32, 3, 2), (64, 3, 2), (64, 3, 2)), "hidden": 128,
              "activation": "relu", "pixels": PIXELS, "focus": FOCUS, "context": CONTEXT},
@@ -113,7 +117,8 @@ def build_net(channels: int, net: str = "compact", focus: int | None = None,
         return EDNN(PaperCNN(channels, tile), focus, context, "periodic", ndim=2,
                     input_scale=0.2)
     tile_net = ValidCNN(2, channels, (focus, focus), (context, context), trunk=preset["trunk"],
-                        hidden=preset["hidden"], activation=preset["activation"])
+                        hidden=preset["hidden"], activation=preset["activation"],
+                        antialias=preset.get("antialias", False))
     return EDNN(tile_net, focus, context, "periodic", ndim=2, dense=True, input_scale=0.2)
 
 

@@ -38,6 +38,27 @@ class Square(nn.Module):
         return x * x
 
 
+class Blur(nn.Module):
+    """A fixed binomial low-pass ([1, 2, 1] / 4 per axis), then every ``stride``-th pixel:
+    anti-aliased subsampling (Zhang, ICML 2019). A strided convolution samples its
+    responses at one phase of the grid, so a net of them answers each registry of its
+    input differently; blurred first, less of the response depends on the phase.
+    Depthwise and valid (a plain grouped convolution in ONNX); nothing to learn."""
+
+    def __init__(self, ndim: int, channels: int, stride: int):
+        super().__init__()
+        axis = torch.tensor([1.0, 2.0, 1.0]) / 4
+        kernel = axis
+        for _ in range(ndim - 1):
+            kernel = kernel[..., None] * axis
+        self.register_buffer("kernel", kernel.expand(channels, 1, *kernel.shape).clone(),
+                             persistent=False)
+        self.stride, self.channels = stride, channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return CONV_FN[x.dim() - 2](x, self.kernel, stride=self.stride, groups=self.channels)
+
+
 class DenseView(nn.Module):
     """A tile net's dense form as a module of its own (for ONNX export)."""
 
@@ -115,6 +136,10 @@ class ValidCNN(FullyConvolutional):
         ``"quadratic"``: a linear trunk and a squaring head, so the net is a sum of
         squares of linear maps of the tile: quadratic forms of the field within the
         context (pair energies), exactly, and nothing else.
+    antialias : bool
+        A strided trunk layer becomes a convolution at stride 1, its non-linearity,
+        then :class:`Blur` at the stride: the net's answer depends less on where its
+        input sits on the grid (its registry), at more compute per layer.
     readout : {"window", "mean"}
         ``"window"``: the head convolution weighs every pixel of the window on
         its own. ``"mean"``: the head is 1x1 (a per-pixel density) and the tile's
@@ -134,6 +159,7 @@ class ValidCNN(FullyConvolutional):
         hidden: int = 32,
         readout: str = "window",
         activation: str = "relu",
+        antialias: bool = False,
     ):
         super().__init__()
         if readout not in ("window", "mean"):
@@ -151,10 +177,14 @@ class ValidCNN(FullyConvolutional):
             stride *= step
             if any(f % stride for f in focus):
                 raise ConfigError(f"cumulative stride {stride} does not divide the focus {focus}.")
-            size = [(n - kernel) // step + 1 for n in size]
+            if antialias and step > 1:  # the blur's 3 px are a valid layer of their own
+                size = [(n - kernel + 1 - 3) // step + 1 for n in size]
+                layers += [CONV[ndim](c_in, c_out, kernel, 1), act(), Blur(ndim, c_out, step)]
+            else:
+                size = [(n - kernel) // step + 1 for n in size]
+                layers += [CONV[ndim](c_in, c_out, kernel, step), act()]
             if min(size) < 1:
                 raise ConfigError(f"trunk {trunk!r} is deeper than the tile {tile} allows.")
-            layers += [CONV[ndim](c_in, c_out, kernel, step), act()]
             c_in = c_out
         self.trunk = nn.Sequential(*layers)
         self.window = tuple(size)
