@@ -109,8 +109,8 @@ data: $(STAMP)
 # a pair term fitted beside the thermal net; the porous model fine-tuned on 8 MD runs, on
 # 32 relaxations, on both, and on both with 48, 96 and 160 relaxations, and the 3.2 Å net
 # on 12 MD runs (400 epochs: 40-90 min; 1000 epochs: about 2.4 h), on 10 of them (the two
-# cells that reconstruct left out; 400 epochs: 70 min), compact-aa against compact
-# (60 epochs: 24 and 8 min) and the shipped one fine-tuned on
+# cells that reconstruct left out; 400 epochs: 70 min), compact-aa and compact-pf against
+# compact (60 epochs: 14, 5.5 and 4.5 min) and the shipped one fine-tuned on
 # the 12 with a per-atom loss (300 epochs: 64 min), a coarse branch grown on the shipped
 # one with the 8 and the 12 runs (60 epochs: 4 min each), scored beside the shipped porous
 # models; the thermal hexagonal fine-tune with the 300 hexagonal relaxations besides its
@@ -137,7 +137,8 @@ studies: $(STAMP)
 	$(E) train porous --context 32 --epochs 1000 --data data/porous.zarr data/thermal-porous-12.zarr data/relaxed-porous.zarr --workdir runs/porous-c32-md12-1000/fit --out runs/porous-c32-md12-1000/porous-md12-1000-f32c32.onnx --overwrite
 	$(E) train porous --net compact-aa --context 32 --epochs 60 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/aa/aa-fit --out runs/aa/porous-aa.onnx --overwrite
 	$(E) train porous --net compact --context 32 --epochs 60 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/aa/plain-fit --out runs/aa/porous-plain.onnx --overwrite
-	$(PY) bench/registry_noise.py --models runs/aa/porous-aa.onnx runs/aa/porous-plain.onnx --json-out runs/aa/registry.json --plot runs/aa/registry.png
+	$(E) train porous --net compact-pf --context 32 --epochs 60 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/aa/pf2-fit --out runs/aa/porous-pf2.onnx --overwrite
+	$(PY) bench/registry_noise.py --models runs/aa/porous-aa.onnx runs/aa/porous-pf2.onnx runs/aa/porous-plain.onnx --json-out runs/aa/registry.json --plot runs/aa/registry.png
 	$(E) data runs runs/thermal-porous-10.zarr --from data/thermal-porous-12.zarr --runs 0 1 2 3 4 5 6 7 10 11 --overwrite
 	$(E) train porous --context 32 --epochs 400 --data data/porous.zarr runs/thermal-porous-10.zarr data/relaxed-porous.zarr --workdir runs/porous-c32-md10/fit --out runs/porous-c32-md10/porous-md10-f32c32.onnx --overwrite
 	$(E) train porous --context 32 --init-from models/porous-thermal-f32c32.onnx --loss per-atom --epochs 300 --data data/porous.zarr data/thermal-porous-12.zarr data/relaxed-porous.zarr --workdir runs/porous-md12-ft/fit --out runs/porous-md12-ft/porous-md12-ft-f32c32.onnx --overwrite

@@ -16,6 +16,10 @@ registry to registry), and the median, MAE and mean signed error of the predicti
 the cell's own registry, at any one of the rolls (the median over them), and of its mean
 over 2 x 2, 4 x 4, ... rolls (`energy(..., registries=K)`, `ednn-dask evaluate atoms
 --registries K`).
+
+Registries are rolls within one trunk stride of the net (every pixel of it, up to
+`--grid` per axis), where the noise repeats, and for comparison the lattice of rolls by
+whole strides within the focus block, which the registries of `energy` leave out.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from ednn_dask import TileModel  # noqa: E402
 from ednn_dask.atoms.raster import cell_field  # noqa: E402
 from ednn_dask.atoms.references import reference_sum  # noqa: E402
 from ednn_dask.atoms.structure import species_counts  # noqa: E402
-from ednn_dask.atoms.total_energy import registry_offsets  # noqa: E402
+from ednn_dask.atoms.total_energy import registry_offsets, registry_period  # noqa: E402
 from ednn_dask.inference import contributions  # noqa: E402
 from training.atomistic import SYSTEMS, recipe_split  # noqa: E402
 from training.reference import (  # noqa: E402
@@ -50,24 +54,36 @@ SHIPPED = ["models/hexagonal-f16c24.onnx", "models/hexagonal-thermal-f16c24.onnx
            "models/porous-f32c16.onnx", "models/porous-thermal-f32c32.onnx"]
 
 
-def rolled_energies(model: TileModel, structures: list, grid: int) -> np.ndarray:
-    """Energies (eV), ``(structures, grid, grid)``: each cell rolled by (i, j) / grid of a
-    focus block in (y, x), the lattice ``energy(..., registries=grid ** 2)`` averages."""
-    spec, offsets = model.spec, registry_offsets(model, grid * grid)
-    out = np.empty((len(structures), grid * grid))
+def rolled_energies(model: TileModel, structures: list,
+                    offsets: list[tuple[int, int]]) -> np.ndarray:
+    """Energies (eV), ``(structures, offsets)``: each cell's field rolled by each (y, x)."""
+    spec = model.spec
+    out = np.empty((len(structures), len(offsets)))
     for k, s in enumerate(structures):
         field = cell_field(s, spec.spacing, **spec.raster)
         references = reference_sum(species_counts(s), spec.reference_energies)
         for n, shift in enumerate(offsets):
             rolled = np.roll(field, shift, axis=(1, 2))
             out[k, n] = contributions(rolled, model).sum(dtype=np.float64) + references
-    return out.reshape(len(structures), grid, grid)
+    return out
+
+
+def lattices(model: TileModel, grid: int) -> tuple[int, list[tuple[int, int]]]:
+    """The registries' lattice side (``grid``, or the trunk stride where smaller) and the
+    offsets: that lattice (``energy(..., registries=side ** 2)``), then the rolls by whole
+    strides within the focus block other than (0, 0)."""
+    period, focus = registry_period(model), model.spec.focus
+    side = min(grid, *period)
+    whole = [(i * period[0], j * period[1]) for i in range(focus[0] // period[0])
+             for j in range(focus[1] // period[1])]
+    return side, registry_offsets(model, side * side) + whole[1:]
 
 
 def model_row(path: str, grid: int) -> dict:
     model = TileModel.load(ROOT / path)
     store = HELD_OUT[model.spec.provenance["system"]]
     return {"model": path, "held_out": store, "focus_px": int(model.spec.focus[0]),
+            "period_px": int(registry_period(model)[0]),
             **registry_errors(model, load_reference(str(ROOT / store)), grid),
             "cold_split": registry_errors(model, cold_split(path), grid)}
 
@@ -86,21 +102,28 @@ def cold_split(path: str):
 
 
 def registry_errors(model: TileModel, ds, grid: int) -> dict:
-    """Spread over registries and errors (meV/atom) at the cell's own registry, at any one
-    and averaged over 1, 4, ..., grid x grid of them."""
+    """Spread over registries and errors (meV/atom) at the cell's own registry, at any one,
+    averaged over 1, 4, ..., side x side of them and over the rolls by whole strides."""
     atoms = ds["n_atoms"].values
-    rolled = rolled_energies(model, dataset_structures(ds), grid) / atoms[:, None, None] * 1e3
+    side, offsets = lattices(model, grid)
+    energies = rolled_energies(model, dataset_structures(ds), offsets) / atoms[:, None] * 1e3
     reference = ds["energy"].values / atoms * 1e3
-    error = rolled - reference[:, None, None]
+    errors = energies - reference[:, None]
+    rolled = energies[:, :side * side].reshape(-1, side, side)
+    error = errors[:, :side * side].reshape(-1, side, side)
+    strides = np.concatenate([errors[:, :1], errors[:, side * side:]], axis=1).mean(axis=1)
     out = {"structures": int(len(atoms)),
            "registry_sd": {"median": float(np.median(rolled.std(axis=(1, 2)))),
                            "max": float(rolled.std(axis=(1, 2)).max())},
            "any_registry": {"median": float(np.median(np.median(np.abs(error), axis=0))),
                             "mae": float(np.median(np.abs(error).mean(axis=0)))},
+           "whole_strides": {"rolls": int(len(offsets) - side * side + 1),
+                             "median": float(np.median(np.abs(strides))),
+                             "mae": float(np.abs(strides).mean())},
            "averaged": {}}
     g = 1
-    while g <= grid:  # the g x g lattice of rolls is every (grid / g)-th of the finest
-        mean = error[:, ::grid // g, ::grid // g].mean(axis=(1, 2))
+    while g <= side:  # the g x g lattice of rolls is every (side / g)-th of the finest
+        mean = error[:, ::side // g, ::side // g].mean(axis=(1, 2))
         out["averaged"][str(g * g)] = {"median": float(np.median(np.abs(mean))),
                                        "mae": float(np.abs(mean).mean()),
                                        "mean_signed": float(mean.mean())}
@@ -120,9 +143,10 @@ def plot(rows: list[dict], path: Path) -> None:
               (axes[1], lambda row: row["cold_split"], "mae", "cold test split: MAE"))
     for ax, part, metric, title in panels:
         for row in rows:
-            k = [int(n) for n in part(row)["averaged"]]
-            ax.plot(k, [v[metric] for v in part(row)["averaged"].values()], "o-",
+            averaged = part(row)["averaged"]
+            ax.plot([int(n) for n in averaged], [v[metric] for v in averaged.values()], "o-",
                     label=Path(row["model"]).stem)
+        k = sorted({int(n) for row in rows for n in part(row)["averaged"]})
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(k, [str(n) for n in k])
@@ -130,7 +154,7 @@ def plot(rows: list[dict], path: Path) -> None:
         low, high = ax.get_ylim()
         if high / low < 10:  # under a decade: label the minor ticks too
             ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.set_xlabel("registries averaged (rolls within one focus block)")
+        ax.set_xlabel("registries averaged (rolls within one trunk stride)")
         ax.set_ylabel("meV/atom")
         ax.set_title(title)
     axes[1].legend(fontsize=8)
@@ -143,7 +167,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=SHIPPED,
                         help="atomistic models (default: the shipped ones)")
-    parser.add_argument("--grid", type=int, default=8, help="rolls per axis (default 8)")
+    parser.add_argument("--grid", type=int, default=8,
+                        help="rolls per axis at most (default 8; the net's stride if smaller)")
     parser.add_argument("--json-out", default=str(RESULTS / "registry-noise.json"))
     parser.add_argument("--plot", default=str(ROOT / "docs" / "registry-noise.png"))
     args = parser.parse_args()
@@ -151,14 +176,15 @@ def main() -> None:
     for path in args.models:
         row = model_row(path, args.grid)
         rows.append(row)
-        one, most = row["averaged"]["1"], row["averaged"][str(args.grid ** 2)]
-        cold = row["cold_split"]["averaged"]
+        k = list(row["averaged"])[-1]
+        one, most, cold = row["averaged"]["1"], row["averaged"][k], row["cold_split"]["averaged"]
         print(f"{path}: spread over registries {row['registry_sd']['median']:.1f} meV/atom "
               f"(median over cells; max {row['registry_sd']['max']:.1f}); held-out median "
               f"{one['median']:.1f} at the cell's own registry, "
               f"{row['any_registry']['median']:.1f} at any one, {most['median']:.1f} averaged "
-              f"over {args.grid ** 2}; cold split MAE {cold['1']['mae']:.2f} -> "
-              f"{cold[str(args.grid ** 2)]['mae']:.2f}")
+              f"over {k}; cold split MAE {cold['1']['mae']:.2f} -> {cold['4']['mae']:.2f} "
+              f"(4) -> {cold[k]['mae']:.2f} ({k}), over whole strides "
+              f"{row['cold_split']['whole_strides']['mae']:.2f}")
     write_result({"grid": args.grid, "models": rows}, args.json_out, sys.argv)
     plot(rows, Path(args.plot))
 

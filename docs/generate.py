@@ -682,24 +682,29 @@ def _held_out_runs_table(rows: list[dict]) -> list[str]:
 
 def _registry_table(records: list[dict]) -> list[str]:
     r = records[-1]
-    k = list(r["models"][0]["averaged"])
-    out = ["meV/atom. Spread: the standard deviation of a cell's energy per atom over the "
-           f"{k[-1]} registries (median over the cells). Errors at the cell's own registry, "
-           "at any one (the median over registries), and averaged over "
-           f"{', '.join(k[1:])} registries: the held-out MD's median |error|, the cold test "
-           "split's MAE.", "",
-           "| model | held-out set | spread | own | any | " + " | ".join(k[1:])
-           + " | cold split: spread | own | any | " + " | ".join(k[1:]) + " |",
-           "|---|---|" + "---|" * (2 * len(k) + 4)]
+    k = sorted({n for row in r["models"] for n in row["averaged"]}, key=int)[1:]
+    out = ["meV/atom. Registries: rolls of the cell's field within one trunk stride of the "
+           "net (its period, px). Spread: the standard deviation of a cell's energy per atom "
+           "over every pixel of that stride (median over the cells). Errors at the cell's "
+           "own registry, at any one (the median over registries), averaged over "
+           f"{', '.join(k)} registries (`registries=K`), and averaged over the rolls by "
+           "whole strides within the focus block instead (strides): the held-out MD's "
+           "median |error|, the cold test split's MAE.", "",
+           "| model | held-out set | period | spread | own | any | " + " | ".join(k)
+           + " | strides | cold split: spread | own | any | " + " | ".join(k)
+           + " | strides |", "|---|---|---|" + "---|" * (2 * len(k) + 8)]
+
+    def cells(part: dict, metric: str, digits: int) -> str:
+        values = [part["registry_sd"]["median"], part["averaged"]["1"][metric],
+                  part["any_registry"][metric],
+                  *(part["averaged"].get(n, {}).get(metric) for n in k),
+                  part["whole_strides"][metric]]
+        return " | ".join("–" if v is None else f"{v:.{digits}f}" for v in values)
+
     for row in r["models"]:
-        cold = row["cold_split"]
-        held = [row["registry_sd"]["median"], row["averaged"]["1"]["median"],
-                row["any_registry"]["median"], *(row["averaged"][n]["median"] for n in k[1:])]
-        split = [cold["registry_sd"]["median"], cold["averaged"]["1"]["mae"],
-                 cold["any_registry"]["mae"], *(cold["averaged"][n]["mae"] for n in k[1:])]
         out.append(f"| `{Path(row['model']).name}` | `{Path(row['held_out']).name}` | "
-                   + " | ".join(f"{v:.1f}" for v in held) + " | "
-                   + " | ".join(f"{v:.2f}" for v in split) + " |")
+                   f"{row['period_px']} | {cells(row, 'median', 1)} | "
+                   f"{cells(row['cold_split'], 'mae', 2)} |")
     return out + ["", "![Held-out median against registries averaged](registry-noise.png)"]
 
 

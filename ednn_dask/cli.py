@@ -669,7 +669,7 @@ def _fraction(text: str) -> float:
 
 
 POSITIVE, NON_NEGATIVE = _count(1), _count(0)
-ATOMISTIC_NETS = ("compact", "compact-aa", "fine", "smooth", "paper")
+ATOMISTIC_NETS = ("compact", "compact-aa", "compact-pf", "fine", "smooth", "paper")
 FIELD_NETS = ("density", "window", "mlp", "quadratic", "pair")
 
 
@@ -828,7 +828,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=POSITIVE)
     p.add_argument("--net", choices=[*ATOMISTIC_NETS, *FIELD_NETS],
                    help="atomistic tile net: valid CNN (compact, fine: ReLU at 128 px per "
-                   "cell; compact-aa: compact with anti-aliased strides; smooth: SiLU at 64 "
+                   "cell; compact-aa, compact-pf: compact with its strides blurred after or "
+                   "before, less registry noise; smooth: SiLU at 64 "
                    "px; dense path) or the paper's 13 layers (tile path); fields: density "
                    "(default), window, mlp, quadratic or pair (pair energies, fitted by "
                    "least squares)")
@@ -928,7 +929,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "data set only)")
     p.add_argument("--registries", type=POSITIVE, default=1, metavar="K",
                    help="atoms: each energy the mean over K registries of the cell on the "
-                   "model's grid (1, 4, 16, ...; K times the cost)")
+                   "model's grid, a lattice within one stride of the net (1, 4, 16, ...; K "
+                   "times the cost; 4 takes much of the registry noise out)")
     p.add_argument("--field", help="fields: the field variable (default the model's)")
     p.add_argument("--target", help="fields: the target variable (default the model's)")
     p.add_argument("--L", type=POSITIVE,

@@ -56,8 +56,16 @@ def cnn2d_mean(model_dir):
 def cnn2d_aa(model_dir):
     """A valid CNN with two strided layers, each anti-aliased (a fixed blur at its stride)."""
     ednn = helpers.random_cnn_ednn(2, 1, (4, 4), (3, 3), "periodic", seed=3,
-                                   trunk=((4, 3, 2), (4, 1, 2)), antialias=True)
+                                   trunk=((4, 3, 2), (4, 1, 2)), antialias="blurpool")
     return ednn, _export(ednn, model_dir / "cnn2d-aa.onnx")
+
+
+@pytest.fixture(scope="session")
+def cnn2d_pf(model_dir):
+    """A valid CNN with two strided layers, each prefiltered (a fixed blur before it)."""
+    ednn = helpers.random_cnn_ednn(2, 1, (4, 4), (4, 4), "periodic", seed=4,
+                                   trunk=((4, 3, 2), (4, 1, 2)), antialias="prefilter")
+    return ednn, _export(ednn, model_dir / "cnn2d-pf.onnx")
 
 
 @pytest.fixture(scope="session")

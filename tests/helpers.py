@@ -39,7 +39,7 @@ def exact_ising_ednn(dim: int, boundary="periodic") -> EDNN:
 
 def random_cnn_ednn(dim: int, channels: int, focus, context, boundary, seed: int = 0,
                     readout: str = "window", activation: str = "relu", trunk=None,
-                    antialias: bool = False) -> EDNN:
+                    antialias: str | None = None) -> EDNN:
     """A randomly initialised valid-convolution EDNN (outputs of order one)."""
     torch.manual_seed(seed)
     kernel = 3 if min(context) >= 1 else 1

@@ -291,3 +291,14 @@ def test_external_weights_inside_the_folder_are_inlined_outside_refused(tmp_path
     onnx.save(escaping, str(outside))
     with pytest.raises(ModelFormatError, match="outside the model folder"):
         TileModel.load(outside)
+
+
+def test_trunk_stride_is_the_product_of_the_trunk_strides(cnn2d, cnn2d_aa, cnn2d_pf, mlp2d,
+                                                           multiscale2d):
+    """Strided, anti-aliased (the blur carries the stride) and prefiltered (the blur does
+    not) trunks alike; nets without a trunk, and multi-scale models, have none."""
+    assert cnn2d[1].trunk_stride == (1, 1)
+    assert cnn2d_aa[1].trunk_stride == (4, 4)
+    assert cnn2d_pf[1].trunk_stride == (4, 4)
+    assert mlp2d[1].trunk_stride is None
+    assert multiscale2d[1].trunk_stride is None

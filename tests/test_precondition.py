@@ -10,7 +10,14 @@ from ednn_dask.inference import contributions
 from tests.helpers import random_cnn_ednn
 from training.export import export_onnx
 from training.laplacian import laplacian_images, laplacian_target
-from training.precondition import EPS, WhitenedConv, baked, patch_moments, whiten_first_layer
+from training.precondition import (
+    EPS,
+    WhitenedConv,
+    baked,
+    first_conv,
+    patch_moments,
+    whiten_first_layer,
+)
 from training.train import TrainConfig, fit
 
 
@@ -35,6 +42,22 @@ def test_whitened_patches_have_unit_moments(dim):
     expected = expected / (expected + floor)  # eigenvalues of (M + floor)^-1 M
     torch.testing.assert_close(white, expected, rtol=1e-7, atol=1e-10)
     assert white.max() <= 1 + 1e-9 and white[-1] > 0.999
+
+
+@pytest.mark.parametrize("antialias", [None, "blurpool", "prefilter"])
+def test_moments_are_of_the_patches_the_first_convolution_sees(antialias, images):
+    ednn = random_cnn_ednn(2, 1, (4, 4), (4, 4), "periodic", trunk=((4, 3, 2), (4, 1, 2)),
+                           antialias=antialias)
+    conv, seen = first_conv(ednn.tile_net), []
+    conv.register_forward_pre_hook(lambda module, args: seen.append(args[0].double()))
+    x = torch.as_tensor(images[:8], dtype=torch.float32)
+    with torch.no_grad():
+        ednn.tile_net((ednn.pad(x) - ednn.input_offset) * ednn.input_scale)
+    eye = torch.eye(9, dtype=torch.float64).reshape(9, 1, 3, 3)
+    flat = torch.nn.functional.conv2d(seen[0], eye, stride=conv.stride).transpose(0, 1)
+    flat = flat.reshape(9, -1)
+    torch.testing.assert_close(patch_moments(ednn, images[:8]), flat @ flat.T / flat.shape[1],
+                               rtol=1e-5, atol=0)
 
 
 def test_whitening_is_a_reparametrization_that_exports_as_a_plain_conv(tmp_path, images):

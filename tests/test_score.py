@@ -109,7 +109,8 @@ def _chunks_for(data, shape, focus, context):
     return tuple(out)
 
 
-@pytest.mark.parametrize("fixture", ["cnn2d", "cnn2d_mean", "cnn2d_aa", "cnn3d", "mlp2d"])
+@pytest.mark.parametrize("fixture", ["cnn2d", "cnn2d_mean", "cnn2d_aa", "cnn2d_pf", "cnn3d",
+                                     "mlp2d"])
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow,
           HealthCheck.function_scoped_fixture])
 @given(data=st.data())

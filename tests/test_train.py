@@ -260,6 +260,11 @@ def test_the_blur_keeps_constants_and_removes_the_pixel_checkerboard():
     y, x = torch.meshgrid(torch.arange(9), torch.arange(9), indexing="ij")
     checkerboard = ((-1.0) ** (y + x)).expand(1, 3, 9, 9)  # what a stride of 2 aliases
     torch.testing.assert_close(blur(checkerboard), torch.zeros(1, 3, 4, 4))
-    net = ValidCNN(2, 1, (4, 4), (3, 3), trunk=((4, 3, 2),), antialias=True)
+    net = ValidCNN(2, 1, (4, 4), (3, 3), trunk=((4, 3, 2),), antialias="blurpool")
     assert [type(m).__name__ for m in net.trunk] == ["Conv2d", "ReLU", "Blur"]
     assert net.trunk[0].stride == (1, 1) and net.window == (3, 3)
+    net = ValidCNN(2, 1, (4, 4), (3, 3), trunk=((4, 3, 2),), antialias="prefilter")
+    assert [type(m).__name__ for m in net.trunk] == ["Blur", "Conv2d", "ReLU"]
+    assert net.trunk[1].stride == (2, 2) and net.window == (3, 3)
+    with pytest.raises(ConfigError, match="antialias must be"):
+        ValidCNN(2, 1, (4, 4), (3, 3), trunk=((4, 3, 2),), antialias=True)

@@ -136,10 +136,14 @@ class ValidCNN(FullyConvolutional):
         ``"quadratic"``: a linear trunk and a squaring head, so the net is a sum of
         squares of linear maps of the tile: quadratic forms of the field within the
         context (pair energies), exactly, and nothing else.
-    antialias : bool
-        A strided trunk layer becomes a convolution at stride 1, its non-linearity,
-        then :class:`Blur` at the stride: the net's answer depends less on where its
-        input sits on the grid (its registry), at more compute per layer.
+    antialias : {None, "blurpool", "prefilter"}
+        Strided trunk layers that depend less on where their input sits on the grid
+        (its registry). ``"blurpool"``: a convolution at stride 1, its non-linearity,
+        then :class:`Blur` at the stride (Zhang 2019), at up to stride**ndim times
+        the compute of the layer. ``"prefilter"``: :class:`Blur` at stride 1 before the
+        strided convolution, which then sees a band-limited input, so its own
+        subsampling aliases less (the non-linearity's harmonics still alias), for
+        one depthwise 3 px filter more.
     readout : {"window", "mean"}
         ``"window"``: the head convolution weighs every pixel of the window on
         its own. ``"mean"``: the head is 1x1 (a per-pixel density) and the tile's
@@ -159,9 +163,12 @@ class ValidCNN(FullyConvolutional):
         hidden: int = 32,
         readout: str = "window",
         activation: str = "relu",
-        antialias: bool = False,
+        antialias: str | None = None,
     ):
         super().__init__()
+        if antialias not in (None, "blurpool", "prefilter"):
+            raise ConfigError(f"antialias must be None, 'blurpool' or 'prefilter', "
+                              f"not {antialias!r}.")
         if readout not in ("window", "mean"):
             raise ConfigError(f"readout must be 'window' or 'mean', not {readout!r}.")
         if activation not in (*ACTIVATIONS, "quadratic"):
@@ -177,9 +184,12 @@ class ValidCNN(FullyConvolutional):
             stride *= step
             if any(f % stride for f in focus):
                 raise ConfigError(f"cumulative stride {stride} does not divide the focus {focus}.")
-            if antialias and step > 1:  # the blur's 3 px are a valid layer of their own
+            if antialias == "blurpool" and step > 1:  # the blur's 3 px are a valid layer
                 size = [(n - kernel + 1 - 3) // step + 1 for n in size]
                 layers += [CONV[ndim](c_in, c_out, kernel, 1), act(), Blur(ndim, c_out, step)]
+            elif antialias == "prefilter" and step > 1:
+                size = [(n - 2 - kernel) // step + 1 for n in size]
+                layers += [Blur(ndim, c_in, 1), CONV[ndim](c_in, c_out, kernel, step), act()]
             else:
                 size = [(n - kernel) // step + 1 for n in size]
                 layers += [CONV[ndim](c_in, c_out, kernel, step), act()]

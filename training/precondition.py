@@ -84,9 +84,23 @@ def patch_moments(ednn: EDNN, inputs: np.ndarray, max_samples: int = 256) -> tor
     max_samples = max(1, min(max_samples, PATCH_BYTES // per_sample))
     x = torch.as_tensor(np.asarray(inputs[:max_samples]), dtype=torch.float64)
     padded = (ednn.pad(x) - ednn.input_offset.double()) * ednn.input_scale.double()
+    padded = _fixed_layers_before(conv, ednn.tile_net)(padded)
     patches = CONV_FN[len(kernel)](padded, eye, stride=conv.stride)  # (N, d, *out)
     flat = patches.transpose(0, 1).reshape(d, -1)
     return flat @ flat.T / flat.shape[1]
+
+
+def _fixed_layers_before(conv: nn.Module, net: nn.Module) -> nn.Module:
+    """The parameter-free layers of ``net``'s trunk before ``conv`` (a prefilter's blur),
+    in float64: the first convolution sees its input through them."""
+    layers = []
+    for module in getattr(net, "trunk", ()):
+        if module is conv:
+            break
+        if any(True for _ in module.parameters()):
+            raise ConfigError(f"the first convolution follows a trained {module!r}.")
+        layers.append(copy.deepcopy(module).double())
+    return nn.Sequential(*layers)
 
 
 def whiten_first_layer(ednn: EDNN, inputs: np.ndarray, eps: float = EPS) -> torch.Tensor:

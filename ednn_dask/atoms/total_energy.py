@@ -61,9 +61,10 @@ def energy(
         Average over this many registries of the cell on the model's grid
         (:func:`registry_offsets`; 1, 4, 16, ...), at that many times the cost. Moving
         a cell rigidly by whole pixels leaves its energy as it is, but an EDNN is
-        invariant only to moves by whole focus blocks: its answer varies from
-        registry to registry by several meV/atom on cells of ~100 atoms (the
-        registry-noise benchmark), and the average takes that out. For cells scored
+        invariant only to moves by whole focus blocks, and a net with strided layers
+        answers the registries within one stride differently, by several meV/atom on
+        cells of ~100 atoms (the registry-noise benchmark); the average takes most of
+        that out, 4 (2 x 2 rolls of half a stride) much of it. For cells scored
         in this process (up to :data:`~ednn_dask.defaults.IN_PROCESS_PIXELS` pixels):
         a larger cell averages the noise over its many tiles already.
     """
@@ -76,14 +77,26 @@ def energy(
 
 
 def registry_offsets(model: TileModel, registries: int) -> list[tuple[int, int]]:
-    """Rolls (y, x) in pixels of the ``g`` x ``g`` lattice of registries in one focus
-    block, ``g`` = √``registries``: steps of focus / ``g`` pixels, ``g`` dividing the focus."""
-    g, focus = math.isqrt(max(registries, 0)), tuple(model.spec.focus)
-    if registries < 1 or g * g != registries or any(f % g for f in focus):
-        whole = [n * n for n in range(1, min(focus) + 1) if not any(f % n for f in focus)]
-        raise ConfigError(f"registries must be a square whose root divides the model's focus "
-                          f"{focus} px: one of {whole}; got {registries}.")
-    return [(i * focus[0] // g, j * focus[1] // g) for i in range(g) for j in range(g)]
+    """Rolls (y, x) in pixels of the ``g`` x ``g`` lattice of registries in one period,
+    ``g`` = √``registries``: steps of period / ``g`` pixels, ``g`` dividing the period.
+
+    The period is the net's trunk stride (:attr:`TileModel.trunk_stride`), where the
+    registry noise repeats (2 x 2 rolls of half a stride take most of it out), or the
+    focus, to which every EDNN is exactly invariant, for nets without a strided trunk.
+    """
+    g, period = math.isqrt(max(registries, 0)), registry_period(model)
+    if registries < 1 or g * g != registries or any(p % g for p in period):
+        whole = [n * n for n in range(1, min(period) + 1) if not any(p % n for p in period)]
+        raise ConfigError(f"registries must be a square whose root divides the model's "
+                          f"registry period {period} px: one of {whole}; got {registries}.")
+    return [(i * period[0] // g, j * period[1] // g) for i in range(g) for j in range(g)]
+
+
+def registry_period(model: TileModel) -> tuple[int, ...]:
+    """Pixels per axis over which a net's registry noise repeats: its trunk stride, or
+    the focus for a net without a strided trunk."""
+    stride = model.trunk_stride
+    return stride if stride and min(stride) > 1 else tuple(model.spec.focus)
 
 
 def _energy_one(obj: Any, model: TileModel, client: Any, chunks: int | None, check: bool,

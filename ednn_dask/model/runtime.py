@@ -123,6 +123,26 @@ class TileModel:
             for k, s in enumerate(self.spec.scales))
 
     @cached_property
+    def trunk_stride(self) -> tuple[int, ...] | None:
+        """Pixels per axis between the samples of the tile net's strided trunk: the product
+        of the strides of the convolutions whose weights are named ``trunk.*``, as the
+        valid CNNs of ``training`` export them. ``None`` for other nets and multi-scale
+        models. A net answers each registry of its input within one trunk stride
+        differently (aliasing), and rolls by whole strides alike, nearly."""
+        if self.spec.scales:
+            return None
+        import onnx
+
+        stride = None
+        for node in onnx.load_from_string(self.onnx_bytes).graph.node:
+            if node.op_type == "Conv" and len(node.input) > 1 and node.input[1].startswith(
+                    "trunk."):
+                steps = next((list(a.ints) for a in node.attribute if a.name == "strides"),
+                             [1] * len(self.spec.focus))
+                stride = [s * t for s, t in zip(stride or [1] * len(steps), steps, strict=True)]
+        return tuple(stride) if stride else None
+
+    @cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.onnx_bytes).hexdigest()
 
