@@ -26,7 +26,7 @@ from ase.calculators.calculator import (
 
 from ednn_dask.atoms.references import require_atomistic
 from ednn_dask.atoms.structure import Structure
-from ednn_dask.atoms.total_energy import energy
+from ednn_dask.atoms.total_energy import energy, registry_offsets
 from ednn_dask.errors import EDNNError
 from ednn_dask.model import TileModel, load_model
 
@@ -58,6 +58,10 @@ class EDNNCalculator(Calculator):
         Window side in pixels for the large-cell routes.
     check : bool
         Check the atoms first (no overlaps, elements known to the model).
+    registries : int
+        Average over this many registries of the cell on the model's grid, at that many
+        times the cost (:func:`ednn_dask.atoms.energy`; 4 takes most of the registry
+        noise of a small cell out).
     **kwargs
         Passed to ``ase.calculators.calculator.Calculator``.
 
@@ -92,11 +96,14 @@ class EDNNCalculator(Calculator):
         client: Any = None,
         chunks: int | None = None,
         check: bool = True,
+        registries: int = 1,
         **kwargs: Any,
     ) -> None:
         model = load_model(model)
         require_atomistic(model)
+        registry_offsets(model, registries)  # refuse a bad count now, not at the first call
         self.model, self.client, self.chunks, self.check = model, client, chunks, check
+        self.registries = registries
         super().__init__(**kwargs)
 
     def get_property(self, name: str, atoms: Any = None, allow_calculation: bool = True) -> Any:
@@ -117,5 +124,5 @@ class EDNNCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         structure = Structure.from_ase(self.atoms).wrapped()
         value = float(energy(structure, self.model, client=self.client, chunks=self.chunks,
-                             check=self.check))
+                             check=self.check, registries=self.registries))
         self.results = {"energy": value, "free_energy": value}

@@ -38,6 +38,15 @@ def test_energy_equals_energy_function(atoms, model):
     assert atoms.get_potential_energy(force_consistent=True) == e  # free_energy
 
 
+def test_registries_are_averaged_and_a_bad_count_refused_at_construction(atoms, model):
+    atoms.calc = EDNNCalculator(model, registries=4)
+    averaged = atoms.get_potential_energy()
+    assert averaged == energy(atoms, model, registries=4)
+    assert averaged != energy(atoms, model)
+    with pytest.raises(EDNNError, match=r"one of \[1, 4, 16\]; got 9"):
+        EDNNCalculator(model, registries=9)
+
+
 def test_a_path_is_loaded(atoms, model):
     atoms.calc = EDNNCalculator(HEXAGONAL)
     assert atoms.get_potential_energy() == energy(atoms, model)
