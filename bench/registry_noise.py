@@ -17,6 +17,10 @@ the cell's own registry, at any one of the rolls (the median over them), and of 
 over 2 x 2, 4 x 4, ... rolls (`energy(..., registries=K)`, `ednn-dask evaluate atoms
 --registries K`).
 
+For Monte Carlo, what matters is the energy change of a move: `--moves` single-atom moves
+uniform in a disc of 0.05 Å (the `AtomsChain` default) of the first held-out cell, each
+scored at every registry, give the rms of the change and its spread across registries.
+
 Registries are rolls within one trunk stride of the net (every pixel of it, up to
 `--grid` per axis), where the noise repeats, and for comparison the lattice of rolls by
 whole strides within the focus block, which the registries of `energy` leave out.
@@ -38,7 +42,7 @@ from record import RESULTS, ROOT, write_result  # noqa: E402
 from ednn_dask import TileModel  # noqa: E402
 from ednn_dask.atoms.raster import cell_field  # noqa: E402
 from ednn_dask.atoms.references import reference_sum  # noqa: E402
-from ednn_dask.atoms.structure import species_counts  # noqa: E402
+from ednn_dask.atoms.structure import Structure, species_counts  # noqa: E402
 from ednn_dask.atoms.total_energy import registry_offsets, registry_period  # noqa: E402
 from ednn_dask.inference import contributions  # noqa: E402
 from training.atomistic import SYSTEMS, recipe_split  # noqa: E402
@@ -79,13 +83,36 @@ def lattices(model: TileModel, grid: int) -> tuple[int, list[tuple[int, int]]]:
     return side, registry_offsets(model, side * side) + whole[1:]
 
 
-def model_row(path: str, grid: int) -> dict:
+def model_row(path: str, grid: int, moves: int) -> dict:
     model = TileModel.load(ROOT / path)
     store = HELD_OUT[model.spec.provenance["system"]]
+    held_out = load_reference(str(ROOT / store))
     return {"model": path, "held_out": store, "focus_px": int(model.spec.focus[0]),
             "period_px": int(registry_period(model)[0]),
-            **registry_errors(model, load_reference(str(ROOT / store)), grid),
-            "cold_split": registry_errors(model, cold_split(path), grid)}
+            **registry_errors(model, held_out, grid),
+            "cold_split": registry_errors(model, cold_split(path), grid),
+            "single_moves": move_noise(model, dataset_structures(held_out)[0], grid, moves)}
+
+
+def move_noise(model: TileModel, cell, grid: int, moves: int, step: float = 0.05) -> dict:
+    """Energy changes (meV) of ``moves`` single-atom moves of ``cell``, uniform in a disc
+    of ``step`` Å, each at every registry of the lattice: their rms over moves (of the
+    mean over registries) and their standard deviation across registries."""
+    rng, (side, offsets) = np.random.default_rng(0), lattices(model, grid)
+    offsets = offsets[:side * side]
+    before = rolled_energies(model, [cell], offsets)[0]
+    changes = []
+    for _ in range(moves):
+        atom, r, phi = rng.integers(len(cell.numbers)), step * np.sqrt(rng.random()), \
+            rng.uniform(0, 2 * np.pi)
+        positions = cell.positions.copy()
+        positions[atom, :2] += r * np.cos(phi), r * np.sin(phi)
+        moved = Structure(positions, cell.numbers, cell.cell, cell.pbc).wrapped()
+        changes.append((rolled_energies(model, [moved], offsets)[0] - before) * 1e3)
+    changes = np.array(changes)
+    return {"moves": moves, "step_A": step, "atoms": int(len(cell.numbers)),
+            "rms_meV": float(np.sqrt((changes.mean(axis=1) ** 2).mean())),
+            "registry_sd_meV": float(np.median(changes.std(axis=1)))}
 
 
 def cold_split(path: str):
@@ -169,12 +196,14 @@ def main() -> None:
                         help="atomistic models (default: the shipped ones)")
     parser.add_argument("--grid", type=int, default=8,
                         help="rolls per axis at most (default 8; the net's stride if smaller)")
+    parser.add_argument("--moves", type=int, default=60,
+                        help="single-atom moves of the first held-out cell (default 60)")
     parser.add_argument("--json-out", default=str(RESULTS / "registry-noise.json"))
     parser.add_argument("--plot", default=str(ROOT / "docs" / "registry-noise.png"))
     args = parser.parse_args()
     rows = []
     for path in args.models:
-        row = model_row(path, args.grid)
+        row = model_row(path, args.grid, args.moves)
         rows.append(row)
         k = list(row["averaged"])[-1]
         one, most, cold = row["averaged"]["1"], row["averaged"][k], row["cold_split"]["averaged"]
@@ -184,7 +213,9 @@ def main() -> None:
               f"{row['any_registry']['median']:.1f} at any one, {most['median']:.1f} averaged "
               f"over {k}; cold split MAE {cold['1']['mae']:.2f} -> {cold['4']['mae']:.2f} "
               f"(4) -> {cold[k]['mae']:.2f} ({k}), over whole strides "
-              f"{row['cold_split']['whole_strides']['mae']:.2f}")
+              f"{row['cold_split']['whole_strides']['mae']:.2f}; a single-atom move changes "
+              f"the energy by {row['single_moves']['rms_meV']:.0f} meV (rms), "
+              f"{row['single_moves']['registry_sd_meV']:.1f} meV (sd) apart between registries")
     write_result({"grid": args.grid, "models": rows}, args.json_out, sys.argv)
     plot(rows, Path(args.plot))
 
