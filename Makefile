@@ -104,13 +104,15 @@ data: $(STAMP)
 	$(VENV)/bin/ednn-dask data relaxed data/relaxed-hexagonal.zarr --n 300 --workdir runs/relaxed-hexagonal-relax
 
 # The studies behind tables of the benchmarks page, with their local models and stores
-# (runs/; about 11.5 h on 2 cores): a coarse branch grown on the cold hexagonal model and
+# (runs/; about 16 h on 2 cores): a coarse branch grown on the cold hexagonal model and
 # its single-scale control; EDNN-MC snapshots with and without a hard core, by closest pair;
 # a pair term fitted beside the thermal net; the porous model fine-tuned on 8 MD runs, on
 # 32 relaxations, on both, and on both with 48, 96 and 160 relaxations, and the 3.2 Å net
 # on 12 MD runs (400 epochs: 40-90 min; 1000 epochs: about 2.4 h), on 10 of them (the two
 # cells that reconstruct left out; 400 epochs: 70 min), compact-aa and compact-pf against
-# compact (60 epochs: 14, 5.5 and 4.5 min) and the shipped one fine-tuned on
+# compact (60 epochs: 14, 5.5 and 4.5 min), the shipped recipe with compact-aa (1000
+# epochs: about 4 h; it resumes from the checkpoint in runs/porous-aa-1000/fit, which is
+# committed while the run is unfinished) and the shipped one fine-tuned on
 # the 12 with a per-atom loss (300 epochs: 64 min), a coarse branch grown on the shipped
 # one with the 8 and the 12 runs (60 epochs: 4 min each), scored beside the shipped porous
 # models; the thermal hexagonal fine-tune with the 300 hexagonal relaxations besides its
@@ -137,6 +139,8 @@ studies: $(STAMP)
 	$(E) train porous --context 32 --epochs 1000 --data data/porous.zarr data/thermal-porous-12.zarr data/relaxed-porous.zarr --workdir runs/porous-c32-md12-1000/fit --out runs/porous-c32-md12-1000/porous-md12-1000-f32c32.onnx --overwrite
 	$(E) train porous --net compact-aa --context 32 --epochs 60 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/aa/aa-fit --out runs/aa/porous-aa.onnx --overwrite
 	$(E) train porous --net compact --context 32 --epochs 60 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/aa/plain-fit --out runs/aa/porous-plain.onnx --overwrite
+	$(E) train porous --net compact-aa --context 32 --epochs 1000 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/porous-aa-1000/fit --out runs/porous-aa-1000/porous-aa-f32c32.onnx --overwrite
+	$(PY) bench/registry_noise.py --models runs/porous-aa-1000/porous-aa-f32c32.onnx models/porous-thermal-f32c32.onnx --json-out runs/porous-aa-1000/registry.json --plot runs/porous-aa-1000/registry.png
 	$(E) train porous --net compact-pf --context 32 --epochs 60 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/aa/pf2-fit --out runs/aa/porous-pf2.onnx --overwrite
 	$(PY) bench/registry_noise.py --models runs/aa/porous-aa.onnx runs/aa/porous-pf2.onnx runs/aa/porous-plain.onnx --json-out runs/aa/registry.json --plot runs/aa/registry.png
 	$(E) data runs runs/thermal-porous-10.zarr --from data/thermal-porous-12.zarr --runs 0 1 2 3 4 5 6 7 10 11 --overwrite

@@ -48,6 +48,7 @@ MODELS = {  # model -> its training stores besides data/porous.zarr
     "runs/ft-porous-both96/porous-md-relaxed96-f32c16.onnx": [MD, "runs/relaxed-porous-96.zarr"],
     "runs/ft-porous-both160/porous-thermal-f32c16.onnx": [MD, "data/relaxed-porous.zarr"],
     "models/porous-thermal-f32c32.onnx": [MD, "data/relaxed-porous.zarr"],
+    "runs/porous-aa-1000/porous-aa-f32c32.onnx": [MD, "data/relaxed-porous.zarr"],
     "runs/porous-c32-md12/porous-md12-f32c32.onnx": ["data/thermal-porous-12.zarr",
                                                      "data/relaxed-porous.zarr"],
     "runs/porous-md12-ft/porous-md12-ft-f32c32.onnx": ["data/thermal-porous-12.zarr",
