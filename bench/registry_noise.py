@@ -97,7 +97,9 @@ def model_row(path: str, grid: int, moves: int) -> dict:
 def move_noise(model: TileModel, cell, grid: int, moves: int, step: float = 0.05) -> dict:
     """Energy changes (meV) of ``moves`` single-atom moves of ``cell``, uniform in a disc
     of ``step`` Å, each at every registry of the lattice: their rms over moves (of the
-    mean over registries) and their standard deviation across registries."""
+    mean over registries), their standard deviation across registries, and that of the
+    mean over 2 x 2 registries of half a stride (from each corner of the lattice) about
+    the mean over all."""
     rng, (side, offsets) = np.random.default_rng(0), lattices(model, grid)
     offsets = offsets[:side * side]
     before = rolled_energies(model, [cell], offsets)[0]
@@ -109,10 +111,14 @@ def move_noise(model: TileModel, cell, grid: int, moves: int, step: float = 0.05
         positions[atom, :2] += r * np.cos(phi), r * np.sin(phi)
         moved = Structure(positions, cell.numbers, cell.cell, cell.pbc).wrapped()
         changes.append((rolled_energies(model, [moved], offsets)[0] - before) * 1e3)
-    changes = np.array(changes)
+    changes = np.array(changes).reshape(moves, side, side)
+    full, half = changes.mean(axis=(1, 2)), side // 2
+    fours = [changes[:, i::half, j::half].mean(axis=(1, 2)) - full
+             for i in range(half) for j in range(half)]
     return {"moves": moves, "step_A": step, "atoms": int(len(cell.numbers)),
-            "rms_meV": float(np.sqrt((changes.mean(axis=1) ** 2).mean())),
-            "registry_sd_meV": float(np.median(changes.std(axis=1)))}
+            "rms_meV": float(np.sqrt((full ** 2).mean())),
+            "registry_sd_meV": float(np.median(changes.std(axis=(1, 2)))),
+            "four_registries_sd_meV": float(np.std(fours))}
 
 
 def cold_split(path: str):

@@ -297,7 +297,8 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
                            for k, m in ((1, 16.0), (4, 14.5), (16, 15.25), (64, 11.0))},
               "whole_strides": {"rolls": 16, "median": 15.0, "mae": 7.5}}
     smooth = {**errors, "averaged": {k: v for k, v in errors["averaged"].items() if k != "64"}}
-    moves = {"moves": 60, "step_A": 0.05, "atoms": 88, "rms_meV": 95.4, "registry_sd_meV": 12.25}
+    moves = {"moves": 60, "step_A": 0.05, "atoms": 88, "rms_meV": 95.4, "registry_sd_meV": 12.25,
+             "four_registries_sd_meV": 6.5}
     (tmp_path / "registry-noise.json").write_text(json.dumps({
         **header, "grid": 8, "models": [
             {"model": "models/p.onnx", "held_out": "data/h.zarr", "focus_px": 32,
@@ -312,7 +313,7 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
            "| 8.00 | 6.25 | 7.25 | 7.62 | 5.50 | 7.50 |" in page
     assert "| `s.onnx` | `h.zarr` | 4 | 10.5 | 16.0 | 14.0 | 14.5 | 15.2 | – | 15.0 | 10.50 " \
            "| 8.00 | 6.25 | 7.25 | 7.62 | – | 7.50 |" in page
-    assert "| `s.onnx` | 88 | 95 | 12.2 |" in page
+    assert "| `s.onnx` | 88 | 95 | 12.2 | 6.5 |" in page
     assert "| `cold.onnx` (16 px context, 1500 epochs from scratch) | none | 0 | 217.0 " \
            "| +245.0 | +53 / -3 | 12.50 | 11.25 |" in page
     assert "| `p96.onnx` (fine-tuned from `cold.onnx`; scored 2029-12-31) | 8 MD runs and 96 " \
