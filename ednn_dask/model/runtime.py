@@ -128,7 +128,7 @@ class TileModel:
         of the strides of the convolutions whose weights are named ``trunk.*``, as the
         valid CNNs of ``training`` export them. ``None`` for other nets and multi-scale
         models. A net answers each registry of its input within one trunk stride
-        differently (aliasing), and rolls by whole strides alike, nearly."""
+        differently (aliasing), and rolls by whole strides much more alike."""
         if self.spec.scales:
             return None
         import onnx
