@@ -669,7 +669,8 @@ def _fraction(text: str) -> float:
 
 
 POSITIVE, NON_NEGATIVE = _count(1), _count(0)
-ATOMISTIC_NETS = ("compact", "compact-aa", "compact-pf", "fine", "smooth", "paper")
+ATOMISTIC_NETS = ("compact", "compact-aa", "compact-pf", "fine", "smooth", "smooth-aa",
+                  "paper")
 FIELD_NETS = ("density", "window", "mlp", "quadratic", "pair")
 
 
@@ -829,10 +830,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--net", choices=[*ATOMISTIC_NETS, *FIELD_NETS],
                    help="atomistic tile net: valid CNN (compact, fine: ReLU at 128 px per "
                    "cell; compact-aa, compact-pf: compact with its strides blurred after or "
-                   "before, less registry noise; smooth: SiLU at 64 "
-                   "px; dense path) or the paper's 13 layers (tile path); fields: density "
-                   "(default), window, mlp, quadratic or pair (pair energies, fitted by "
-                   "least squares)")
+                   "before, less registry noise; smooth: SiLU at 64 px; smooth-aa: smooth "
+                   "with its strides blurred after; dense path) or the paper's 13 layers "
+                   "(tile path); fields: density (default), window, mlp, quadratic or pair "
+                   "(pair energies, fitted by least squares)")
     p.add_argument("--field", help="fields: the field variable of --data")
     p.add_argument("--target", help="fields: the target variable of --data (dims sample); "
                    "rock: volume, area or euler")

@@ -30,6 +30,23 @@ def store(tmp_path_factory):
     return path
 
 
+@pytest.mark.parametrize("net, stride, blurs", [
+    ("compact", (8, 8), 0), ("compact-aa", (8, 8), 3), ("compact-pf", (8, 8), 3),
+    ("smooth", (4, 4), 0), ("smooth-aa", (4, 4), 2)])
+def test_net_presets_export_their_trunk_stride(tmp_path, net, stride, blurs):
+    """Each valid-CNN preset builds at its own context and at the shipped models' wider
+    ones, and its exported graph gives the stride that ``registries`` averages over."""
+    from training.atomistic import build_net
+    from training.export import export_onnx
+    from training.nets import Blur
+
+    for context in (None, 24, 32):
+        ednn = build_net(3, net, context=context)
+    assert sum(isinstance(m, Blur) for m in ednn.modules()) == blurs
+    export_onnx(ednn, tmp_path / "net.onnx", channels=3)
+    assert TileModel.load(tmp_path / "net.onnx").trunk_stride == stride
+
+
 @pytest.mark.parametrize("net", [pytest.param("compact", marks=pytest.mark.slow), "smooth"])
 def test_train_export_and_score(store, tmp_path, net):
     out = tmp_path / "hex.onnx"

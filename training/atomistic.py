@@ -93,6 +93,11 @@ NETS = {
     # shifts) is cheap to represent; 0.2 A pixels still resolve gamma = 0.2 A Gaussians
     "smooth": {"trunk": ((32, 5, 1), (32, 3, 2), (64, 3, 2)), "hidden": 64,
                "activation": "silu", "pixels": 64, "focus": 16, "context": 8},
+    # smooth with anti-aliased strides, as compact-aa: for a hexagonal net whose
+    # energy does not depend on where the stride lattice falls
+    "smooth-aa": {"trunk": ((32, 5, 1), (32, 3, 2), (64, 3, 2)), "hidden": 64,
+                  "activation": "silu", "antialias": "blurpool", "pixels": 64, "focus": 16,
+                  "context": 8},
     "paper": {"pixels": PIXELS, "focus": FOCUS, "context": CONTEXT},
 }
 
