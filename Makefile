@@ -65,8 +65,8 @@ models: $(STAMP)
 	# the hexagonal model fine-tuned on thermal MD snapshots and Gaussian cells too (about 48 min on 2 CPU cores)
 	$(VENV)/bin/ednn-dask train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 100 --device $(TRAIN_DEVICE) --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --out models/hexagonal-thermal-f16c24.onnx --overwrite
 	$(VENV)/bin/ednn-dask train porous --epochs 1500 --device $(TRAIN_DEVICE) --out models/porous-f32c16.onnx --overwrite
-	# a porous model with a 3.2 A context, on cold cells, porous MD snapshots and relaxation paths (88 min on 2 CPU cores)
-	$(VENV)/bin/ednn-dask train porous --context 32 --epochs 1000 --device $(TRAIN_DEVICE) --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --out models/porous-thermal-f32c32.onnx --overwrite
+	# a porous model with a 3.2 A context and anti-aliased strides, on cold cells, porous MD snapshots and relaxation paths (about 2 h on 2 CPU cores)
+	$(VENV)/bin/ednn-dask train porous --net compact-aa --context 32 --epochs 500 --device $(TRAIN_DEVICE) --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --out models/porous-thermal-f32c32.onnx --overwrite
 	$(VENV)/bin/ednn-dask train screened --kind multiscale --out models/screened-multiscale.onnx --overwrite
 	$(VENV)/bin/ednn-dask train screened --kind short --out models/screened-short.onnx --overwrite
 	$(VENV)/bin/ednn-dask train screened --kind wide --out models/screened-wide.onnx --overwrite
@@ -110,13 +110,12 @@ data: $(STAMP)
 # 32 relaxations, on both, and on both with 48, 96 and 160 relaxations, and the 3.2 Å net
 # on 12 MD runs (400 epochs: 40-90 min; 1000 epochs: about 2.4 h), on 10 of them (the two
 # cells that reconstruct left out; 400 epochs: 70 min), compact-aa and compact-pf against
-# compact (60 epochs: 14, 5.5 and 4.5 min), the shipped recipe with compact-aa (1000
-# epochs: about 4 h; it resumes from the checkpoint in runs/porous-aa-1000/fit, which is
-# committed while the run is unfinished) and the shipped one fine-tuned on
-# the 12 with a per-atom loss (300 epochs: 64 min), a coarse branch grown on the shipped
-# one with the 8 and the 12 runs (60 epochs: 4 min each), scored beside the shipped porous
-# models; the thermal hexagonal fine-tune with the 300 hexagonal relaxations besides its
-# three stores (70 min)
+# compact (60 epochs: 14, 5.5 and 4.5 min), the shipped porous recipe with the compact
+# net (1000 epochs: 88 min), that model fine-tuned on the 12 with a per-atom loss (300
+# epochs: 64 min), a coarse branch grown on it with the 8 and the 12 runs (60 epochs: 4
+# min each) and a fine-tune of it with rattles, scored beside the shipped porous models;
+# the thermal hexagonal fine-tune with the 300 hexagonal relaxations besides its three
+# stores (70 min)
 E := $(VENV)/bin/ednn-dask
 studies: $(STAMP)
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --scales 1:16:24,4:4:12 --epochs 40 --data data/hexagonal.zarr --out runs/hex-ms/hexagonal-ms.onnx --workdir runs/hex-ms/fit --overwrite
@@ -139,17 +138,17 @@ studies: $(STAMP)
 	$(E) train porous --context 32 --epochs 1000 --data data/porous.zarr data/thermal-porous-12.zarr data/relaxed-porous.zarr --workdir runs/porous-c32-md12-1000/fit --out runs/porous-c32-md12-1000/porous-md12-1000-f32c32.onnx --overwrite
 	$(E) train porous --net compact-aa --context 32 --epochs 60 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/aa/aa-fit --out runs/aa/porous-aa.onnx --overwrite
 	$(E) train porous --net compact --context 32 --epochs 60 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/aa/plain-fit --out runs/aa/porous-plain.onnx --overwrite
-	$(E) train porous --net compact-aa --context 32 --epochs 1000 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/porous-aa-1000/fit --out runs/porous-aa-1000/porous-aa-f32c32.onnx --overwrite
-	$(PY) bench/registry_noise.py --models runs/porous-aa-1000/porous-aa-f32c32.onnx models/porous-thermal-f32c32.onnx --json-out runs/porous-aa-1000/registry.json --plot runs/porous-aa-1000/registry.png
+	$(E) train porous --context 32 --epochs 1000 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/porous-compact-1000/fit --out runs/porous-compact-1000/porous-compact-f32c32.onnx --overwrite
+	$(PY) bench/registry_noise.py --models models/porous-thermal-f32c32.onnx runs/porous-compact-1000/porous-compact-f32c32.onnx --json-out runs/porous-compact-1000/registry.json --plot runs/porous-compact-1000/registry.png
 	$(E) train porous --net compact-pf --context 32 --epochs 60 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/aa/pf2-fit --out runs/aa/porous-pf2.onnx --overwrite
 	$(PY) bench/registry_noise.py --models runs/aa/porous-aa.onnx runs/aa/porous-pf2.onnx runs/aa/porous-plain.onnx --json-out runs/aa/registry.json --plot runs/aa/registry.png
 	$(E) data runs runs/thermal-porous-10.zarr --from data/thermal-porous-12.zarr --runs 0 1 2 3 4 5 6 7 10 11 --overwrite
 	$(E) train porous --context 32 --epochs 400 --data data/porous.zarr runs/thermal-porous-10.zarr data/relaxed-porous.zarr --workdir runs/porous-c32-md10/fit --out runs/porous-c32-md10/porous-md10-f32c32.onnx --overwrite
-	$(E) train porous --context 32 --init-from models/porous-thermal-f32c32.onnx --loss per-atom --epochs 300 --data data/porous.zarr data/thermal-porous-12.zarr data/relaxed-porous.zarr --workdir runs/porous-md12-ft/fit --out runs/porous-md12-ft/porous-md12-ft-f32c32.onnx --overwrite
-	$(E) train porous --scales 1:32:32,4:8:16 --init-from models/porous-thermal-f32c32.onnx --epochs 60 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/porous-ms/fit --out runs/porous-ms/porous-ms.onnx --overwrite
-	$(E) train porous --scales 1:32:32,4:8:16 --init-from models/porous-thermal-f32c32.onnx --epochs 60 --data data/porous.zarr data/thermal-porous-12.zarr data/relaxed-porous.zarr --workdir runs/porous-ms12/fit --out runs/porous-ms12/porous-ms12.onnx --overwrite
+	$(E) train porous --context 32 --init-from runs/porous-compact-1000/porous-compact-f32c32.onnx --loss per-atom --epochs 300 --data data/porous.zarr data/thermal-porous-12.zarr data/relaxed-porous.zarr --workdir runs/porous-md12-ft/fit --out runs/porous-md12-ft/porous-md12-ft-f32c32.onnx --overwrite
+	$(E) train porous --scales 1:32:32,4:8:16 --init-from runs/porous-compact-1000/porous-compact-f32c32.onnx --epochs 60 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/porous-ms/fit --out runs/porous-ms/porous-ms.onnx --overwrite
+	$(E) train porous --scales 1:32:32,4:8:16 --init-from runs/porous-compact-1000/porous-compact-f32c32.onnx --epochs 60 --data data/porous.zarr data/thermal-porous-12.zarr data/relaxed-porous.zarr --workdir runs/porous-ms12/fit --out runs/porous-ms12/porous-ms12.onnx --overwrite
 	$(E) data rattles runs/rattles/rattles-porous-12.zarr --from data/thermal-porous-12.zarr --n 50 --seed 400
-	$(E) train porous --context 32 --init-from models/porous-thermal-f32c32.onnx --epochs 80 --data data/porous.zarr data/thermal-porous-12.zarr data/relaxed-porous.zarr runs/rattles/rattles-porous-12.zarr --workdir runs/porous-rattles/fit --out runs/porous-rattles/porous-rattles-f32c32.onnx --overwrite
+	$(E) train porous --context 32 --init-from runs/porous-compact-1000/porous-compact-f32c32.onnx --epochs 80 --data data/porous.zarr data/thermal-porous-12.zarr data/relaxed-porous.zarr runs/rattles/rattles-porous-12.zarr --workdir runs/porous-rattles/fit --out runs/porous-rattles/porous-rattles-f32c32.onnx --overwrite
 	$(PY) bench/porous_relaxations.py
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 100 --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr data/relaxed-hexagonal.zarr --workdir runs/ft-hex-relaxed/fit --out runs/ft-hex-relaxed/hexagonal-thermal-relaxed.onnx --overwrite
 	$(PY) bench/thermal_errors.py --models runs/ft-hex-relaxed/hexagonal-thermal-relaxed.onnx --json-out runs/ft-hex-relaxed/thermal-errors.json

@@ -3,8 +3,9 @@
     python bench/porous_relaxations.py [--json-out bench/results/porous-relaxations.json]
                                        [--plot docs/porous-relaxations.png]
 
-Each porous fine-tune of `make studies`, the shipped cold model and the shipped
-`porous-thermal-f32c32` (a 3.2 Å context, trained from scratch) are scored on the 80
+Each porous fine-tune of `make studies`, the shipped cold model, the shipped
+`porous-thermal-f32c32` (a 3.2 Å context and anti-aliased strides, trained from scratch)
+and the same recipe with the compact net (`make studies`) are scored on the 80
 held-out MD snapshots of `data/thermal-test-porous.zarr` (four cells, 64-94 atoms,
 never trained on), on the cold cells of their own recipe's test split, and on their
 whole training split (how well the net fits its own data), on each cell of the 12 MD
@@ -48,7 +49,7 @@ MODELS = {  # model -> its training stores besides data/porous.zarr
     "runs/ft-porous-both96/porous-md-relaxed96-f32c16.onnx": [MD, "runs/relaxed-porous-96.zarr"],
     "runs/ft-porous-both160/porous-thermal-f32c16.onnx": [MD, "data/relaxed-porous.zarr"],
     "models/porous-thermal-f32c32.onnx": [MD, "data/relaxed-porous.zarr"],
-    "runs/porous-aa-1000/porous-aa-f32c32.onnx": [MD, "data/relaxed-porous.zarr"],
+    "runs/porous-compact-1000/porous-compact-f32c32.onnx": [MD, "data/relaxed-porous.zarr"],
     "runs/porous-c32-md12/porous-md12-f32c32.onnx": ["data/thermal-porous-12.zarr",
                                                      "data/relaxed-porous.zarr"],
     "runs/porous-md12-ft/porous-md12-ft-f32c32.onnx": ["data/thermal-porous-12.zarr",

@@ -628,8 +628,9 @@ def _porous_relaxations_table(records: list[dict]) -> list[str]:
             (row["md_runs"], "MD runs"), (row["relaxations"], "relaxations"),
             (row.get("rattles", 0), "rattles of the MD runs")) if n) or "none"
         epochs = f", {row['epochs']} epochs" if "epochs" in row else ""  # older rows lack it
+        net = f", `{row['net']}` net" if row.get("net", "compact") != "compact" else ""
         how = (f"fine-tuned from `{row['init_from']}`{epochs}" if row.get("init_from")
-               else f"{row['context_px']} px context{epochs} from scratch")
+               else f"{row['context_px']} px context{net}{epochs} from scratch")
         if row.get("scales"):  # [factor, focus, context] per branch, coarse pixels
             factor, _, context = row["scales"][-1]
             how = (f"a coarse {factor}x branch, {factor * context} px context, grown on "

@@ -171,7 +171,7 @@ def test_porous_thermal_model_holds_on_md_of_cells_it_never_saw():
     warm = _held_out_porous_md("porous-thermal-f32c32.onnx")
     assert cold["n"] == warm["n"] == 80
     assert cold["median_meV_per_atom"] > 200
-    assert warm["median_meV_per_atom"] < 20  # 16.1 at export
+    assert warm["median_meV_per_atom"] < 15  # 11.1 at export
 
 
 @pytest.mark.slow
