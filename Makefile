@@ -110,12 +110,14 @@ data: $(STAMP)
 # 32 relaxations, on both, and on both with 48, 96 and 160 relaxations, and the 3.2 Å net
 # on 12 MD runs (400 epochs: 40-90 min; 1000 epochs: about 2.4 h), on 10 of them (the two
 # cells that reconstruct left out; 400 epochs: 70 min), compact-aa and compact-pf against
-# compact (60 epochs: 14, 5.5 and 4.5 min), the shipped porous recipe with the compact
+# compact (60 epochs: 14, 5.5 and 4.5 min), compact-pf at the shipped recipe's 500 epochs
+# (49 min), the shipped porous recipe with the compact
 # net (1000 epochs: 88 min), that model fine-tuned on the 12 with a per-atom loss (300
 # epochs: 64 min), a coarse branch grown on it with the 8 and the 12 runs (60 epochs: 4
 # min each) and a fine-tune of it with rattles, scored beside the shipped porous models;
 # the thermal hexagonal fine-tune with the 300 hexagonal relaxations besides its three
-# stores (70 min)
+# stores (70 min); the hexagonal recipe from scratch with smooth-aa on those three stores
+# (450 epochs: about 6.3 h on 2 cores at 50 s an epoch, resumable; TRAIN_DEVICE=cuda on a GPU)
 E := $(VENV)/bin/ednn-dask
 studies: $(STAMP)
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --scales 1:16:24,4:4:12 --epochs 40 --data data/hexagonal.zarr --out runs/hex-ms/hexagonal-ms.onnx --workdir runs/hex-ms/fit --overwrite
@@ -142,6 +144,8 @@ studies: $(STAMP)
 	$(PY) bench/registry_noise.py --models models/porous-thermal-f32c32.onnx runs/porous-compact-1000/porous-compact-f32c32.onnx --json-out runs/porous-compact-1000/registry.json --plot runs/porous-compact-1000/registry.png
 	$(E) train porous --net compact-pf --context 32 --epochs 60 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/aa/pf2-fit --out runs/aa/porous-pf2.onnx --overwrite
 	$(PY) bench/registry_noise.py --models runs/aa/porous-aa.onnx runs/aa/porous-pf2.onnx runs/aa/porous-plain.onnx --json-out runs/aa/registry.json --plot runs/aa/registry.png
+	$(E) train porous --net compact-pf --context 32 --epochs 500 --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --workdir runs/porous-pf-500/fit --out runs/porous-pf-500/porous-pf-f32c32.onnx --overwrite
+	$(PY) bench/registry_noise.py --models runs/porous-pf-500/porous-pf-f32c32.onnx --json-out runs/porous-pf-500/registry.json --plot runs/porous-pf-500/registry.png
 	$(E) data runs runs/thermal-porous-10.zarr --from data/thermal-porous-12.zarr --runs 0 1 2 3 4 5 6 7 10 11 --overwrite
 	$(E) train porous --context 32 --epochs 400 --data data/porous.zarr runs/thermal-porous-10.zarr data/relaxed-porous.zarr --workdir runs/porous-c32-md10/fit --out runs/porous-c32-md10/porous-md10-f32c32.onnx --overwrite
 	$(E) train porous --context 32 --init-from runs/porous-compact-1000/porous-compact-f32c32.onnx --loss per-atom --epochs 300 --data data/porous.zarr data/thermal-porous-12.zarr data/relaxed-porous.zarr --workdir runs/porous-md12-ft/fit --out runs/porous-md12-ft/porous-md12-ft-f32c32.onnx --overwrite
@@ -152,6 +156,9 @@ studies: $(STAMP)
 	$(PY) bench/porous_relaxations.py
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 100 --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr data/relaxed-hexagonal.zarr --workdir runs/ft-hex-relaxed/fit --out runs/ft-hex-relaxed/hexagonal-thermal-relaxed.onnx --overwrite
 	$(PY) bench/thermal_errors.py --models runs/ft-hex-relaxed/hexagonal-thermal-relaxed.onnx --json-out runs/ft-hex-relaxed/thermal-errors.json
+	$(E) train hexagonal --net smooth-aa --context 24 --epochs 450 --device $(TRAIN_DEVICE) --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --workdir runs/hex-aa-450/fit --out runs/hex-aa-450/hexagonal-aa-f16c24.onnx --overwrite
+	$(PY) bench/registry_noise.py --models runs/hex-aa-450/hexagonal-aa-f16c24.onnx models/hexagonal-thermal-f16c24.onnx --json-out runs/hex-aa-450/registry.json --plot runs/hex-aa-450/registry.png
+	$(PY) bench/thermal_errors.py --models runs/hex-aa-450/hexagonal-aa-f16c24.onnx --json-out runs/hex-aa-450/thermal-errors.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
