@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) bench/screened_memory.py
 	$(PY) bench/thermal_errors.py
 	$(PY) bench/registry_noise.py
+	$(PY) bench/train_speed.py
 
 # accuracy of the shipped models on data they never saw, as JSON for the docs' findings
 # page (docs/generate.py renders bench/results/evaluate-*.json); about 5 min on 2 cores

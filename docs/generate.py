@@ -55,6 +55,7 @@ BENCHMARKS = {  # bench script -> its result files under bench/results/
     "pair_correction.py": "pair-correction.json",
     "porous_relaxations.py": "porous-relaxations.json",
     "registry_noise.py": "registry-noise.json",
+    "train_speed.py": "train-speed.json",
 }
 EVALUATIONS = "evaluate-*.json"  # ednn-dask evaluate --json-out, from `make evaluations`
 CLOSEST_BINS = (0.0, 1.0, 1.1, 1.2, 1.3, 10.0)  # Å, as bench/closest_pairs.py bins them
@@ -355,7 +356,7 @@ def benchmark_table(script: str) -> list[str]:
               "vacancy_pairs.py": _vacancy_pairs_table, "closest_pairs.py": _closest_table,
               "pair_correction.py": _pair_correction_table,
               "porous_relaxations.py": _porous_relaxations_table,
-              "registry_noise.py": _registry_table}
+              "registry_noise.py": _registry_table, "train_speed.py": _train_speed_table}
     pattern = BENCHMARKS[script]
     records = [json.loads(p.read_text()) for p in sorted(RESULTS.glob(pattern))]
     if not records:
@@ -596,6 +597,23 @@ def _closest_table(records: list[dict]) -> list[str]:
         out.append(f"| `{Path(row['store']).name}` | {row['n']} | {p['0']:.2f} / {p['1']:.2f} "
                    f"/ {p['50']:.2f} Å | " + " | ".join(cells.get(lo, "-")
                                                      for lo in CLOSEST_BINS[:-1]) + " |")
+    return out
+
+
+def _train_speed_table(records: list[dict]) -> list[str]:
+    r = records[-1]
+    out = [f"Median of each step, {r['threads']} threads, default layout -> channels-last:", "",
+           "| recipe (system:net:context) | cell, batch | Adam step (ms) | ratio "
+           "| forward, no gradients (ms) | ratio | largest relative difference |",
+           "|---|---|---|---|---|---|---|"]
+    for row in r["recipes"]:
+        out.append(f"| `{row['recipe']}` | {row['pixels']} px, {row['batch']} "
+                   f"| {row['default_step_s'] * 1e3:.0f} -> "
+                   f"{row['channels_last_step_s'] * 1e3:.0f} "
+                   f"| {row['step_ratio']:.2f}x "
+                   f"| {row['default_forward_s'] * 1e3:.0f} -> "
+                   f"{row['channels_last_forward_s'] * 1e3:.0f} | {row['forward_ratio']:.2f}x "
+                   f"| {row['max_relative_difference']:.1e} |")
     return out
 
 

@@ -305,10 +305,18 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
              "period_px": 8, **errors, "cold_split": errors, "single_moves": moves},
             {"model": "models/s.onnx", "held_out": "data/h.zarr", "focus_px": 16,
              "period_px": 4, **smooth, "cold_split": smooth, "single_moves": moves}]}))
+    (tmp_path / "train-speed.json").write_text(json.dumps({
+        **header, "threads": 2, "recipes": [
+            {"recipe": "hexagonal:smooth:24", "pixels": 64, "batch": 32, "reps": 12,
+             "max_relative_difference": 7.4e-7, "default_step_s": 0.203,
+             "channels_last_step_s": 0.133, "step_ratio": 1.526, "default_forward_s": 0.068,
+             "channels_last_forward_s": 0.051, "forward_ratio": 1.333}]}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
-    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 19
-    assert page.count("2030-01-02T03:04:05+00:00") == 19
+    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 20
+    assert page.count("2030-01-02T03:04:05+00:00") == 20
+    assert "| `hexagonal:smooth:24` | 64 px, 32 | 203 -> 133 | 1.53x | 68 -> 51 | 1.33x " \
+           "| 7.4e-07 |" in page
     assert "| `p.onnx` | `h.zarr` | 8 | 10.5 | 16.0 | 14.0 | 14.5 | 15.2 | 11.0 | 15.0 | 10.50 " \
            "| 8.00 | 6.25 | 7.25 | 7.62 | 5.50 | 7.50 |" in page
     assert "| `s.onnx` | `h.zarr` | 4 | 10.5 | 16.0 | 14.0 | 14.5 | 15.2 | – | 15.0 | 10.50 " \

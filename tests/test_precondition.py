@@ -104,3 +104,38 @@ def test_first_conv_is_required():
 
     with pytest.raises(ValueError, match="no convolution"):
         whiten_first_layer(random_mlp_ednn(2), np.zeros((2, 1, 4, 4), np.float32))
+
+
+def test_channels_last_training_layout_changes_no_number(images):
+    """fit trains on the CPU with channels-last weights; the whitened weight keeps that
+    layout (so oneDNN's faster kernel is used) and every output is the default one's."""
+    two = np.concatenate([images, images[::-1]], axis=1)  # one channel is either layout
+    ednn = random_cnn_ednn(2, 2, (10, 10), (2, 2), "periodic")
+    whiten_first_layer(ednn, two)
+    x = torch.as_tensor(two[:4], dtype=torch.float32)
+    with torch.no_grad():
+        expected = ednn(x)
+    ednn.to(memory_format=torch.channels_last)
+    whitened = ednn.tile_net.trunk[0]
+    assert whitened.effective_weight().is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(ednn(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_hands_back_weights_in_the_default_layout(tmp_path, images):
+    y = laplacian_target(images[:, 0])
+    ednn = random_cnn_ednn(2, 1, (10, 10), (2, 2), "periodic")
+    whiten_first_layer(ednn, images)
+    fit(ednn, images, y, TrainConfig(epochs=1, batch_size=16, seed=0), tmp_path, progress=False)
+    assert all(p.is_contiguous() for p in ednn.parameters())
+    assert ednn.tile_net.trunk[0].effective_weight().is_contiguous()
+
+
+def test_a_three_dimensional_net_trains_in_its_own_layout(tmp_path):
+    """channels-last is a 4-D layout: 3-D nets train in the default one."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 1, 8, 8, 8)).astype(np.float32)
+    ednn = random_cnn_ednn(3, 1, (4, 4, 4), (1, 1, 1), "periodic")
+    metrics = fit(ednn, x, x.sum(axis=(1, 2, 3, 4)), TrainConfig(epochs=1, batch_size=4, seed=0),
+                  tmp_path, progress=False)
+    assert metrics["epochs_run"] == 1

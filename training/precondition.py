@@ -41,10 +41,16 @@ class WhitenedConv(nn.Module):
     def effective_weight(self) -> torch.Tensor:
         v = self.conv.weight
         flat = v.reshape(v.shape[0], -1) @ self.inverse_sqrt.to(v.dtype)
-        return flat.reshape(v.shape)
+        # in V's layout: a channels-last V (CPU training) picks the faster kernel
+        return flat.reshape(v.shape).contiguous(memory_format=_layout(v))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv._conv_forward(x, self.effective_weight(), self.conv.bias)
+
+
+def _layout(t: torch.Tensor) -> torch.memory_format:
+    last = t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if last else torch.contiguous_format
 
 
 def first_conv(net: nn.Module) -> nn.modules.conv._ConvNd:

@@ -151,6 +151,10 @@ def fit(
     if counts is not None:
         ednn.double()
     ednn.to(device)
+    if device.type == "cpu" and ednn.tiling.ndim == 2:
+        # oneDNN convolves NHWC weights 1.4-1.5x faster on these CPUs, with the same
+        # values (bench/train_speed.py); the weights' layout alone decides the kernel
+        ednn.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(ednn.parameters(), lr=config.lr)
     gamma = (config.lr_final / config.lr) ** (1 / max(1, config.epochs))
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
@@ -232,7 +236,7 @@ def fit(
             state["best_val"] = mae if len(val) else state["best_val"]
             best = {k: v.clone() for k, v in ednn.state_dict().items()}
     ednn.load_state_dict(best)
-    ednn.float().cpu()
+    ednn.float().cpu().to(memory_format=torch.contiguous_format)
     y = y.cpu()
     sites = sites or math.prod(source.shape[2:])
     metrics = {
