@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from ednn_dask.errors import ConfigError
+from ednn_dask.errors import CheckpointMismatchError, ConfigError
 from tests.helpers import random_mlp_ednn
 from training.ednn import EDNN
 from training.export import export_onnx
@@ -61,6 +62,28 @@ def test_fit_learns_resumes_and_exports(tmp_path):
                         provenance={"metrics": fast["test"]})
     assert model.spec.provenance["metrics"]["mae"] == fast["test"]["mae"]
     assert model.spec.provenance["producer"] == "ednn-dask training.export"
+
+
+def test_a_copied_checkpoint_exports_the_best_weights_so_far_without_training(tmp_path):
+    """Peeking at a running job: its checkpoint, copied, with --epochs at its epoch."""
+    ds = sample_ising(200, 4, temperatures=(1.0, 5.0), seed=0, sweeps=10)
+    x, y = ds["spins"].values.astype(np.float32)[:, None], ds["energy"].values
+    running = random_mlp_ednn(2)
+    fit(running, x, y, TrainConfig(epochs=4, batch_size=32, lr=1e-3, seed=0), tmp_path / "run",
+        progress=False)
+    (tmp_path / "peek").mkdir()
+    shutil.copy(tmp_path / "run" / "checkpoint.pt", tmp_path / "peek")
+    peek = random_mlp_ednn(2, seed=9)
+    with pytest.raises(CheckpointMismatchError, match="made from 4 epochs already"):
+        fit(peek, x, y, TrainConfig(epochs=3, batch_size=32, lr=1e-3, seed=0),
+            tmp_path / "peek", progress=False)
+    metrics = fit(peek, x, y, TrainConfig(epochs=4, batch_size=32, lr=1e-3, seed=0),
+                  tmp_path / "peek", progress=False)
+    assert metrics["epochs_run"] == 4
+    for name, value in running.state_dict().items():
+        torch.testing.assert_close(peek.state_dict()[name], value, rtol=0, atol=0)
+    saved = torch.load(tmp_path / "peek" / "checkpoint.pt", weights_only=True)
+    assert json.loads(saved["state"])["epoch"] == 4  # the copy is not trained further
 
 
 def test_per_atom_loss(tmp_path):
