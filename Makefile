@@ -63,8 +63,9 @@ models: $(STAMP)
 	$(VENV)/bin/ednn-dask train ising --dim 3 --out models/ising-3d-f1c1.onnx --overwrite
 	$(VENV)/bin/ednn-dask train laplacian --out models/laplacian-f10c2.onnx --overwrite
 	$(VENV)/bin/ednn-dask train hexagonal --net smooth --context 24 --epochs 450 --device $(TRAIN_DEVICE) --out models/hexagonal-f16c24.onnx --overwrite
-	# the hexagonal model fine-tuned on thermal MD snapshots and Gaussian cells too (about 48 min on 2 CPU cores)
-	$(VENV)/bin/ednn-dask train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 100 --device $(TRAIN_DEVICE) --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --out models/hexagonal-thermal-f16c24.onnx --overwrite
+	# a hexagonal model with anti-aliased strides, on cold lattices, thermal MD snapshots and Gaussian cells
+	# (about 4.4 h on 2 CPU cores at 35 s an epoch, resumable: the same command continues from its workdir)
+	$(VENV)/bin/ednn-dask train hexagonal --net smooth-aa --context 24 --epochs 450 --device $(TRAIN_DEVICE) --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --workdir runs/hexagonal-thermal/fit --out models/hexagonal-thermal-f16c24.onnx --overwrite
 	$(VENV)/bin/ednn-dask train porous --epochs 1500 --device $(TRAIN_DEVICE) --out models/porous-f32c16.onnx --overwrite
 	# a porous model with a 3.2 A context and anti-aliased strides, on cold cells, porous MD snapshots and relaxation paths (about 2 h on 2 CPU cores)
 	$(VENV)/bin/ednn-dask train porous --net compact-aa --context 32 --epochs 500 --device $(TRAIN_DEVICE) --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --out models/porous-thermal-f32c32.onnx --overwrite
@@ -106,8 +107,10 @@ data: $(STAMP)
 
 # The studies behind tables of the benchmarks page, with their local models and stores
 # (runs/; about 16 h on 2 cores): a coarse branch grown on the cold hexagonal model and
-# its single-scale control; EDNN-MC snapshots with and without a hard core, by closest pair;
-# a pair term fitted beside the thermal net; the porous model fine-tuned on 8 MD runs, on
+# its single-scale control; the cold hexagonal model fine-tuned on the thermal model's three
+# stores (100 epochs: 48 min) and, on its chains,
+# EDNN-MC snapshots with and without a hard core, by closest pair, and a pair term fitted
+# beside it; the porous model fine-tuned on 8 MD runs, on
 # 32 relaxations, on both, and on both with 48, 96 and 160 relaxations, and the 3.2 Å net
 # on 12 MD runs (400 epochs: 40-90 min; 1000 epochs: about 2.4 h), on 10 of them (the two
 # cells that reconstruct left out; 400 epochs: 70 min), compact-aa and compact-pf against
@@ -117,17 +120,19 @@ data: $(STAMP)
 # epochs: 64 min), a coarse branch grown on it with the 8 and the 12 runs (60 epochs: 4
 # min each) and a fine-tune of it with rattles, scored beside the shipped porous models;
 # the thermal hexagonal fine-tune with the 300 hexagonal relaxations besides its three
-# stores (70 min); the hexagonal recipe from scratch with smooth-aa on those three stores
-# (450 epochs: about 6.3 h on 2 cores at 50 s an epoch, resumable; TRAIN_DEVICE=cuda on a GPU)
+# stores (70 min)
 E := $(VENV)/bin/ednn-dask
 studies: $(STAMP)
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --scales 1:16:24,4:4:12 --epochs 40 --data data/hexagonal.zarr --out runs/hex-ms/hexagonal-ms.onnx --workdir runs/hex-ms/fit --overwrite
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 40 --data data/hexagonal.zarr --out runs/hex-ss/hexagonal-ss.onnx --workdir runs/hex-ss/fit --overwrite
 	$(PY) bench/vacancy_pairs.py --models models/hexagonal-f16c24.onnx runs/hex-ss/hexagonal-ss.onnx runs/hex-ms/hexagonal-ms.onnx
-	$(E) active-learning hexagonal --model models/hexagonal-thermal-f16c24.onnx --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --workdir runs/al-hex --rounds 2 --chains 16 --epochs 20 --seed 500
-	$(E) data thermal runs/mc-core/mc.zarr --from-mc models/hexagonal-thermal-f16c24.onnx --n 16 --seed 500 --min-distance 1.1
-	$(PY) bench/closest_pairs.py --data data/thermal-hexagonal.zarr data/mc-test-hexagonal-2x2.zarr data/mc-test-hexagonal-3x3.zarr runs/al-hex/round-0/mc.zarr runs/mc-core/mc.zarr
-	$(PY) bench/pair_correction.py
+	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 100 --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --workdir runs/ft-hex/fit --out runs/ft-hex/hexagonal-thermal-ft-f16c24.onnx --overwrite
+	$(PY) bench/thermal_errors.py --models runs/ft-hex/hexagonal-thermal-ft-f16c24.onnx --json-out runs/ft-hex/thermal-errors.json
+	$(PY) bench/registry_noise.py --models runs/ft-hex/hexagonal-thermal-ft-f16c24.onnx --json-out runs/ft-hex/registry.json --plot runs/ft-hex/registry.png
+	$(E) active-learning hexagonal --model runs/ft-hex/hexagonal-thermal-ft-f16c24.onnx --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --workdir runs/al-hex --rounds 2 --chains 16 --epochs 20 --seed 500
+	$(E) data thermal runs/mc-core/mc.zarr --from-mc runs/ft-hex/hexagonal-thermal-ft-f16c24.onnx --n 16 --seed 500 --min-distance 1.1
+	$(PY) bench/closest_pairs.py --data data/thermal-hexagonal.zarr data/mc-test-hexagonal-2x2.zarr data/mc-test-hexagonal-3x3.zarr runs/al-hex/round-0/mc.zarr runs/mc-core/mc.zarr --model runs/ft-hex/hexagonal-thermal-ft-f16c24.onnx
+	$(PY) bench/pair_correction.py --model runs/ft-hex/hexagonal-thermal-ft-f16c24.onnx
 	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr data/thermal-porous.zarr --workdir runs/ft-porous --out runs/ft-porous/porous-md-f32c16.onnx --overwrite
 	$(E) data relaxed runs/relaxed-porous-32.zarr --of porous --n 32 --workdir runs/relaxed-porous-relax
 	$(E) train porous --init-from models/porous-f32c16.onnx --epochs 400 --data data/porous.zarr runs/relaxed-porous-32.zarr --workdir runs/ft-porous-relaxed --out runs/ft-porous-relaxed/porous-relaxed-f32c16.onnx --overwrite
@@ -157,9 +162,6 @@ studies: $(STAMP)
 	$(PY) bench/porous_relaxations.py
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --context 24 --epochs 100 --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr data/relaxed-hexagonal.zarr --workdir runs/ft-hex-relaxed/fit --out runs/ft-hex-relaxed/hexagonal-thermal-relaxed.onnx --overwrite
 	$(PY) bench/thermal_errors.py --models runs/ft-hex-relaxed/hexagonal-thermal-relaxed.onnx --json-out runs/ft-hex-relaxed/thermal-errors.json
-	$(E) train hexagonal --net smooth-aa --context 24 --epochs 450 --device $(TRAIN_DEVICE) --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --workdir runs/hex-aa-450/fit --out runs/hex-aa-450/hexagonal-aa-f16c24.onnx --overwrite
-	$(PY) bench/registry_noise.py --models runs/hex-aa-450/hexagonal-aa-f16c24.onnx models/hexagonal-thermal-f16c24.onnx --json-out runs/hex-aa-450/registry.json --plot runs/hex-aa-450/registry.png
-	$(PY) bench/thermal_errors.py --models runs/hex-aa-450/hexagonal-aa-f16c24.onnx --json-out runs/hex-aa-450/thermal-errors.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

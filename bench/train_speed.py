@@ -5,13 +5,14 @@
 
 `fit` trains on the CPU with the convolution weights in channels-last (NHWC) layout,
 in which oneDNN picks faster kernels. For each atomistic recipe (system, `--net`,
-`--context`; default: the shipped hexagonal and porous recipes and the anti-aliased
-hexagonal one), this builds the net as `ednn-dask train` does (whitened first layer),
-and times one Adam step (forward, backward, update) on a batch of random fields of
-the recipe's cell, and one forward pass without gradients (validation), in each
-layout, alternating the two. The ratio is default time / channels-last time. The
-outputs of the two layouts on the same weights must agree (largest relative
-difference printed); the script fails if they differ by more than 1e-5.
+`--context`; default: the shipped recipes, the cold hexagonal `smooth` and the thermal
+hexagonal `smooth-aa` and porous `compact-aa`), this builds the net as `ednn-dask train`
+does (whitened first layer), and times one Adam step (forward, backward, update) on
+a batch of random fields of the recipe's cell, and one forward pass without gradients
+(validation), in each layout, alternating the two. The ratio is default time /
+channels-last time. The outputs of the two layouts on the same weights must agree
+(largest relative difference printed); the script fails if they differ by more than
+1e-5.
 """
 
 from __future__ import annotations
