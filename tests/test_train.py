@@ -291,3 +291,59 @@ def test_the_blur_keeps_constants_and_removes_the_pixel_checkerboard():
     assert net.trunk[1].stride == (2, 2) and net.window == (3, 3)
     with pytest.raises(ConfigError, match="antialias must be"):
         ValidCNN(2, 1, (4, 4), (3, 3), trunk=((4, 3, 2),), antialias=True)
+
+
+def test_bfloat16_training_runs_the_trunk_so_and_keeps_the_rest_float32(tmp_path):
+    from training.atomistic import build_net
+
+    torch.manual_seed(0)
+    ednn = build_net(3, "smooth")
+    x = torch.rand(6, 3, 64, 64)
+    with torch.no_grad():
+        exact = ednn(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = ednn(x)
+    # the trunk computed in bfloat16 (3 significant digits), the readout and sum not
+    assert mixed.dtype == torch.float32 and not torch.equal(mixed, exact)
+    torch.testing.assert_close(mixed, exact, rtol=2e-2, atol=2e-2 * float(exact.abs().mean()))
+
+    y = x.sum(dim=(1, 2, 3)).double().numpy()
+    cfg = TrainConfig(epochs=2, batch_size=3, lr=1e-3, seed=0, val_fraction=0.2,
+                      test_fraction=0.2, precision="bfloat16")
+    before = [p.detach().clone() for p in ednn.parameters()]
+    fit(ednn, x.numpy(), y, cfg, tmp_path, progress=False)
+    assert all(p.dtype == torch.float32 for p in ednn.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, ednn.parameters()))
+    # a run's precision is part of what its checkpoint was made from
+    with pytest.raises(CheckpointMismatchError, match="precision='bfloat16' \\(now 'float32'\\)"):
+        fit(build_net(3, "smooth"), x.numpy(), y, TrainConfig(
+            epochs=3, batch_size=3, seed=0, val_fraction=0.2, test_fraction=0.2), tmp_path,
+            progress=False)
+
+
+def test_bfloat16_is_refused_where_the_readout_would_lose_float32(tmp_path):
+    ds = sample_ising(20, 4, temperatures=(1.0, 5.0), seed=0, sweeps=5)
+    x, y = ds["spins"].values.astype(np.float32)[:, None], ds["energy"].values
+    with pytest.raises(ConfigError, match="needs an EDNN with a ValidCNN tile net"):
+        fit(random_mlp_ednn(2), x, y, TrainConfig(epochs=1, precision="bfloat16"), tmp_path,
+            progress=False)
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        fit(random_mlp_ednn(2), x, y, TrainConfig(epochs=1, precision="float16"), tmp_path,
+            progress=False)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_checkpoint_older_than_a_setting_resumes_at_its_default(tmp_path):
+    """A checkpoint written before ``precision`` existed was float32: it resumes."""
+    ds = sample_ising(60, 4, temperatures=(1.0, 5.0), seed=0, sweeps=5)
+    x, y = ds["spins"].values.astype(np.float32)[:, None], ds["energy"].values
+    fit(random_mlp_ednn(2), x, y, TrainConfig(epochs=1, batch_size=16, seed=0), tmp_path,
+        progress=False)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    state = json.loads(saved["state"])
+    del state["made_from"]["config"]["precision"]
+    saved["state"] = json.dumps(state)
+    torch.save(saved, tmp_path / "checkpoint.pt")
+    again = fit(random_mlp_ednn(2), x, y, TrainConfig(epochs=2, batch_size=16, seed=0),
+                tmp_path, progress=False)
+    assert again["epochs_run"] == 2
