@@ -602,24 +602,18 @@ def _closest_table(records: list[dict]) -> list[str]:
 
 def _train_speed_table(records: list[dict]) -> list[str]:
     r = records[-1]
-    out = [f"Median of each step, {r['threads']} threads: default layout -> channels-last -> "
-           "channels-last with a bfloat16 trunk (`--precision bfloat16`):", "",
-           "| recipe (system:net:context) | cell, batch | Adam step (ms) | ratios "
-           "| forward, no gradients (ms) | ratios | largest relative difference: "
-           "channels-last, bfloat16 |",
+    out = [f"Median of each step, {r['threads']} threads, default layout -> channels-last:", "",
+           "| recipe (system:net:context) | cell, batch | Adam step (ms) | ratio "
+           "| forward, no gradients (ms) | ratio | largest relative difference |",
            "|---|---|---|---|---|---|---|"]
     for row in r["recipes"]:
         out.append(f"| `{row['recipe']}` | {row['pixels']} px, {row['batch']} "
                    f"| {row['default_step_s'] * 1e3:.0f} -> "
-                   f"{row['channels_last_step_s'] * 1e3:.0f} -> "
-                   f"{row['bfloat16_step_s'] * 1e3:.0f} "
-                   f"| {row['step_ratio']:.2f}x, {row['bfloat16_step_ratio']:.2f}x "
+                   f"{row['channels_last_step_s'] * 1e3:.0f} "
+                   f"| {row['step_ratio']:.2f}x "
                    f"| {row['default_forward_s'] * 1e3:.0f} -> "
-                   f"{row['channels_last_forward_s'] * 1e3:.0f} -> "
-                   f"{row['bfloat16_forward_s'] * 1e3:.0f} "
-                   f"| {row['forward_ratio']:.2f}x, {row['bfloat16_forward_ratio']:.2f}x "
-                   f"| {row['max_relative_difference']:.1e}, "
-                   f"{row['bfloat16_max_relative_difference']:.1e} |")
+                   f"{row['channels_last_forward_s'] * 1e3:.0f} | {row['forward_ratio']:.2f}x "
+                   f"| {row['max_relative_difference']:.1e} |")
     return out
 
 

@@ -363,7 +363,7 @@ def cmd_train(args) -> int:
                                   workdir=args.workdir, overwrite=args.overwrite,
                                   device=args.device, whiten=args.whiten, loss=args.loss,
                                   init_from=args.init_from, lr=args.lr, scales=args.scales,
-                                  precision=args.precision, threads=args.threads)
+                                  threads=args.threads)
         _print({"model": args.out, **metrics["test"], **metrics["test_per_atom"]}, args.json)
         return 0
     common = dict(L=args.L, n=args.n, epochs=args.epochs, seed=args.seed, data=args.data,
@@ -673,7 +673,6 @@ POSITIVE, NON_NEGATIVE = _count(1), _count(0)
 ATOMISTIC_NETS = ("compact", "compact-aa", "compact-pf", "fine", "smooth", "smooth-aa",
                   "paper")
 FIELD_NETS = ("density", "window", "mlp", "quadratic", "pair")
-PRECISIONS = ("float32", "bfloat16")  # training.config.PRECISIONS, without importing training
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -865,10 +864,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "an existing checkpoint there is resumed")
     p.add_argument("--device", default="cpu",
                    help="torch device to train on, e.g. cuda (export always runs on the CPU)")
-    p.add_argument("--precision", choices=PRECISIONS, default="float32",
-                   help="atomistic: of the training forward passes; bfloat16 runs the "
-                   "convolution trunk under autocast, 1.5x faster on CPUs with AVX-512 BF16 "
-                   "and on GPUs (the readout, validation and the exported model stay float32)")
     p.add_argument("--no-whiten", dest="whiten", action="store_false",
                    help="convolutional nets: train the first layer on raw, not whitened, "
                    "patches (can stall on a constant-output plateau)")

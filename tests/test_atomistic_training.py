@@ -119,6 +119,22 @@ def test_the_same_command_trains_the_same_model(store, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_threads_reach_atomistic_training(store, tmp_path):
+    """``--threads`` sets torch's threads for the atomistic recipe as for the fields'."""
+    import torch
+
+    from ednn_dask.cli import main
+
+    threads = torch.get_num_threads()
+    try:  # 3: more than a 2-core machine's idle cores, so never the default
+        assert main(["train", "hexagonal", "--data", str(store), "--net", "smooth",
+                     "--epochs", "1", "--threads", "3", "--out", str(tmp_path / "m.onnx"),
+                     "--workdir", str(tmp_path / "w")]) == 0
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_unknown_net_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="net must be one of"):
         train_atomistic("hexagonal", str(tmp_path / "m.onnx"), data=str(tmp_path / "missing"),
@@ -253,25 +269,3 @@ def test_bad_atomistic_scales_are_refused(store, tmp_path, kwargs, says):
                         **{"net": "smooth", **kwargs}, workdir=str(tmp_path / "w"),
                         progress=False)
     assert not (tmp_path / "m.onnx").exists()
-
-
-def test_a_bfloat16_run_exports_float32_and_says_so(store, tmp_path):
-    import onnx
-    import torch
-
-    out = tmp_path / "bf16.onnx"
-    threads = torch.get_num_threads()
-    try:
-        train_atomistic("hexagonal", str(out), data=str(store), epochs=1, net="smooth",
-                        workdir=str(tmp_path / "work"), progress=False, precision="bfloat16",
-                        threads=1)
-        assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(threads)
-    model = TileModel.load(out)
-    assert model.spec.provenance["precision"] == "bfloat16"
-    assert {t.data_type for t in onnx.load(out).graph.initializer} == {onnx.TensorProto.FLOAT}
-    with pytest.raises(ConfigError, match="precision='bfloat16' needs"):
-        train_atomistic("hexagonal", str(tmp_path / "p.onnx"), data=str(store), epochs=1,
-                        net="paper", workdir=str(tmp_path / "paper"), progress=False,
-                        precision="bfloat16")

@@ -320,8 +320,7 @@ def train_atomistic(
     seed: int = 0, limit: int | None = None, workdir: str | None = None,
     overwrite: bool = False, progress: bool = True, device: str = "cpu", whiten: bool = True,
     loss: str = "total", init_from: str | None = None, lr: float | None = None,
-    scales: str | Sequence[tuple[int, int, int]] | None = None, precision: str = "float32",
-    threads: int | None = None,
+    scales: str | Sequence[tuple[int, int, int]] | None = None, threads: int | None = None,
 ) -> dict[str, Any]:
     """Train the hexagonal or porous-graphene EDNN on its GFN1-xTB store; export to ONNX.
 
@@ -333,10 +332,8 @@ def train_atomistic(
     (``"1:16:24,4:4:12"``): a multi-scale model, the ``net`` at factor 1 and a small
     CNN on each coarser copy (:func:`build_multiscale_net`); with ``init_from`` the
     factor-1 branch is that model, frozen, and only the coarse branches (and the
-    branch weights) train, at the recipe's learning rate. ``precision``: of the
-    training forward passes (:class:`~training.config.TrainConfig`); the model is
-    exported in float32 either way. ``threads``: torch CPU threads (default
-    :func:`~training.train.default_threads`).
+    branch weights) train, at the recipe's learning rate. ``threads``: torch CPU
+    threads (default :func:`~training.train.default_threads`).
     """
     from training.export import export_onnx
     from training.train import fit
@@ -365,7 +362,7 @@ def train_atomistic(
                          lr=lr or DEFAULTS["lr"] / (10 if refine else 1),
                          lr_final=DEFAULTS["lr_final"] / (10 if refine else 1), seed=seed,
                          patience=epochs or DEFAULTS["epochs"], augment=True,
-                         device=device, precision=precision, threads=threads)
+                         device=device, threads=threads)
     # the seed fixes the initial weights too: the same command trains the same model
     run = prepare_run(ds, system, net=net, focus=focus, context=context, pixels=pixels,
                       seed=seed, whiten=whiten, init_seed=seed, init_from=init_from,
@@ -392,8 +389,7 @@ def train_atomistic(
                     **({"init_from": f"{Path(init_from).name} "
                         f"(sha256 {load_model(init_from).sha256[:16]})"} if init_from else {}),
                     "metrics": metrics["test"],
-                    "device": _device_name(device), "precision": precision,
-                    "train_seconds": round(metrics["seconds"]),
+                    "device": _device_name(device), "train_seconds": round(metrics["seconds"]),
                     "command": " ".join(sys.argv)},
     )
     test_structures = reference.dataset_structures(ds, test)

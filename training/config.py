@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-PRECISIONS = ("float32", "bfloat16")  # of the training forward passes (TrainConfig.precision)
-
 
 def run_dir(out: Path, workdir: str | None) -> Path:
     """Where a run keeps its checkpoints and metrics: ``workdir``, default ``runs/<model stem>``."""
@@ -34,11 +32,7 @@ class TrainConfig:
     CPU, so export and checkpoints do not depend on it. ``augment`` (periodic samples
     only) rolls each mini-batch by a random whole number of pixels and mirrors it at
     random: exact symmetries of a periodic field that leave its total unchanged but
-    move it against the focus grid. ``precision="bfloat16"`` runs the training
-    forward passes under autocast, so the convolutions of a
-    :class:`~training.nets.ValidCNN` trunk compute in bfloat16 (an Adam step 1.5x faster
-    on CPUs with AVX-512 BF16, ``bench/train_speed.py``); its readout, the loss,
-    validation, test metrics and the trained net stay float32.
+    move it against the focus grid.
     """
 
     epochs: int = 100
@@ -57,4 +51,3 @@ class TrainConfig:
     checkpoint_every: int = 1
     augment: bool = False
     device: str = "cpu"
-    precision: str = "float32"

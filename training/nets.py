@@ -210,16 +210,7 @@ class ValidCNN(FullyConvolutional):
         self.out = CONV[ndim](hidden, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.trunk(x)
-        if torch.is_autocast_enabled(h.device.type):
-            # training in bfloat16 runs the trunk so; the readout stays in float32, which
-            # a cell's sum of tile energies needs (bfloat16 keeps 3 significant digits)
-            with torch.autocast(h.device.type, enabled=False):
-                return self._readout(h.float())
-        return self._readout(h)
-
-    def _readout(self, h: torch.Tensor) -> torch.Tensor:
-        y = self.out(self.head_activation(self.head(h)))
+        y = self.out(self.head_activation(self.head(self.trunk(x))))
         if self.readout == "mean":
             y = CONV_FN[y.dim() - 2](y, self.window_mean, stride=self.mean_stride)
         return y

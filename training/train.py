@@ -21,18 +21,15 @@ import torch
 from tqdm.auto import tqdm
 
 from ednn_dask.errors import CheckpointMismatchError, ConfigError
-from training.config import PRECISIONS, TrainConfig
+from training.config import TrainConfig
 from training.ednn import EDNN
 from training.metrics import error_metrics, parity_plot, split_indices
-from training.nets import ValidCNN
 
 LBFGS_CHUNK = 256  # samples per forward/backward of the full-batch L-BFGS loss
 # settings a checkpoint may be resumed under when they differ; every other TrainConfig
 # field (and the data and the net) must be what the checkpoint was made from
 RESUMABLE = ("epochs", "patience", "threads", "checkpoint_every", "device", "lbfgs_steps",
              "lbfgs_samples", "lbfgs_float64")
-# a setting newer than a checkpoint was made under its default
-_DEFAULTS = {k: v for k, v in asdict(TrainConfig()).items() if k not in RESUMABLE}
 
 
 def default_threads() -> int:
@@ -143,7 +140,6 @@ def fit(
         raise ConfigError(f"{len(source)} inputs but {len(y)} targets; give one target per input.")
     if streamed and config.unique_tiles:
         raise ConfigError("unique_tiles needs the inputs in memory, not a SampleStream.")
-    bfloat16 = _check_precision(ednn, config)
     train, val, test = splits if splits is not None else split_indices(
         len(y), config.val_fraction, config.test_fraction, config.seed)
     n_tiles = math.prod(ednn.tiling.grid(source.shape[2:]))
@@ -182,9 +178,7 @@ def fit(
         if counts is not None:
             return torch.mean(((counts.predict(ednn, 0) - y[train]) / per[train] / scale) ** 2)
         xb = _augment(xb, generator) if config.augment else xb
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bfloat16):
-            pred = ednn(xb)
-        return torch.mean(((pred.float() - y[idx].float()) / per[idx].float() / scale) ** 2)
+        return torch.mean(((ednn(xb) - y[idx].float()) / per[idx].float() / scale) ** 2)
 
     def val_mae() -> float:
         if counts is not None:
@@ -366,11 +360,11 @@ def _check_resumable(ckpt: Path, saved: dict[str, Any], made_from: dict[str, Any
         diff = f"net {was['net']!r}, not {made_from['net']!r}"
         if was["net"] == made_from["net"]:
             diff += " (same size, other layers)"
-    elif (was_config := {**_DEFAULTS, **was["config"]}) != made_from["config"]:
-        keys = sorted(k for k in {*was_config, *made_from["config"]}
-                      if was_config.get(k) != made_from["config"].get(k))
+    elif was["config"] != made_from["config"]:
+        keys = sorted(k for k in {*was["config"], *made_from["config"]}
+                      if was["config"].get(k) != made_from["config"].get(k))
         diff = "settings " + ", ".join(
-            f"{k}={was_config.get(k)!r} (now {made_from['config'].get(k)!r})" for k in keys)
+            f"{k}={was['config'].get(k)!r} (now {made_from['config'].get(k)!r})" for k in keys)
     elif saved["epoch"] > config.epochs:
         diff = f"{saved['epoch']} epochs already, more than epochs={config.epochs}"
     else:
@@ -378,20 +372,6 @@ def _check_resumable(ckpt: Path, saved: dict[str, Any], made_from: dict[str, Any
     raise CheckpointMismatchError(
         f"checkpoint {str(ckpt)!r} was made from {diff}; it is resumed only with what it was "
         f"made from: {remedy}.")
-
-
-def _check_precision(ednn: EDNN, config: TrainConfig) -> bool:
-    """Whether to train in bfloat16; refused where the net's readout would lose float32."""
-    if config.precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {PRECISIONS}, got {config.precision!r}.")
-    if config.precision == "float32":
-        return False
-    if type(ednn) is not EDNN or not isinstance(ednn.tile_net, ValidCNN) or config.unique_tiles:
-        raise ConfigError(
-            "precision='bfloat16' needs an EDNN with a ValidCNN tile net (the atomistic nets "
-            "other than 'paper', one scale), whose readout stays float32; train this one "
-            "in float32.")
-    return True
 
 
 def _device(name: str) -> torch.device:
