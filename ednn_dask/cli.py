@@ -32,8 +32,15 @@ def _print(result: dict, as_json: bool) -> None:
         if key == "groups" and isinstance(value, dict):
             _print_groups(value)
             continue
-        shown = f"{value:.6g}" if isinstance(value, float) else value
-        print(f"{key:<{width}}  {shown}")
+        print(f"{key:<{width}}  {_shown(value)}")
+
+
+def _shown(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_shown(v)}" for k, v in value.items())
+    return value
 
 
 def _print_groups(groups: dict) -> None:

@@ -133,6 +133,12 @@ def test_evaluate_atoms_averages_registries_as_moved_cells(capsys):
     error = (mean - ds["energy"].values) / ds["n_atoms"].values * 1e3
     assert result["registries"] == 4
     assert result["mae_meV_per_atom"] == pytest.approx(np.abs(error).mean(), rel=1e-6)
+    run = ds["run"].values  # MD snapshots: the error's offset per run, and what is left
+    means = np.array([error[run == r].mean() for r in np.unique(run)])
+    assert result["runs"] == pytest.approx({
+        "n_runs": len(means), "mae_of_run_means": np.abs(means).mean(),
+        "mae_within_runs": np.abs(error - means[np.unique(run, return_inverse=True)[1]]).mean()},
+        rel=1e-6)
     assert main(["evaluate", "atoms", "--model", model, "--data", store, "--registries",
                  "2"]) == 2
     assert "one of [1, 4, 16, 64]; got 2" in capsys.readouterr().err

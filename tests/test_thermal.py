@@ -19,7 +19,12 @@ import xarray as xr  # noqa: E402
 from ednn_dask.atoms.materials import hexagonal_sheet  # noqa: E402
 from ednn_dask.cli import main  # noqa: E402
 from ednn_dask.errors import ExtrapolationWarning, OutputExistsError  # noqa: E402
-from training.atomistic import SIGMA_BINS, data_conditions, error_groups  # noqa: E402
+from training.atomistic import (  # noqa: E402
+    SIGMA_BINS,
+    data_conditions,
+    error_groups,
+    run_offsets,
+)
 from training.reference import (  # noqa: E402
     DONE,
     dataset_structures,
@@ -302,6 +307,15 @@ def test_errors_are_grouped_by_temperature_sigma_kind_and_size():
     assert groups["temperature_K"]["cold"] == {"n": 1, "mae": 1.0, "mean_signed": -1.0}
     assert groups["sigma_angstrom"]["< 0.03"] == {"n": 3, "mae": 4 / 3, "mean_signed": 2 / 3}
     assert groups["kind_vacancies"]["hbn, 0 vac"]["mae"] == 6.0
+
+
+def test_run_offsets_split_the_error_into_run_means_and_scatter_within_runs():
+    # two stores whose runs share a number: (store 0, run 0) and (store 1, run 0) differ
+    ds = xr.Dataset({"run": ("structure", [0, 0, 0, 0, -1, 3]),
+                     "source": ("structure", [0, 0, 1, 1, 0, 1])})
+    runs = run_offsets(np.array([1.0, 3.0, 10.0, 14.0, 100.0, -4.0]), ds)
+    # run means 2, 12 and -4; the cold cell (run -1) is left out
+    assert runs == {"n_runs": 3, "mae_of_run_means": 6.0, "mae_within_runs": 1.2}
 
 
 def test_the_cli_refuses_what_it_cannot_do(capsys, tmp_path):

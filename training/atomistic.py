@@ -473,7 +473,9 @@ def evaluate_atomistic(model: str, data: str | Sequence[str], *, plot: str | Non
               "max_meV_per_atom": float(np.abs(error).max() * 1e3),
               # a shared offset, not scatter: e.g. the reference's finite-size term
               "mean_signed_meV_per_atom": float(error.mean() * 1e3),
-              "atoms": sorted(set(n_atoms.tolist())), "groups": error_groups(error * 1e3, ds)}
+              "atoms": sorted(set(n_atoms.tolist())),
+              **({"runs": run_offsets(error * 1e3, ds)} if "run" in ds else {}),
+              "groups": error_groups(error * 1e3, ds)}
     if plot:
         parity_plot(ds["energy"].values / n_atoms, predicted / n_atoms, plot,
                     unit="eV/atom", title=f"{Path(model).name} on "
@@ -522,6 +524,25 @@ def error_groups(error: np.ndarray, ds: xr.Dataset) -> dict[str, dict[str, dict[
                                 "mae": float(np.abs(error[values == k]).mean()),
                                 "mean_signed": float(error[values == k].mean())} for k in keys}
     return groups
+
+
+def run_offsets(error: np.ndarray, ds: xr.Dataset) -> dict[str, float]:
+    """How much of the error on MD snapshots is one offset per run.
+
+    Snapshots of one run share its defects and their reconstruction, so their errors
+    are correlated: ``mae_of_run_means`` is the MAE of each run's mean error, and
+    ``mae_within_runs`` the MAE left once each run's mean is taken off (units of
+    ``error``). Structures outside any run (``run`` -1: cold cells) are left out.
+    """
+    source = ds["source"].values if "source" in ds else np.zeros(ds.sizes["structure"], int)
+    in_run = ds["run"].values >= 0
+    _, run = np.unique(np.stack([source, ds["run"].values])[:, in_run], axis=1,
+                       return_inverse=True)
+    run = run.ravel()
+    error = error[in_run]
+    means = np.bincount(run, error) / np.bincount(run)
+    return {"n_runs": int(len(means)), "mae_of_run_means": float(np.abs(means).mean()),
+            "mae_within_runs": float(np.abs(error - means[run]).mean())}
 
 
 def recipe_split(ds: xr.Dataset, model: str, split: str) -> np.ndarray:
