@@ -125,7 +125,7 @@ data: $(STAMP)
 # min each) and a fine-tune of it with rattles, scored beside the shipped porous models;
 # the thermal hexagonal fine-tune with the 300 hexagonal relaxations besides its three
 # stores (70 min); the shipped thermal model fine-tuned on the grown MD store and, as its
-# control, on the 75 runs it was trained on (40 epochs: 35-45 min each), both scored on the grown
+# control, on the 75 runs it was trained on (40 epochs: about 40 min each), both scored on the grown
 # store's 36 new runs
 E := $(VENV)/bin/ednn-dask
 studies: $(STAMP)
