@@ -474,7 +474,8 @@ def evaluate_atomistic(model: str, data: str | Sequence[str], *, plot: str | Non
               # a shared offset, not scatter: e.g. the reference's finite-size term
               "mean_signed_meV_per_atom": float(error.mean() * 1e3),
               "atoms": sorted(set(n_atoms.tolist())),
-              **({"runs": run_offsets(error * 1e3, ds)} if "run" in ds else {}),
+              **({"runs": run_offsets(error * 1e3, ds)}
+                 if "run" in ds and (ds["run"].values >= 0).any() else {}),
               "groups": error_groups(error * 1e3, ds)}
     if plot:
         parity_plot(ds["energy"].values / n_atoms, predicted / n_atoms, plot,
