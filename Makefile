@@ -48,6 +48,10 @@ evaluations: $(STAMP)
 	$(EVALUATE) atoms --model models/hexagonal-f16c24.onnx --data data/hexagonal-2x2.zarr --json-out bench/results/evaluate-hexagonal-2x2.json
 	$(EVALUATE) atoms --model models/hexagonal-f16c24.onnx --data data/hexagonal-3x3.zarr --json-out bench/results/evaluate-hexagonal-3x3.json
 	$(EVALUATE) atoms --model models/hexagonal-thermal-f16c24.onnx --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --split test --json-out bench/results/evaluate-hexagonal-thermal.json
+	$(EVALUATE) atoms --model models/hexagonal-thermal-f16c24.onnx --data data/thermal-test-hexagonal.zarr --json-out bench/results/evaluate-hexagonal-thermal-md.json
+	# runs 75-110 of the grown MD store: 36 runs the shipped thermal model (trained on runs 0-74) never saw
+	$(VENV)/bin/ednn-dask data runs runs/held-out/thermal-hexagonal-runs-75-110.zarr --from data/thermal-hexagonal-192.zarr --runs 75 76 77 78 79 80 81 82 83 84 85 86 87 88 89 90 91 92 93 94 95 96 97 98 99 100 101 102 103 104 105 106 107 108 109 110 --overwrite
+	$(EVALUATE) atoms --model models/hexagonal-thermal-f16c24.onnx --data runs/held-out/thermal-hexagonal-runs-75-110.zarr --json-out bench/results/evaluate-hexagonal-thermal-md36.json
 	$(EVALUATE) atoms --model models/porous-f32c16.onnx --data data/porous.zarr --split test --json-out bench/results/evaluate-porous.json
 	$(EVALUATE) atoms --model models/porous-f32c16.onnx --data data/thermal-test-porous.zarr --json-out bench/results/evaluate-porous-md.json
 	$(EVALUATE) atoms --model models/porous-thermal-f32c32.onnx --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --split test --json-out bench/results/evaluate-porous-thermal.json
@@ -110,7 +114,7 @@ data: $(STAMP)
 	$(VENV)/bin/ednn-dask data relaxed data/relaxed-hexagonal.zarr --n 300 --workdir runs/relaxed-hexagonal-relax
 
 # The studies behind tables of the benchmarks page, with their local models and stores
-# (runs/; about 17.5 h on 2 cores): a coarse branch grown on the cold hexagonal model and
+# (runs/; about 18.5 h on 2 cores): a coarse branch grown on the cold hexagonal model and
 # its single-scale control; the cold hexagonal model fine-tuned on the thermal model's three
 # stores (100 epochs: 48 min) and, on its chains,
 # EDNN-MC snapshots with and without a hard core, by closest pair, and a pair term fitted
@@ -126,7 +130,8 @@ data: $(STAMP)
 # the thermal hexagonal fine-tune with the 300 hexagonal relaxations besides its three
 # stores (70 min); the shipped thermal model fine-tuned on the grown MD store and, as its
 # control, on the 75 runs it was trained on (40 epochs: about 40 min each), both scored on the grown
-# store's 36 new runs
+# store's 36 new runs; smooth-aa, a wider and a deeper net on the MD store alone (60
+# epochs: 12, 35 and 22 min), scored at their last and best epochs
 E := $(VENV)/bin/ednn-dask
 studies: $(STAMP)
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --scales 1:16:24,4:4:12 --epochs 40 --data data/hexagonal.zarr --out runs/hex-ms/hexagonal-ms.onnx --workdir runs/hex-ms/fit --overwrite
@@ -174,6 +179,10 @@ studies: $(STAMP)
 	$(E) data runs runs/ft192/new36.zarr --from data/thermal-hexagonal-192.zarr --runs 75 76 77 78 79 80 81 82 83 84 85 86 87 88 89 90 91 92 93 94 95 96 97 98 99 100 101 102 103 104 105 106 107 108 109 110 --overwrite
 	$(EVALUATE) atoms --model models/hexagonal-thermal-f16c24.onnx --data runs/ft192/new36.zarr --json-out runs/ft192/new36-shipped.json
 	$(EVALUATE) atoms --model runs/ft192/a75.onnx --data runs/ft192/new36.zarr --json-out runs/ft192/new36-a75.json
+	$(E) train hexagonal --net smooth-aa --context 24 --epochs 60 --threads 2 --data data/thermal-hexagonal.zarr --workdir runs/capacity/smooth-aa/fit --out runs/capacity/smooth-aa.onnx --overwrite
+	$(E) train hexagonal --net smooth-aa-deep --context 24 --epochs 60 --threads 2 --data data/thermal-hexagonal.zarr --workdir runs/capacity/smooth-aa-deep/fit --out runs/capacity/smooth-aa-deep.onnx --overwrite
+	$(E) train hexagonal --net smooth-aa-wide --context 24 --epochs 60 --threads 2 --data data/thermal-hexagonal.zarr --workdir runs/capacity/smooth-aa-wide/fit --out runs/capacity/smooth-aa-wide.onnx --overwrite
+	$(PY) bench/fit_errors.py --run smooth-aa:runs/capacity/smooth-aa/fit smooth-aa-deep:runs/capacity/smooth-aa-deep/fit smooth-aa-wide:runs/capacity/smooth-aa-wide/fit --data data/thermal-hexagonal.zarr --context 24 --held-out data/thermal-test-hexagonal.zarr runs/held-out/thermal-hexagonal-runs-75-110.zarr --json-out runs/capacity/fit-errors.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -140,7 +140,9 @@ def model_cards() -> dict[str, str]:
         "One card per ONNX file in `models/`, generated from the file's own metadata",
         "(`ednn_dask.load_model(path).spec`; `ednn-dask info M.onnx` prints the same).",
         "The metrics are those the training recipe measured on its held-out test split",
-        "through onnxruntime at export. `make models` retrains them all.",
+        "through onnxruntime at export; the cards of models that `make evaluations` scores",
+        "also give those errors on data the model never saw, for the atomistic models by",
+        "vacancies per cell and by temperature. `make models` retrains them all.",
         "",
         "| model | system | target | kind | focus (px) | context (px) | test MAE |",
         "|---|---|---|---|---|---|---|",
@@ -223,8 +225,60 @@ def _model_card(path: Path, model) -> str:
     if parity.exists():
         out += ["", f"![parity plot of {path.stem}]({parity.name})"]
 
+    out += _held_out_accuracy(path, model)
     out += ["", "## Limits", ""] + [f"- {line}" for line in _limits(spec, data)]
     return "\n".join(out) + "\n"
+
+
+def _held_out_accuracy(path: Path, model) -> list[str]:
+    """The card's section on data the model never saw: its `make evaluations` records.
+
+    Atomistic records with MD or defect groups also get the error by vacancy count
+    (pooled over the kinds of cell) and by temperature: where the model holds.
+    """
+    records = [r for r in (json.loads(p.read_text()) for p in sorted(RESULTS.glob(EVALUATIONS)))
+               if r.get("model_file") == path.name and r.get("model_sha256") == model.sha256]
+    if not records:
+        return []
+    out = ["", "## Accuracy on data it never saw", "",
+           "From `make evaluations` (`bench/results/evaluate-*.json`), through onnxruntime:", "",
+           "| evaluated on | n | MAE | median AE |", "|---|---|---|---|"]
+    out += [f"| {_evaluated(r)} | {r.get('n', '?')} | {' | '.join(_accuracy(r))} |"
+            for r in records]
+    for r in records:
+        groups = r.get("groups", {})
+        if "kind_vacancies" not in groups:
+            continue
+        out += ["", f"On {_evaluated(r)}, by vacancies per cell and by temperature "
+                f"(meV/atom; the snapshots of one MD run share its cell and much of its error, "
+                f"so a row of few runs moves with them):", "",
+                "| vacancies | n | MAE | by kind |", "|---|---|---|---|"]
+        out += _by_vacancies(groups["kind_vacancies"])
+        if len(groups.get("temperature_K", {})) > 1:
+            out += ["", "| temperature (K) | n | MAE |", "|---|---|---|"]
+            out += [f"| {t} | {g['n']} | {g['mae']:.2f} |"
+                    for t, g in groups["temperature_K"].items()]
+        runs = r.get("runs")
+        if runs:
+            out += ["", f"Over its {runs['n_runs']} MD runs, {runs['mae_of_run_means']:.2f} "
+                    f"meV/atom is the MAE of each run's mean error (an offset the whole run "
+                    f"shares) and {runs['mae_within_runs']:.2f} the MAE left within runs."]
+    return out
+
+
+def _by_vacancies(groups: dict) -> list[str]:
+    """Rows of vacancies -> n, pooled MAE and each kind's MAE, from "kind, N vac" groups."""
+    pooled: dict[int, list[tuple[str, dict]]] = {}
+    for name, g in groups.items():
+        kind, vacancies = name.split(", ")
+        pooled.setdefault(int(vacancies.split()[0]), []).append((kind, g))
+    rows = []
+    for vacancies, kinds in sorted(pooled.items()):
+        n = sum(g["n"] for _, g in kinds)
+        mae = sum(g["n"] * g["mae"] for _, g in kinds) / n
+        each = ", ".join(f"{kind} {g['mae']:.2f}" for kind, g in kinds)
+        rows.append(f"| {vacancies} | {n} | {mae:.2f} | {each} |")
+    return rows
 
 
 def _limits(spec, data) -> list[str]:

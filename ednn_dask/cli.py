@@ -678,7 +678,7 @@ def _fraction(text: str) -> float:
 
 POSITIVE, NON_NEGATIVE = _count(1), _count(0)
 ATOMISTIC_NETS = ("compact", "compact-aa", "compact-pf", "fine", "smooth", "smooth-aa",
-                  "paper")
+                  "smooth-aa-wide", "smooth-aa-deep", "paper")
 FIELD_NETS = ("density", "window", "mlp", "quadratic", "pair")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from ednn_dask.errors import ConfigError, OutputExistsError
 from training import reference
 from training.atomistic import NETS, cell_spacing, train_atomistic
 from training.structure_sets import hexagonal_structures
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MU = np.array([-41.5, -57.25, -85.5])
 
@@ -32,7 +35,8 @@ def store(tmp_path_factory):
 
 @pytest.mark.parametrize("net, stride, blurs", [
     ("compact", (8, 8), 0), ("compact-aa", (8, 8), 3), ("compact-pf", (8, 8), 3),
-    ("smooth", (4, 4), 0), ("smooth-aa", (4, 4), 2)])
+    ("smooth", (4, 4), 0), ("smooth-aa", (4, 4), 2), ("smooth-aa-wide", (4, 4), 2),
+    ("smooth-aa-deep", (4, 4), 2)])
 def test_net_presets_export_their_trunk_stride(tmp_path, net, stride, blurs):
     """Each valid-CNN preset builds at its own context and at the shipped models' wider
     ones, and its exported graph gives the stride that ``registries`` averages over."""
@@ -45,6 +49,13 @@ def test_net_presets_export_their_trunk_stride(tmp_path, net, stride, blurs):
     assert sum(isinstance(m, Blur) for m in ednn.modules()) == blurs
     export_onnx(ednn, tmp_path / "net.onnx", channels=3)
     assert TileModel.load(tmp_path / "net.onnx").trunk_stride == stride
+
+
+def test_the_cli_offers_every_net_preset():
+    """`train --net` lists the presets without importing torch; the two lists agree."""
+    from ednn_dask.cli import ATOMISTIC_NETS
+
+    assert sorted(ATOMISTIC_NETS) == sorted(NETS)
 
 
 @pytest.mark.parametrize("net", [pytest.param("compact", marks=pytest.mark.slow), "smooth"])
@@ -269,3 +280,30 @@ def test_bad_atomistic_scales_are_refused(store, tmp_path, kwargs, says):
                         **{"net": "smooth", **kwargs}, workdir=str(tmp_path / "w"),
                         progress=False)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_fit_errors_scores_the_exported_weights_as_evaluate_does(store, tmp_path):
+    """bench/fit_errors.py rebuilds a run from its checkpoint: its best-epoch weights, in
+    torch, give the exported model's errors through onnxruntime, on the recipe's test
+    split and on a whole store."""
+    import importlib.util
+
+    from training.atomistic import evaluate_atomistic
+
+    out, fit = tmp_path / "hex.onnx", tmp_path / "fit"
+    train_atomistic("hexagonal", str(out), data=str(store), epochs=3, net="smooth",
+                    workdir=str(fit), progress=False)
+    spec = importlib.util.spec_from_file_location("fit_errors", ROOT / "bench" / "fit_errors.py")
+    fit_errors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fit_errors)
+    fit_errors.main(["--run", f"smooth:{fit}", "--data", str(store), "--held-out", str(store),
+                     "--json-out", str(tmp_path / "fit-errors.json")])
+    run = json.loads((tmp_path / "fit-errors.json").read_text())["runs"][0]
+    best, last = run["weights"]["best validation epoch"], run["weights"]["last epoch"]
+    test = evaluate_atomistic(str(out), str(store), split="test")
+    whole = evaluate_atomistic(str(out), str(store))
+    assert best["test"]["n"] == test["n"] and best["hex.zarr"]["n"] == whole["n"] == 60
+    assert best["test"]["mae"] == pytest.approx(test["mae_meV_per_atom"], rel=1e-4)
+    assert best["hex.zarr"]["mae"] == pytest.approx(whole["mae_meV_per_atom"], rel=1e-4)
+    assert run["epochs"] == 3 and 1 <= run["best_epoch"] <= 3
+    assert (last == best) == (run["best_epoch"] == 3)

@@ -150,6 +150,34 @@ def test_model_cards_from_metadata():
                for p in (ROOT / "models").glob("*.onnx"))
 
 
+def test_model_cards_show_held_out_errors_by_vacancies(tmp_path: Path, monkeypatch):
+    """A card lists its model's evaluations (this file's, by sha256) and pools the
+    kind x vacancies groups by vacancy count, weighted by their sizes."""
+    from ednn_dask import load_model
+
+    generate = load_generator()
+    monkeypatch.setattr(generate, "RESULTS", tmp_path)
+    path = ROOT / "models" / "hexagonal-thermal-f16c24.onnx"
+    record = {"model": f"models/{path.name}", "model_file": path.name,
+              "model_sha256": load_model(path).sha256, "data": ["data/md.zarr"], "split": "all",
+              "n": 40, "mae_meV_per_atom": 5.0, "median_meV_per_atom": 4.0,
+              "groups": {"kind_vacancies": {"graphene, 0 vac": {"n": 10, "mae": 1.0},
+                                            "hbn, 0 vac": {"n": 30, "mae": 3.0},
+                                            "hbn, 4 vac": {"n": 20, "mae": 15.0}},
+                         "temperature_K": {"300": {"n": 30, "mae": 2.0},
+                                           "1000": {"n": 30, "mae": 9.0}}},
+              "runs": {"n_runs": 3, "mae_of_run_means": 4.25, "mae_within_runs": 2.5}}
+    (tmp_path / "evaluate-x.json").write_text(json.dumps(record))
+    (tmp_path / "evaluate-other.json").write_text(json.dumps({**record, "model_sha256": "0"}))
+    card = generate.model_cards()[path.stem]
+    assert card.count("| `data/md.zarr`, all structures | 40 | 5.00 meV/atom") == 1
+    assert "| 0 | 40 | 2.50 | graphene 1.00, hbn 3.00 |" in card
+    assert "| 4 | 20 | 15.00 | hbn 15.00 |" in card
+    assert "| 1000 | 30 | 9.00 |" in card
+    assert "Over its 3 MD runs, 4.25 meV/atom" in card
+    assert "## Accuracy on data it never saw" not in generate.model_cards()["porous-f32c16"]
+
+
 def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
     """Missing results read "not run yet"; present ones become tables with machine and date."""
     generate = load_generator()
