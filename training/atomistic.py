@@ -98,13 +98,13 @@ NETS = {
     "smooth-aa": {"trunk": ((32, 5, 1), (32, 3, 2), (64, 3, 2)), "hidden": 64,
                   "activation": "silu", "antialias": "blurpool", "pixels": 64, "focus": 16,
                   "context": 8},
-    # smooth-aa with twice the channels (4x the parameters, 3.3x its CPU time): is the
-    # thermal model's training error (4 meV/atom) a matter of capacity?
+    # smooth-aa with twice the channels (4x the parameters, 3.3x its CPU time); on MD
+    # alone it fits no better than smooth-aa (findings, way 1)
     "smooth-aa-wide": {"trunk": ((64, 5, 1), (64, 3, 2), (128, 3, 2)), "hidden": 128,
                        "activation": "silu", "antialias": "blurpool", "pixels": 64,
                        "focus": 16, "context": 8},
-    # smooth-aa with a stride-1 layer after each of its first two: more non-linear
-    # steps at the same width (2.4x its CPU time)
+    # smooth-aa with a stride-1 layer after each of its first two (2.4x its CPU time):
+    # on MD alone, per-run offsets that carry over to new runs (findings, way 1)
     "smooth-aa-deep": {"trunk": ((32, 5, 1), (32, 3, 1), (64, 3, 2), (64, 3, 1), (64, 3, 2)),
                        "hidden": 64, "activation": "silu", "antialias": "blurpool",
                        "pixels": 64, "focus": 16, "context": 8},
