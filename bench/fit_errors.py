@@ -31,20 +31,14 @@ from record import write_result  # noqa: E402
 HELD_OUT = ["data/thermal-test-hexagonal.zarr"]
 
 
-def predict(ednn, fields) -> np.ndarray:
-    """EDNN totals of ``fields`` (N, C, ny, nx), in batches."""
-    import torch
-
-    with torch.no_grad():
-        return np.concatenate([ednn(torch.as_tensor(fields[i : i + 64])).double().numpy()
-                               for i in range(0, len(fields), 64)])
-
-
 def scored(ednn, fields, target, ds) -> dict:
     """MAE, median and the run split of the per-atom error, in meV/atom."""
-    from training.atomistic import run_offsets
+    import torch
 
-    error = (predict(ednn, fields) - target) / ds["n_atoms"].values * 1e3
+    from training.atomistic import run_offsets
+    from training.train import predict
+
+    error = (predict(ednn, torch.as_tensor(fields)) - target) / ds["n_atoms"].values * 1e3
     out = {"n": len(error), "mae": float(np.abs(error).mean()),
            "median": float(np.median(np.abs(error)))}
     if "run" in ds and (ds["run"].values >= 0).any():
@@ -74,7 +68,6 @@ def evaluate_run(net: str, workdir: Path, data: list[str], context: int | None,
            "epochs": state["epoch"], "best_epoch": state["best_epoch"], "weights": {}}
     for which in ("model", "best"):
         run.ednn.load_state_dict(saved[which])
-        run.ednn.eval()
         label = "last epoch" if which == "model" else "best validation epoch"
         out["weights"][label] = {name: scored(run.ednn, *s) for name, s in sets.items()}
     return out
