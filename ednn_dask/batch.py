@@ -24,6 +24,7 @@ import pandas as pd
 
 from ednn_dask.compute import one_span
 from ednn_dask.errors import EDNNError, OutputExistsError, ResultsTableError, StoreNotFoundError
+from ednn_dask.interrupts import deferred
 from ednn_dask.model import TileModel, load_model
 from ednn_dask.score import score
 from ednn_dask.storage import atomic_output, locked
@@ -216,7 +217,8 @@ def score_batch(
         when the first new row is written).
     on_field : callable, optional
         Called with (field, row dict) after each field, or (field, message) when
-        a field fails.
+        a field fails. A row added to the table is reported here before a SIGINT or
+        SIGTERM stops the job.
     lock_timeout : float, optional
         Seconds to wait for another job's write of the table before giving up with
         :class:`~ednn_dask.errors.LockTimeoutError` (default
@@ -244,12 +246,13 @@ def score_batch(
                     on_field(path, str(err))
                 continue
             row = _row(path, model, scored)
-            if not shared.add(row):  # another job scored it meanwhile: its row stands
-                result.skipped.append(path)
-                continue
-            result.scored.append(path)
-            if on_field:
-                on_field(path, row)
+            with deferred():  # a row in the table is a row reported
+                if not shared.add(row):  # another job scored it meanwhile: its row stands
+                    result.skipped.append(path)
+                    continue
+                result.scored.append(path)
+                if on_field:
+                    on_field(path, row)
     result.table = shared.table
     return result
 

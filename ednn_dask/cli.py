@@ -1140,7 +1140,11 @@ def _unraisable(previous, unraisable) -> None:
 def _redeliver(signum: int) -> None:
     import _thread
 
-    if signal.getsignal(signum) is _on_signal:  # the command still runs
+    from ednn_dask.interrupts import Deferral
+
+    handler = signal.getsignal(signum)
+    # the command still runs (in a deferred section the signal is noted and comes after it)
+    if handler is _on_signal or isinstance(handler, Deferral):
         _thread.interrupt_main(signum)
 
 

@@ -71,6 +71,33 @@ def test_a_table_opened_early_sees_rows_written_since(exact_ising2d, tmp_path):
     assert dict(zip(rows["field"], rows["energy"], strict=True)) == expected
 
 
+def test_a_signal_right_after_a_row_is_written_comes_after_its_report(exact_ising2d, tmp_path):
+    """SIGTERM the moment a row reaches the table: the row is reported, then the job stops."""
+    _, model, _ = exact_ising2d
+    expected = ising_stores(tmp_path, 3)
+    table = open_table(tmp_path / "t.csv")
+    add = table.add
+
+    def add_then_signal(row):
+        added = add(row)
+        signal.raise_signal(signal.SIGTERM)
+        return added
+
+    def stop(signum, frame):
+        raise InterruptedError
+
+    table.add = add_then_signal
+    reported = []
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(InterruptedError):
+            score_batch(sorted(expected), model, table,
+                        on_field=lambda field, row: reported.append(field))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert reported == list(read_table(tmp_path / "t.csv")["field"]) == sorted(expected)[:1]
+
+
 def test_a_bad_field_is_reported_and_left_for_a_retry(exact_ising2d, tmp_path, capsys):
     _, model, _ = exact_ising2d
     expected = ising_stores(tmp_path, 2)
