@@ -42,7 +42,7 @@ def scored(ednn, fields, target, ds) -> dict:
     out = {"n": len(error), "mae": float(np.abs(error).mean()),
            "median": float(np.median(np.abs(error)))}
     if "run" in ds and (ds["run"].values >= 0).any():
-        out["runs"] = run_offsets(error, ds)
+        out["runs"] = run_offsets(error, ds, ds["energy"].values / ds["n_atoms"].values * 1e3)
     return out
 
 

@@ -263,6 +263,12 @@ def _held_out_accuracy(path: Path, model) -> list[str]:
             out += ["", f"Over its {runs['n_runs']} MD runs, {runs['mae_of_run_means']:.2f} "
                     f"meV/atom is the MAE of each run's mean error (an offset the whole run "
                     f"shares) and {runs['mae_within_runs']:.2f} the MAE left within runs."]
+            if "slope_within_runs" in runs:
+                out[-1] += (f" Within runs the reference energies vary by "
+                            f"{runs['reference_within_runs']:.2f} (MAE about the run means); "
+                            f"the model follows them with a slope of "
+                            f"{runs['slope_within_runs']:.2f} and r² "
+                            f"{runs['r2_within_runs']:.2f}.")
     return out
 
 

@@ -166,7 +166,9 @@ def test_model_cards_show_held_out_errors_by_vacancies(tmp_path: Path, monkeypat
                                             "hbn, 4 vac": {"n": 20, "mae": 15.0}},
                          "temperature_K": {"300": {"n": 30, "mae": 2.0},
                                            "1000": {"n": 30, "mae": 9.0}}},
-              "runs": {"n_runs": 3, "mae_of_run_means": 4.25, "mae_within_runs": 2.5}}
+              "runs": {"n_runs": 3, "mae_of_run_means": 4.25, "mae_within_runs": 2.5,
+                       "reference_within_runs": 7.0, "slope_within_runs": 0.953,
+                       "r2_within_runs": 0.7}}
     (tmp_path / "evaluate-x.json").write_text(json.dumps(record))
     (tmp_path / "evaluate-other.json").write_text(json.dumps({**record, "model_sha256": "0"}))
     card = generate.model_cards()[path.stem]
@@ -175,6 +177,8 @@ def test_model_cards_show_held_out_errors_by_vacancies(tmp_path: Path, monkeypat
     assert "| 4 | 20 | 15.00 | hbn 15.00 |" in card
     assert "| 1000 | 30 | 9.00 |" in card
     assert "Over its 3 MD runs, 4.25 meV/atom" in card
+    assert "vary by 7.00 (MAE about the run means); the model follows them with a slope of " \
+        "0.95 and r² 0.70." in card
     assert "## Accuracy on data it never saw" not in generate.model_cards()["porous-f32c16"]
 
 

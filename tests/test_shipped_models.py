@@ -135,10 +135,16 @@ def test_evaluate_atoms_averages_registries_as_moved_cells(capsys):
     assert result["mae_meV_per_atom"] == pytest.approx(np.abs(error).mean(), rel=1e-6)
     run = ds["run"].values  # MD snapshots: the error's offset per run, and what is left
     means = np.array([error[run == r].mean() for r in np.unique(run)])
+    # and how the predictions follow the reference about each run's mean
+    truth, predicted = (np.concatenate([v[run == r] - v[run == r].mean() for r in np.unique(run)])
+                        for v in (ds["energy"].values / ds["n_atoms"].values * 1e3,
+                                  mean / ds["n_atoms"].values * 1e3))
     assert result["runs"] == pytest.approx({
         "n_runs": len(means), "mae_of_run_means": np.abs(means).mean(),
-        "mae_within_runs": np.abs(error - means[np.unique(run, return_inverse=True)[1]]).mean()},
-        rel=1e-6)
+        "mae_within_runs": np.abs(error - means[np.unique(run, return_inverse=True)[1]]).mean(),
+        "reference_within_runs": np.abs(truth).mean(),
+        "slope_within_runs": np.linalg.lstsq(truth[:, None], predicted, rcond=None)[0][0],
+        "r2_within_runs": np.corrcoef(truth, predicted)[0, 1] ** 2}, rel=1e-6)
     assert main(["evaluate", "atoms", "--model", model, "--data", store, "--registries",
                  "2"]) == 2
     assert "one of [1, 4, 16, 64]; got 2" in capsys.readouterr().err
@@ -174,6 +180,32 @@ def test_hexagonal_thermal_model_keeps_the_cold_split_and_holds_on_md_it_never_s
           for name in ("hexagonal-f16c24.onnx", "hexagonal-thermal-f16c24.onnx")}
     assert md["hexagonal-f16c24.onnx"]["mae_meV_per_atom"] > 100  # 105 at export
     assert md["hexagonal-thermal-f16c24.onnx"]["mae_meV_per_atom"] < 13  # 12.1 at export
+
+
+def test_within_runs_bench_splits_the_runs_evaluate_reports(tmp_path):
+    """bench/within_runs.py: its row of all snapshots is the run split ``evaluate atoms``
+    prints; each MD run falls in one vacancy row and one temperature row."""
+    import importlib.util
+    import json
+
+    from training.atomistic import evaluate_atomistic
+
+    model = str(MODELS / "hexagonal-thermal-f16c24.onnx")
+    store = str(MODELS.parent / "data" / "thermal-test-hexagonal.zarr")
+    spec = importlib.util.spec_from_file_location("within_runs",
+                                                  MODELS.parent / "bench" / "within_runs.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--model", model, "--data", store, "--json-out", str(tmp_path / "w.json")])
+    groups = json.loads((tmp_path / "w.json").read_text())["groups"]
+    runs = evaluate_atomistic(model, store)["runs"]
+    assert groups.pop("all") == pytest.approx({"n": 160, **runs}, rel=1e-9)
+    for suffix in (" vac", " K"):
+        rows = [g for name, g in groups.items() if name.endswith(suffix)]
+        assert sum(g["n"] for g in rows) == 160
+        assert sum(g["n_runs"] for g in rows) == runs["n_runs"] == 8
+    # the pristine runs' fluctuations are followed (slope 0.99, r² 0.90 at export)
+    assert groups["0 vac"]["r2_within_runs"] > 0.85
 
 
 @pytest.mark.slow

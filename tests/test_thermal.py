@@ -316,6 +316,13 @@ def test_run_offsets_split_the_error_into_run_means_and_scatter_within_runs():
     runs = run_offsets(np.array([1.0, 3.0, 10.0, 14.0, 100.0, -4.0]), ds)
     # run means 2, 12 and -4; the cold cell (run -1) is left out
     assert runs == {"n_runs": 3, "mae_of_run_means": 6.0, "mae_within_runs": 1.2}
+    # reference about its run means: +1 -1 | -2 +2 | 0; errors about theirs: -1 +1 | -2 +2 |
+    # 0, so the predictions' deviations are 0 0 | -4 +4 | 0: slope 16/10, r² 16²/(10 x 32)
+    runs = run_offsets(np.array([1.0, 3.0, 10.0, 14.0, 100.0, -4.0]), ds,
+                       np.array([2.0, 0.0, 5.0, 9.0, 50.0, 1.0]))
+    assert runs == pytest.approx({"n_runs": 3, "mae_of_run_means": 6.0, "mae_within_runs": 1.2,
+                                  "reference_within_runs": 1.2, "slope_within_runs": 1.6,
+                                  "r2_within_runs": 0.8}, rel=1e-12)
 
 
 def test_the_cli_refuses_what_it_cannot_do(capsys, tmp_path):

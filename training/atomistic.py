@@ -484,7 +484,7 @@ def evaluate_atomistic(model: str, data: str | Sequence[str], *, plot: str | Non
               # a shared offset, not scatter: e.g. the reference's finite-size term
               "mean_signed_meV_per_atom": float(error.mean() * 1e3),
               "atoms": sorted(set(n_atoms.tolist())),
-              **({"runs": run_offsets(error * 1e3, ds)}
+              **({"runs": run_offsets(error * 1e3, ds, ds["energy"].values / n_atoms * 1e3)}
                  if "run" in ds and (ds["run"].values >= 0).any() else {}),
               "groups": error_groups(error * 1e3, ds)}
     if plot:
@@ -537,23 +537,43 @@ def error_groups(error: np.ndarray, ds: xr.Dataset) -> dict[str, dict[str, dict[
     return groups
 
 
-def run_offsets(error: np.ndarray, ds: xr.Dataset) -> dict[str, float]:
+def run_offsets(error: np.ndarray, ds: xr.Dataset,
+                reference: np.ndarray | None = None) -> dict[str, float]:
     """How much of the error on MD snapshots is one offset per run.
 
     Snapshots of one run share its defects and their reconstruction, so their errors
     are correlated: ``mae_of_run_means`` is the MAE of each run's mean error, and
     ``mae_within_runs`` the MAE left once each run's mean is taken off (units of
     ``error``). Structures outside any run (``run`` -1: cold cells) are left out.
+
+    With ``reference`` (the reference energies, in the units of ``error``), also how
+    well the model follows the energy as it fluctuates within a run:
+    ``reference_within_runs`` is the MAE of the reference about its run means (the
+    scale ``mae_within_runs`` is to be read against), and ``slope_within_runs`` and
+    ``r2_within_runs`` the least-squares slope and squared correlation of the
+    predicted energies' deviations from their run means against the reference's
+    (slope 1 and r² 1: every fluctuation followed).
     """
     source = ds["source"].values if "source" in ds else np.zeros(ds.sizes["structure"], int)
     in_run = ds["run"].values >= 0
     _, run = np.unique(np.stack([source, ds["run"].values])[:, in_run], axis=1,
                        return_inverse=True)
     run = run.ravel()
+
+    def about_run_means(values: np.ndarray) -> np.ndarray:
+        return values - (np.bincount(run, values) / np.bincount(run))[run]
+
     error = error[in_run]
     means = np.bincount(run, error) / np.bincount(run)
-    return {"n_runs": int(len(means)), "mae_of_run_means": float(np.abs(means).mean()),
-            "mae_within_runs": float(np.abs(error - means[run]).mean())}
+    out = {"n_runs": int(len(means)), "mae_of_run_means": float(np.abs(means).mean()),
+           "mae_within_runs": float(np.abs(error - means[run]).mean())}
+    if reference is not None:
+        truth = about_run_means(reference[in_run])
+        predicted = truth + about_run_means(error)
+        out |= {"reference_within_runs": float(np.abs(truth).mean()),
+                "slope_within_runs": float(truth @ predicted / (truth @ truth)),
+                "r2_within_runs": float(np.corrcoef(truth, predicted)[0, 1] ** 2)}
+    return out
 
 
 def recipe_split(ds: xr.Dataset, model: str, split: str) -> np.ndarray:
