@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'':>8}  {'n':>5}  {'run means':>9}  {'within':>6}  {'reference':>9}  {'slope':>5}  "
           f"{'r2':>4}   (meV/atom)")
     for name, g in groups.items():
+        g = {"reference_within_runs": np.nan, "slope_within_runs": np.nan,
+             "r2_within_runs": np.nan, **g}  # runs of one snapshot each have none
         print(f"{name:>8}  {g['n']:5d}  {g['mae_of_run_means']:9.2f}  {g['mae_within_runs']:6.2f}  "
               f"{g['reference_within_runs']:9.2f}  {g['slope_within_runs']:5.2f}  "
               f"{g['r2_within_runs']:4.2f}")

@@ -323,6 +323,10 @@ def test_run_offsets_split_the_error_into_run_means_and_scatter_within_runs():
     assert runs == pytest.approx({"n_runs": 3, "mae_of_run_means": 6.0, "mae_within_runs": 1.2,
                                   "reference_within_runs": 1.2, "slope_within_runs": 1.6,
                                   "r2_within_runs": 0.8}, rel=1e-12)
+    # runs of one snapshot each: no fluctuation to follow, so no slope or r²
+    single = xr.Dataset({"run": ("structure", [0, 1, 2])})
+    assert run_offsets(np.array([1.0, -2.0, 3.0]), single, np.array([5.0, 6.0, 7.0])) == {
+        "n_runs": 3, "mae_of_run_means": 2.0, "mae_within_runs": 0.0}
 
 
 def test_the_cli_refuses_what_it_cannot_do(capsys, tmp_path):

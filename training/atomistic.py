@@ -567,8 +567,8 @@ def run_offsets(error: np.ndarray, ds: xr.Dataset,
     means = np.bincount(run, error) / np.bincount(run)
     out = {"n_runs": int(len(means)), "mae_of_run_means": float(np.abs(means).mean()),
            "mae_within_runs": float(np.abs(error - means[run]).mean())}
-    if reference is not None:
-        truth = about_run_means(reference[in_run])
+    truth = None if reference is None else about_run_means(reference[in_run])
+    if truth is not None and truth.any():  # runs of one snapshot each have nothing to follow
         predicted = truth + about_run_means(error)
         out |= {"reference_within_runs": float(np.abs(truth).mean()),
                 "slope_within_runs": float(truth @ predicted / (truth @ truth)),
