@@ -234,7 +234,8 @@ def _held_out_accuracy(path: Path, model) -> list[str]:
     """The card's section on data the model never saw: its `make evaluations` records.
 
     Atomistic records with MD or defect groups also get the error by vacancy count
-    (pooled over the kinds of cell) and by temperature: where the model holds.
+    (pooled over the kinds of cell), by temperature and split by MD run: where the
+    model holds.
     """
     records = [r for r in (json.loads(p.read_text()) for p in sorted(RESULTS.glob(EVALUATIONS)))
                if r.get("model_file") == path.name and r.get("model_sha256") == model.sha256]
@@ -246,21 +247,22 @@ def _held_out_accuracy(path: Path, model) -> list[str]:
     out += [f"| {_evaluated(r)} | {r.get('n', '?')} | {' | '.join(_accuracy(r))} |"
             for r in records]
     for r in records:
-        groups = r.get("groups", {})
-        if "kind_vacancies" not in groups:
+        groups, runs = r.get("groups", {}), r.get("runs")
+        temperatures = groups.get("temperature_K", {})
+        if "kind_vacancies" not in groups and len(temperatures) < 2 and not runs:
             continue
-        out += ["", f"On {_evaluated(r)}, by vacancies per cell and by temperature "
-                f"(meV/atom; the snapshots of one MD run share its cell and much of its error, "
-                f"so a row of few runs moves with them):", "",
-                "| vacancies | n | MAE | by kind |", "|---|---|---|---|"]
-        out += _by_vacancies(groups["kind_vacancies"])
-        if len(groups.get("temperature_K", {})) > 1:
+        out += ["", f"On {_evaluated(r)} (meV/atom; the snapshots of one MD run share its cell "
+                f"and much of its error, so a row of few runs moves with them):"]
+        if "kind_vacancies" in groups:
+            out += ["", "| vacancies | n | MAE | by kind |", "|---|---|---|---|"]
+            out += _by_vacancies(groups["kind_vacancies"])
+        if len(temperatures) > 1:
             out += ["", "| temperature (K) | n | MAE |", "|---|---|---|"]
-            out += [f"| {t} | {g['n']} | {g['mae']:.2f} |"
-                    for t, g in groups["temperature_K"].items()]
-        runs = r.get("runs")
+            out += [f"| {t} | {g['n']} | {g['mae']:.2f} |" for t, g in temperatures.items()]
         if runs:
-            out += ["", f"Over its {runs['n_runs']} MD runs, {runs['mae_of_run_means']:.2f} "
+            # a relaxation path (temperature 0) is a run too: its frames share a cell
+            what = "runs (MD runs and relaxation paths)" if "0" in temperatures else "MD runs"
+            out += ["", f"Over its {runs['n_runs']} {what}, {runs['mae_of_run_means']:.2f} "
                     f"meV/atom is the MAE of each run's mean error (an offset the whole run "
                     f"shares) and {runs['mae_within_runs']:.2f} the MAE left within runs."]
             if "slope_within_runs" in runs:

@@ -180,6 +180,16 @@ def test_model_cards_show_held_out_errors_by_vacancies(tmp_path: Path, monkeypat
     assert "vary by 7.00 (MAE about the run means); the model follows them with a slope of " \
         "0.95 and r² 0.70." in card
     assert "## Accuracy on data it never saw" not in generate.model_cards()["porous-f32c16"]
+    # a record without vacancies (porous MD) still gets its temperatures and runs
+    porous = ROOT / "models" / "porous-thermal-f32c32.onnx"
+    (tmp_path / "evaluate-porous.json").write_text(json.dumps(
+        {**record, "model": f"models/{porous.name}", "model_file": porous.name,
+         "model_sha256": load_model(porous).sha256,
+         "groups": {"temperature_K": {**record["groups"]["temperature_K"],
+                                      "0": {"n": 10, "mae": 4.0}}}}))
+    card = generate.model_cards()[porous.stem]
+    assert "| vacancies |" not in card and "| 1000 | 30 | 9.00 |" in card
+    assert "Over its 3 runs (MD runs and relaxation paths), 4.25 meV/atom" in card
 
 
 def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
