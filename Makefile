@@ -105,7 +105,8 @@ data: $(STAMP)
 	# held-out supercells at 1000 K: EDNN-MC snapshots (cold shipped model), GFN1-xTB labels
 	$(VENV)/bin/ednn-dask data thermal data/mc-test-hexagonal-2x2.zarr --from-mc models/hexagonal-f16c24.onnx --cells 10 6 --n 4 --temperatures 1000 --seed 210 --steps 9600 --every 2400 --equilibrate-steps 4800 --workdir runs/mc-test-2x2
 	$(VENV)/bin/ednn-dask data thermal data/mc-test-hexagonal-3x3.zarr --from-mc models/hexagonal-f16c24.onnx --cells 15 9 --n 2 --max-vacancies 0 --temperatures 1000 --seed 211 --steps 10800 --every 5400 --equilibrate-steps 10800 --workdir runs/mc-test-3x3
-	$(VENV)/bin/ednn-dask data thermal data/thermal-hexagonal.zarr --workdir runs/thermal-hexagonal-md
+	# hexagonal MD for training (75 runs of 60-atom cells at 300-1500 K, 20 snapshots each)
+	$(VENV)/bin/ednn-dask data thermal data/thermal-hexagonal.zarr --n 75 --workdir runs/thermal-hexagonal-md
 	# the same plan grown to 192 runs (5.5 h on 2 cores for the 117 runs past the 75 of
 	# thermal-hexagonal.zarr, which are its first): train with one of the two
 	test -d data/thermal-hexagonal-192.zarr || cp -r data/thermal-hexagonal.zarr data/thermal-hexagonal-192.zarr

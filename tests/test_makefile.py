@@ -54,3 +54,32 @@ def test_bench_recipe_options_exist(line: str):
     declared = set(re.findall(r"""add_argument\(\s*["'](--[\w-]+)""", script.read_text()))
     used = {w.split("=")[0] for w in words[2:] if w.startswith("--")}
     assert used <= declared, f"{words[1]} declares no {sorted(used - declared)}: {line}"
+
+
+GROWING = {"thermal-hexagonal-192.zarr"}  # shipped part-way: its line continues the plan
+
+
+def _data_lines() -> list[str]:
+    """``data thermal`` / ``data relaxed`` lines (not Monte Carlo) whose store is shipped."""
+    return [line for line in _recipe_lines("cli")
+            if re.match(r"ednn-dask data (thermal|relaxed) data/", line)
+            and "--from-mc" not in line and (ROOT / shlex.split(line)[3]).is_dir()]
+
+
+@pytest.mark.parametrize("line", _data_lines())
+def test_a_data_line_asks_for_the_runs_its_shipped_store_holds(line: str):
+    """A shipped store is complete (its plan's runs are all in it; but those GROWING), and
+    its line asks for that plan: with more runs it would grow the store past what the
+    models trained on; with fewer it is refused."""
+    import numpy as np
+    import xarray as xr
+
+    from ednn_dask.cli import build_parser
+
+    args = build_parser().parse_args(shlex.split(line)[1:])
+    store = ROOT / shlex.split(line)[3]
+    with xr.open_zarr(store, zarr_format=3, consolidated=False) as ds:
+        planned, held = int(ds.attrs["n"]), np.unique(ds["run"].values).size
+    assert planned == held or store.name in GROWING, (
+        f"{store.name} plans {planned} runs and holds {held}")
+    assert (args.n or 96) == planned, f"{store.name} plans {planned} runs: {line}"
