@@ -50,6 +50,7 @@ BENCHMARKS = {  # bench script -> its result files under bench/results/
     "rock_volume.py": "rock.json",
     "thermal_errors.py": "thermal-errors.json",
     "convention_transfer.py": "convention.json",
+    "convention_locality.py": "convention-locality.json",
     "vacancy_pairs.py": "vacancy-pairs.json",
     "closest_pairs.py": "closest-pairs.json",
     "pair_correction.py": "pair-correction.json",
@@ -415,6 +416,7 @@ def benchmark_table(script: str) -> list[str]:
               "screened_scales.py": _screened_table, "screened_memory.py": _screened_memory_table,
               "train_fields_accuracy.py": _train_fields_table, "rock_volume.py": _rock_table,
               "thermal_errors.py": _thermal_table, "convention_transfer.py": _convention_table,
+              "convention_locality.py": _convention_locality_table,
               "vacancy_pairs.py": _vacancy_pairs_table, "closest_pairs.py": _closest_table,
               "pair_correction.py": _pair_correction_table,
               "porous_relaxations.py": _porous_relaxations_table,
@@ -876,6 +878,22 @@ def _convention_table(records: list[dict]) -> list[str]:
             out.append(f"| `{Path(row['model']).name}` | {shift} | {quality} | `{name}` "
                        f"| {_atoms_range(e['gamma']['atoms'])} | {e['gamma']['n']} | {g} | {r} |")
             shift = quality = ""
+    return out
+
+
+def _convention_locality_table(records: list[dict]) -> list[str]:
+    """Leave-one-out error of each feature set's fit to replica minus cell, by kind."""
+    r = records[-1]
+    kinds = list(next(iter(r["fits"].values()))["by_kind"])
+    out = [f"{r['n']} cells of `{Path(r['replicas']).name}`; replica minus cell varies by "
+           f"{r['difference_std_meV_per_atom']:.2f} meV/atom (std). Leave-one-out MAE in "
+           "meV/atom, each feature set at the penalty that suits it best:", "",
+           "| features | terms | penalty | all | " + " | ".join(kinds) + " |",
+           "|---|---|---|---|" + "---|" * len(kinds)]
+    for name, fit in r["fits"].items():
+        out.append(f"| {name} | {fit['features']} | {fit['alpha']:g} | "
+                   f"{fit['loo_mae_meV_per_atom']:.2f} | "
+                   + " | ".join(f"{fit['by_kind'][k]:.2f}" for k in kinds) + " |")
     return out
 
 

@@ -64,3 +64,42 @@ def test_a_shifted_model_differs_by_the_composition_term_only(replicas, tmp_path
         to_replica_convention(MODEL, rep_path, out)
     with pytest.raises(ConfigError, match="not a replica store"):
         to_replica_convention(MODEL, replicas[0], tmp_path / "other.onnx")
+
+
+def _convention_locality():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "convention_locality.py"
+    spec = importlib.util.spec_from_file_location("convention_locality", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_a_left_out_cell_does_not_take_part_in_its_own_fit():
+    leave_one_out = _convention_locality().leave_one_out
+    rng = np.random.default_rng(0)
+    free, penalized = rng.normal(size=(12, 2)), rng.normal(size=(12, 3))
+    y = free @ [1.0, -2.0] + penalized @ [0.5, 0.0, 3.0]
+    np.testing.assert_allclose(leave_one_out(free, penalized, y, 1e-12), 0, atol=1e-8)
+    # moving one cell's target moves its own left-out residual by exactly as much
+    moved = y.copy()
+    moved[4] += 0.7
+    shift = leave_one_out(free, penalized, moved, 1.0) - leave_one_out(free, penalized, y, 1.0)
+    assert shift[4] == pytest.approx(0.7, abs=1e-12)
+    # the penalty shrinks only the penalized columns: a large one leaves the free fit
+    np.testing.assert_allclose(leave_one_out(free, penalized, y, 1e12),
+                               leave_one_out(free, penalized[:, :0], y, 0.0), rtol=1e-4)
+
+
+def test_the_composition_fit_left_out_is_the_shift_s(replicas, tmp_path):
+    _, rep_path = replicas
+    result = _convention_locality().main(["--replicas", str(rep_path), "--alphas", "1", "10",
+                                          "--json-out", str(tmp_path / "c.json")])
+    fits = result["fits"]
+    assert fits["composition"]["loo_mae_meV_per_atom"] == pytest.approx(
+        fit_convention_shift(rep_path, ["B", "C", "N"])["loo_mae_meV_per_atom"], rel=1e-9)
+    assert list(fits) == ["composition", "+ group", "+ local", "+ gap"] and result["n"] == 6
+    assert fits["+ local"]["alpha"] in (1.0, 10.0)
+    assert (tmp_path / "c.json").exists()

@@ -320,6 +320,13 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
                                                       "gamma": supercell, "replica": {
                                                           **supercell,
                                                           "mae_meV_per_atom": 2.5}}}}]}))
+    fits = {name: {"alpha": alpha, "loo_mae_meV_per_atom": mae, "features": terms,
+                   "by_kind": {"graphene": mae + 0.5, "hbn": mae - 0.5}}
+            for name, alpha, mae, terms in (("composition", 0.0, 1.5, 3),
+                                            ("+ local", 100.0, 1.25, 90))}
+    (tmp_path / "convention-locality.json").write_text(json.dumps({
+        **header, "replicas": "runs/r8.zarr", "n": 120, "difference_std_meV_per_atom": 2.49,
+        "fits": fits}))
     porous = {"held_out_by_atoms": {"64": 53.0, "85": -3.0}, "cold_split_mae": 12.5,
               "train_split_mae": 11.25, "held_out_by_run": {"0": {
                   "atoms": 94, "temperature_K": 300.0, "mean_signed": 0.75, "error_sd": 12.75,
@@ -355,8 +362,10 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
              "channels_last_forward_s": 0.051, "forward_ratio": 1.333}]}))
     page = generate.benchmarks_page()
     assert "Not run yet" not in page
-    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 20
-    assert page.count("2030-01-02T03:04:05+00:00") == 20
+    assert page.count("Test CPU, 2 cores, 8.0 GiB") == 21
+    assert page.count("2030-01-02T03:04:05+00:00") == 21
+    assert "| + local | 90 | 100 | 1.25 | 1.75 | 0.75 |" in page
+    assert "120 cells of `r8.zarr`; replica minus cell varies by 2.49 meV/atom" in page
     assert "| `hexagonal:smooth:24` | 64 px, 32 | 203 -> 133 | 1.53x | 68 -> 51 | 1.33x " \
            "| 7.4e-07 |" in page
     assert "| `p.onnx` | `h.zarr` | 8 | 10.5 | 16.0 | 14.0 | 14.5 | 15.2 | 11.0 | 15.0 | 10.50 " \
