@@ -9,7 +9,7 @@ part linear in the composition. Training on replica labels (a fine-tune, or a
 Δ-model beside the Gamma-point net) could remove more only where the rest depends
 on what a tile sees. Fitted here to the cells of a replica store (``python
 bench/reference_finite_size.py --store data/hexagonal.zarr --per-group 8 --out
-runs/replicas-2x2-8.zarr``: 120 cells, about 45 min on 2 cores), each feature set
+runs/replicas-2x2-8.zarr``: 120 cells, 46 min on 2 cores), each feature set
 scored by leave-one-out, meV/atom:
 
 - ``composition``: counts of B, C and N, the shift ``to_replica_convention`` applies

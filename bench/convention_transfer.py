@@ -1,17 +1,18 @@
 """Supercell transfer in the replica convention: a Gamma-point model against its shifted copy.
 
     .venv/bin/python bench/convention_transfer.py [--models M.onnx ...]
-        [--replicas runs/replicas-2x2.zarr] [--json-out bench/results/convention.json]
+        [--replicas runs/replicas-2x2-8.zarr] [--json-out bench/results/convention.json]
 
 A model trained on 60-atom Gamma-point cells learns their energies, which differ
 from those of larger cells by the reference's finite-size term (the findings page).
 :func:`training.convention.to_replica_convention` moves a model to the 2 x 2-replica
 convention by shifting its reference energies per element, fitted on the replica
 store (``python bench/reference_finite_size.py --store data/hexagonal.zarr
---per-group 6 --out runs/replicas-2x2.zarr``: 90 held-out cells, 34 min on 2 cores).
+--per-group 8 --out runs/replicas-2x2-8.zarr``: 120 held-out cells, 46 min on 2 cores).
 For every model (default: the shipped hexagonal models) it prints the fit and the
 errors of the model and its shifted copy on every supercell store of ``data/``
-(cold, Gaussian and Monte Carlo snapshots; 224-540 atoms, Gamma point).
+(cold, Gaussian and Monte Carlo snapshots; 224-540 atoms, Gamma point), overall and
+by kind of sheet.
 """
 
 from __future__ import annotations
@@ -50,13 +51,22 @@ def compare(model: str, replicas: str, folder: Path) -> dict:
 
 def _summary(result: dict) -> dict:
     keep = ("n", "atoms", "mae_meV_per_atom", "mean_signed_meV_per_atom", "max_meV_per_atom")
-    return {k: result[k] for k in keep}
+    return {**{k: result[k] for k in keep}, "by_kind": _by_kind(result["groups"])}
+
+
+def _by_kind(groups: dict) -> dict:
+    """MAE and count per kind of sheet, from the kind x vacancies groups."""
+    kinds: dict[str, list] = {}
+    for name, g in groups.get("kind_vacancies", {}).items():
+        kinds.setdefault(str(name).split(",")[0], []).append((g["n"], g["mae"]))
+    return {k: {"n": sum(n for n, _ in v), "mae": sum(n * m for n, m in v) / sum(n for n, _ in v)}
+            for k, v in kinds.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--replicas", default="runs/replicas-2x2.zarr")
+    parser.add_argument("--replicas", default="runs/replicas-2x2-8.zarr")
     parser.add_argument("--json-out", default=str(RESULTS / "convention.json"))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
@@ -69,7 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
         for name, e in row["stores"].items():
             g, r = (f"{x['mae_meV_per_atom']:.2f} ({x['mean_signed_meV_per_atom']:+.2f})"
                     for x in (e["gamma"], e["replica"]))
-            print(f"  {name}: MAE (mean signed) {g} -> {r}")
+            kinds = ", ".join(f"{k} {v['mae']:.2f}" for k, v in e["replica"]["by_kind"].items())
+            print(f"  {name}: MAE (mean signed) {g} -> {r}; shifted, by kind: {kinds}")
     summary = {"replicas": args.replicas, "rows": rows}
     write_result(summary, args.json_out, sys.argv)
     return summary

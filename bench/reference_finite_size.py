@@ -1,8 +1,8 @@
 """How extensive is the GFN1-xTB reference? 60-atom cells against their own n x n replicas.
 
     python bench/reference_finite_size.py [--replicas 2] [--kinds graphene hbn]
-    python bench/reference_finite_size.py --store data/hexagonal.zarr --per-group 4 \
-        --out runs/replicas-2x2.zarr [--workers N] [--limit K]
+    python bench/reference_finite_size.py --store data/hexagonal.zarr --per-group 8 \
+        --out runs/replicas-2x2-8.zarr [--workers N] [--limit K]
 
 tblite samples the Brillouin zone at Gamma only, so a periodic cell and the same
 cell repeated n x n (which samples n x n k-points of the small cell) do not have
@@ -111,8 +111,8 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, nargs="+", default=[2])
     parser.add_argument("--kinds", nargs="+", default=["graphene", "hbn"])
     parser.add_argument("--store", help="replicate held-out cells of this reference store")
-    parser.add_argument("--per-group", type=int, default=4)
-    parser.add_argument("--out", default="runs/replicas-2x2.zarr")
+    parser.add_argument("--per-group", type=int, default=8)
+    parser.add_argument("--out", default="runs/replicas-2x2-8.zarr")
     parser.add_argument("--workers", type=int, help="tblite worker processes (default: cores)")
     parser.add_argument("--limit", type=int, help="compute at most this many this run")
     args = parser.parse_args()

@@ -862,11 +862,12 @@ def _atoms_range(atoms: list[int]) -> str:
 
 
 def _convention_table(records: list[dict]) -> list[str]:
-    """Each model's replica shift and its supercell errors before and after."""
+    """Each model's replica shift and its supercell errors before and after, and by kind."""
     out = ["MAE in meV/atom (mean signed error in brackets): the Gamma-point model, then the "
-           "same model shifted to the 2 x 2-replica convention.", "",
-           "| model | shift (meV/atom) | fit: rms, leave-one-out MAE | store | atoms | n "
-           "| Gamma-point model | replica convention |", "|---|---|---|---|---|---|---|---|"]
+           "same model shifted to the 2 x 2-replica convention, and that one by kind of sheet.",
+           "", "| model | shift (meV/atom) | fit: rms, leave-one-out MAE | store | atoms | n "
+           "| Gamma-point model | replica convention | by kind |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for row in records[-1]["rows"]:
         fit = row["fit"]
         shift = ", ".join(f"{s} {v * 1e3:+.2f}" for s, v in fit["shift_eV"].items())
@@ -875,8 +876,11 @@ def _convention_table(records: list[dict]) -> list[str]:
         for name, e in row["stores"].items():
             g, r = (f"{x['mae_meV_per_atom']:.2f} ({x['mean_signed_meV_per_atom']:+.2f})"
                     for x in (e["gamma"], e["replica"]))
+            kinds = ", ".join(f"{k} {v['mae']:.2f} ({v['n']})"
+                              for k, v in e["replica"].get("by_kind", {}).items()) or "-"
             out.append(f"| `{Path(row['model']).name}` | {shift} | {quality} | `{name}` "
-                       f"| {_atoms_range(e['gamma']['atoms'])} | {e['gamma']['n']} | {g} | {r} |")
+                       f"| {_atoms_range(e['gamma']['atoms'])} | {e['gamma']['n']} | {g} | {r} "
+                       f"| {kinds} |")
             shift = quality = ""
     return out
 

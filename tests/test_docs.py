@@ -318,8 +318,9 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
         **header, "replicas": "r.zarr", "rows": [{"model": "models/hex.onnx", "fit": fit,
                                                   "stores": {"h3.zarr": {
                                                       "gamma": supercell, "replica": {
-                                                          **supercell,
-                                                          "mae_meV_per_atom": 2.5}}}}]}))
+                                                          **supercell, "mae_meV_per_atom": 2.5,
+                                                          "by_kind": {"graphene": {
+                                                              "n": 24, "mae": 2.5}}}}}}]}))
     fits = {name: {"alpha": alpha, "loo_mae_meV_per_atom": mae, "features": terms,
                    "by_kind": {"graphene": mae + 0.5, "hbn": mae - 0.5}}
             for name, alpha, mae, terms in (("composition", 0.0, 1.5, 3),
@@ -384,7 +385,7 @@ def test_benchmarks_page_from_json(tmp_path: Path, monkeypatch):
            "paths (3 fine-tunes): 4 meV/atom at about 1,550 relaxations." in page
     assert "| 8 px, 1 (273) | 14.4 | 50.7 | 76.6 |" in page
     assert "| `hex.onnx` | B -1.00, C -4.50, N -0.50 | 1.50, 1.25 (90 cells) | `h3.zarr` | 540 " \
-           "| 24 | 6.50 (+5.25) | 2.50 (+5.25) |" in page
+           "| 24 | 6.50 (+5.25) | 2.50 (+5.25) | graphene 2.50 (24) |" in page
     assert "| `hex.onnx` | its train split | 160 | 3.00 (+5.50) | 300: 3.0 (+2.5), " \
            "1000: 9.0 (+8.5) | < 0.03: 2.0 (+1.0) |" in page
     assert "| `hex.onnx` | `t.zarr` (held out) | 160 | 6.00 (+5.50) | 300: 3.0 (+2.5), " \
