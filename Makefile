@@ -135,7 +135,8 @@ data: $(STAMP)
 # epochs: 12, 35 and 22 min) and smooth-aa for 144 epochs (22 min), scored at their last
 # and best epochs; smooth-aa and the deeper net on the three stores (30 epochs: 28 and
 # 65 min on 2 cores: 56 and 130 s an epoch); 120 held-out cells as 2 x 2 replicas (46
-# min) and the leave-one-out fits of the finite-size term to them
+# min), the leave-one-out fits of the finite-size term to them and the shifted models on
+# the supercells
 E := $(VENV)/bin/ednn-dask
 studies: $(STAMP)
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --scales 1:16:24,4:4:12 --epochs 40 --data data/hexagonal.zarr --out runs/hex-ms/hexagonal-ms.onnx --workdir runs/hex-ms/fit --overwrite
@@ -192,9 +193,11 @@ studies: $(STAMP)
 	$(E) train hexagonal --net smooth-aa --context 24 --epochs 30 --threads 2 --seed 0 --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --workdir runs/depth/aa30 --out runs/depth/aa30.onnx --overwrite
 	$(E) train hexagonal --net smooth-aa-deep --context 24 --epochs 30 --threads 2 --seed 0 --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --workdir runs/depth/deep30 --out runs/depth/deep30.onnx --overwrite
 	$(PY) bench/fit_errors.py --run smooth-aa:runs/depth/aa30 smooth-aa-deep:runs/depth/deep30 --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --context 24 --held-out data/thermal-test-hexagonal.zarr runs/held-out/thermal-hexagonal-runs-75-110.zarr --json-out runs/depth/fit-errors.json
-	# what a local model could learn of the finite-size term beyond the composition shift
+	# the finite-size term: what a local model could learn of it beyond the composition
+	# shift, and what the shift buys on the supercells
 	$(PY) bench/reference_finite_size.py --store data/hexagonal.zarr --per-group 8 --out runs/replicas-2x2-8.zarr --workers 2
 	$(PY) bench/convention_locality.py --replicas runs/replicas-2x2-8.zarr
+	$(PY) bench/convention_transfer.py --replicas runs/replicas-2x2-8.zarr
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
