@@ -52,6 +52,11 @@ evaluations: $(STAMP)
 	# runs 75-110 of the grown MD store: 36 runs the shipped thermal model (trained on runs 0-74) never saw
 	$(VENV)/bin/ednn-dask data runs runs/held-out/thermal-hexagonal-runs-75-110.zarr --from data/thermal-hexagonal-192.zarr --runs 75 76 77 78 79 80 81 82 83 84 85 86 87 88 89 90 91 92 93 94 95 96 97 98 99 100 101 102 103 104 105 106 107 108 109 110 --overwrite
 	$(EVALUATE) atoms --model models/hexagonal-thermal-f16c24.onnx --data runs/held-out/thermal-hexagonal-runs-75-110.zarr --json-out bench/results/evaluate-hexagonal-thermal-md36.json
+	$(EVALUATE) atoms --model models/hexagonal-thermal-replica-f16c24.onnx --data data/hexagonal-2x2.zarr --json-out bench/results/evaluate-hexagonal-thermal-replica-2x2.json
+	$(EVALUATE) atoms --model models/hexagonal-thermal-replica-f16c24.onnx --data data/hexagonal-3x3.zarr --json-out bench/results/evaluate-hexagonal-thermal-replica-3x3.json
+	$(EVALUATE) atoms --model models/hexagonal-thermal-replica-f16c24.onnx --data data/gaussian-test-hexagonal-2x2.zarr --json-out bench/results/evaluate-hexagonal-thermal-replica-gaussian-2x2.json
+	$(EVALUATE) atoms --model models/hexagonal-thermal-replica-f16c24.onnx --data data/gaussian-test-hexagonal-3x3.zarr --json-out bench/results/evaluate-hexagonal-thermal-replica-gaussian-3x3.json
+	$(EVALUATE) atoms --model models/hexagonal-thermal-replica-f16c24.onnx --data data/mc-test-hexagonal-3x3.zarr --json-out bench/results/evaluate-hexagonal-thermal-replica-mc-3x3.json
 	$(EVALUATE) atoms --model models/porous-f32c16.onnx --data data/porous.zarr --split test --json-out bench/results/evaluate-porous.json
 	$(EVALUATE) atoms --model models/porous-f32c16.onnx --data data/thermal-test-porous.zarr --json-out bench/results/evaluate-porous-md.json
 	$(EVALUATE) atoms --model models/porous-thermal-f32c32.onnx --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --split test --json-out bench/results/evaluate-porous-thermal.json
@@ -70,6 +75,8 @@ models: $(STAMP)
 	# a hexagonal model with anti-aliased strides, on cold lattices, thermal MD snapshots and Gaussian cells
 	# (about 4.4 h on 2 CPU cores at 35 s an epoch, resumable: the same command continues from its workdir)
 	$(VENV)/bin/ednn-dask train hexagonal --net smooth-aa --context 24 --epochs 450 --device $(TRAIN_DEVICE) --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --workdir runs/hexagonal-thermal/fit --out models/hexagonal-thermal-f16c24.onnx --overwrite
+	# the same net in the 2 x 2-replica convention, for sheets: reference energies shifted per element
+	$(VENV)/bin/ednn-dask convention models/hexagonal-thermal-f16c24.onnx --replicas data/replicas-2x2-hexagonal.zarr --out models/hexagonal-thermal-replica-f16c24.onnx --overwrite
 	$(VENV)/bin/ednn-dask train porous --epochs 1500 --device $(TRAIN_DEVICE) --out models/porous-f32c16.onnx --overwrite
 	# a porous model with a 3.2 A context and anti-aliased strides, on cold cells, porous MD snapshots and relaxation paths (about 2 h on 2 CPU cores)
 	$(VENV)/bin/ednn-dask train porous --net compact-aa --context 32 --epochs 500 --device $(TRAIN_DEVICE) --data data/porous.zarr data/thermal-porous.zarr data/relaxed-porous.zarr --out models/porous-thermal-f32c32.onnx --overwrite
@@ -111,11 +118,13 @@ data: $(STAMP)
 	# thermal-hexagonal.zarr, which are its first): train with one of the two
 	test -d data/thermal-hexagonal-192.zarr || cp -r data/thermal-hexagonal.zarr data/thermal-hexagonal-192.zarr
 	$(VENV)/bin/ednn-dask data thermal data/thermal-hexagonal-192.zarr --n 192 --workdir runs/thermal-hexagonal-192-md
+	# 120 held-out hexagonal cells (8 per kind x vacancies group) as their 2 x 2 replicas (46 min on 2 cores)
+	$(PY) bench/reference_finite_size.py --store data/hexagonal.zarr --per-group 8 --out data/replicas-2x2-hexagonal.zarr --workers 2
 	# hexagonal relaxation paths of the first 300 cells of that plan (1,265 frames, about 68 min on 2 cores)
 	$(VENV)/bin/ednn-dask data relaxed data/relaxed-hexagonal.zarr --n 300 --workdir runs/relaxed-hexagonal-relax
 
 # The studies behind tables of the benchmarks page, with their local models and stores
-# (runs/; about 22 h on 2 cores): a coarse branch grown on the cold hexagonal model and
+# (runs/; about 21 h on 2 cores): a coarse branch grown on the cold hexagonal model and
 # its single-scale control; the cold hexagonal model fine-tuned on the thermal model's three
 # stores (100 epochs: 48 min) and, on its chains,
 # EDNN-MC snapshots with and without a hard core, by closest pair, and a pair term fitted
@@ -134,9 +143,8 @@ data: $(STAMP)
 # store's 36 new runs; smooth-aa, a wider and a deeper net on the MD store alone (60
 # epochs: 12, 35 and 22 min) and smooth-aa for 144 epochs (22 min), scored at their last
 # and best epochs; smooth-aa and the deeper net on the three stores (30 epochs: 28 and
-# 65 min on 2 cores: 56 and 130 s an epoch); 120 held-out cells as 2 x 2 replicas (46
-# min), the leave-one-out fits of the finite-size term to them and the shifted models on
-# the supercells
+# 65 min on 2 cores: 56 and 130 s an epoch); the leave-one-out fits of the finite-size
+# term to the 120 replicas of make data and the shifted models on the supercells
 E := $(VENV)/bin/ednn-dask
 studies: $(STAMP)
 	$(E) train hexagonal --init-from models/hexagonal-f16c24.onnx --net smooth --scales 1:16:24,4:4:12 --epochs 40 --data data/hexagonal.zarr --out runs/hex-ms/hexagonal-ms.onnx --workdir runs/hex-ms/fit --overwrite
@@ -195,9 +203,8 @@ studies: $(STAMP)
 	$(PY) bench/fit_errors.py --run smooth-aa:runs/depth/aa30 smooth-aa-deep:runs/depth/deep30 --data data/hexagonal.zarr data/thermal-hexagonal.zarr data/gaussian-hexagonal.zarr --context 24 --held-out data/thermal-test-hexagonal.zarr runs/held-out/thermal-hexagonal-runs-75-110.zarr --json-out runs/depth/fit-errors.json
 	# the finite-size term: what a local model could learn of it beyond the composition
 	# shift, and what the shift buys on the supercells
-	$(PY) bench/reference_finite_size.py --store data/hexagonal.zarr --per-group 8 --out runs/replicas-2x2-8.zarr --workers 2
-	$(PY) bench/convention_locality.py --replicas runs/replicas-2x2-8.zarr
-	$(PY) bench/convention_transfer.py --replicas runs/replicas-2x2-8.zarr
+	$(PY) bench/convention_locality.py --replicas data/replicas-2x2-hexagonal.zarr
+	$(PY) bench/convention_transfer.py --replicas data/replicas-2x2-hexagonal.zarr
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

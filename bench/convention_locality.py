@@ -1,6 +1,6 @@
 """Can a local model learn the finite-size term of the reference? Leave-one-out fits.
 
-    python bench/convention_locality.py [--replicas runs/replicas-2x2-8.zarr]
+    python bench/convention_locality.py [--replicas data/replicas-2x2-hexagonal.zarr]
         [--alphas 0.01 0.1 1 10 100 1000] [--json-out bench/results/convention-locality.json]
 
 A 60-atom cell's GFN1-xTB energy differs from its 2 x 2 replica's by a few meV/atom
@@ -9,7 +9,7 @@ part linear in the composition. Training on replica labels (a fine-tune, or a
 Δ-model beside the Gamma-point net) could remove more only where the rest depends
 on what a tile sees. Fitted here to the cells of a replica store (``python
 bench/reference_finite_size.py --store data/hexagonal.zarr --per-group 8 --out
-runs/replicas-2x2-8.zarr``: 120 cells, 46 min on 2 cores), each feature set
+data/replicas-2x2-hexagonal.zarr``: 120 cells, 46 min on 2 cores), each feature set
 scored by leave-one-out, meV/atom:
 
 - ``composition``: counts of B, C and N, the shift ``to_replica_convention`` applies
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     from training.convention import replica_pairs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replicas", default="runs/replicas-2x2-8.zarr")
+    parser.add_argument("--replicas", default="data/replicas-2x2-hexagonal.zarr")
     parser.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
     parser.add_argument("--json-out", default=str(RESULTS / "convention-locality.json"))
     args = parser.parse_args(argv)

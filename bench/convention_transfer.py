@@ -1,14 +1,14 @@
 """Supercell transfer in the replica convention: a Gamma-point model against its shifted copy.
 
     .venv/bin/python bench/convention_transfer.py [--models M.onnx ...]
-        [--replicas runs/replicas-2x2-8.zarr] [--json-out bench/results/convention.json]
+        [--replicas data/replicas-2x2-hexagonal.zarr] [--json-out bench/results/convention.json]
 
 A model trained on 60-atom Gamma-point cells learns their energies, which differ
 from those of larger cells by the reference's finite-size term (the findings page).
 :func:`training.convention.to_replica_convention` moves a model to the 2 x 2-replica
 convention by shifting its reference energies per element, fitted on the replica
 store (``python bench/reference_finite_size.py --store data/hexagonal.zarr
---per-group 8 --out runs/replicas-2x2-8.zarr``: 120 held-out cells, 46 min on 2 cores).
+--per-group 8 --out data/replicas-2x2-hexagonal.zarr``: 120 held-out cells, 46 min on 2 cores).
 For every model (default: the shipped hexagonal models) it prints the fit and the
 errors of the model and its shifted copy on every supercell store of ``data/``
 (cold, Gaussian and Monte Carlo snapshots; 224-540 atoms, Gamma point), overall and
@@ -66,7 +66,7 @@ def _by_kind(groups: dict) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--replicas", default="runs/replicas-2x2-8.zarr")
+    parser.add_argument("--replicas", default="data/replicas-2x2-hexagonal.zarr")
     parser.add_argument("--json-out", default=str(RESULTS / "convention.json"))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:

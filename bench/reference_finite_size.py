@@ -2,7 +2,7 @@
 
     python bench/reference_finite_size.py [--replicas 2] [--kinds graphene hbn]
     python bench/reference_finite_size.py --store data/hexagonal.zarr --per-group 8 \
-        --out runs/replicas-2x2-8.zarr [--workers N] [--limit K]
+        --out data/replicas-2x2-hexagonal.zarr [--workers N] [--limit K]
 
 tblite samples the Brillouin zone at Gamma only, so a periodic cell and the same
 cell repeated n x n (which samples n x n k-points of the small cell) do not have
@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=["graphene", "hbn"])
     parser.add_argument("--store", help="replicate held-out cells of this reference store")
     parser.add_argument("--per-group", type=int, default=8)
-    parser.add_argument("--out", default="runs/replicas-2x2-8.zarr")
+    parser.add_argument("--out", default="data/replicas-2x2-hexagonal.zarr")
     parser.add_argument("--workers", type=int, help="tblite worker processes (default: cores)")
     parser.add_argument("--limit", type=int, help="compute at most this many this run")
     args = parser.parse_args()

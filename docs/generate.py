@@ -202,11 +202,16 @@ def _model_card(path: Path, model) -> str:
         out.append("The provenance records no data set.")
 
     out += ["", "## Recipe", ""]
+    shift = prov.get("convention_shift", {})
     if command:
-        out += ["The command that trained and exported this file, as recorded in its "
+        made = f"`{shift['from']}`, the model this file copies," if shift else "this file"
+        out += [f"The command that trained and exported {made} as recorded in its "
                 "provenance:", "", "```bash", _command(command), "```"]
     else:
         out.append("The provenance records no command.")
+    if shift.get("command"):
+        out += ["", "and the one that shifted its reference energies to the replica "
+                "convention:", "", "```bash", _command(shift["command"]), "```"]
     rest = {k: v for k, v in prov.items() if k not in described}
     if rest:
         out += ["", "| provenance | |", "|---|---|"]
@@ -214,7 +219,9 @@ def _model_card(path: Path, model) -> str:
 
     out += ["", "## Metrics", ""]
     if metrics:
-        out += ["On the held-out test split of its training data, through onnxruntime:", "",
+        whose = (f"Of `{shift['from']}` (Gamma-point energies, before the shift), on the "
+                 if shift else "On the ")
+        out += [whose + "held-out test split of its training data, through onnxruntime:", "",
                 "| metric | value | what |", "|---|---|---|"]
         site = "pixel" if spec.raster else "site"
         for key in metrics:

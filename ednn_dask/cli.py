@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -442,6 +443,24 @@ def cmd_active_learning(args) -> int:
     return 0
 
 
+def cmd_convention(args) -> int:
+    from training.convention import to_replica_convention
+
+    command = shlex.join(["ednn-dask", "convention", args.model, "--replicas", args.replicas,
+                          "--out", args.out])
+    fit = to_replica_convention(args.model, args.replicas, args.out, overwrite=args.overwrite,
+                                command=command)
+    if args.json:
+        print(json.dumps(fit))
+    else:
+        shift = ", ".join(f"{s} {v * 1e3:+.2f}" for s, v in fit["shift_eV"].items())
+        print(f"wrote {args.out}: reference energies shifted by {shift} meV/atom to the "
+              f"{fit['replicas']} x {fit['replicas']}-replica convention ({fit['n']} cells; "
+              f"fit rms {fit['rms_meV_per_atom']:.2f}, leave-one-out MAE "
+              f"{fit['loo_mae_meV_per_atom']:.2f} meV/atom)")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from training import evaluation
 
@@ -733,6 +752,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("convention", help="copy an atomistic model into the n x n-replica "
+                       "energy convention (reference energies shifted per element)")
+    p.add_argument("model", help="atomistic ONNX model (Gamma-point energies of its cells)")
+    p.add_argument("--replicas", required=True,
+                   help="store of cells computed both ways: `python "
+                   "bench/reference_finite_size.py --store STORE --out REPLICAS.zarr`")
+    p.add_argument("--out", required=True, help="the shifted copy (ONNX)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_convention)
 
     p = sub.add_parser("demo", help="score a large Ising lattice on a LocalCluster")
     p.add_argument("--size", type=POSITIVE, help="lattice side (default 4096)")

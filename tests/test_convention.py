@@ -103,3 +103,45 @@ def test_the_composition_fit_left_out_is_the_shift_s(replicas, tmp_path):
     assert list(fits) == ["composition", "+ group", "+ local", "+ gap"] and result["n"] == 6
     assert fits["+ local"]["alpha"] in (1.0, 10.0)
     assert (tmp_path / "c.json").exists()
+
+
+def test_the_convention_command_writes_the_shifted_copy_once(replicas, tmp_path):
+    from ednn_dask.cli import main
+
+    _, rep_path = replicas
+    out, direct = tmp_path / "cli.onnx", tmp_path / "direct.onnx"
+    argv = ["convention", MODEL, "--replicas", str(rep_path), "--out", str(out)]
+    assert main(argv) == 0
+    to_replica_convention(MODEL, rep_path, direct)
+    assert load_model(out).spec.reference_energies == load_model(direct).spec.reference_energies
+    shift = load_model(out).spec.provenance["convention_shift"]
+    assert shift["command"].startswith("ednn-dask ")
+    written = out.read_bytes()
+    assert main(argv) == 2  # refused: nothing overwritten without --overwrite
+    assert out.read_bytes() == written
+    assert main([*argv, "--overwrite"]) == 0
+
+
+def test_the_shipped_replica_copy_is_the_thermal_model_shifted_by_its_fit():
+    """models/hexagonal-thermal-replica-f16c24.onnx: the shipped replica store's fit added
+    to the thermal model's reference energies, the same net, and a card that says so."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    copy = load_model(root / "models" / "hexagonal-thermal-replica-f16c24.onnx").spec
+    source = load_model(root / "models" / "hexagonal-thermal-f16c24.onnx").spec
+    fit = fit_convention_shift(root / "data" / "replicas-2x2-hexagonal.zarr", ["B", "C", "N"])
+    assert fit["n"] == 120
+    for element, mu in source.reference_energies.items():
+        assert copy.reference_energies[element] == pytest.approx(
+            mu + fit["shift_eV"][element], abs=1e-12)
+    assert (copy.focus, copy.context, copy.output_scale) == (
+        source.focus, source.context, source.output_scale)
+    spec = importlib.util.spec_from_file_location("generate", root / "docs" / "generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    card = generate.model_cards()["hexagonal-thermal-replica-f16c24"]
+    assert "Of `hexagonal-thermal-f16c24.onnx` (Gamma-point energies, before the shift)" in card
+    assert "ednn-dask convention models/hexagonal-thermal-f16c24.onnx" in card
+    assert "2 x 2 replica" in card

@@ -259,6 +259,40 @@ def test_hexagonal_transfer_to_supercells_target(store):
     assert result["mae_meV_per_atom"] <= SUPERCELL_TARGET
 
 
+THERMAL_SUPERCELLS = ("hexagonal-2x2.zarr", "hexagonal-3x3.zarr",
+                      "gaussian-test-hexagonal-2x2.zarr", "gaussian-test-hexagonal-3x3.zarr",
+                      "mc-test-hexagonal-3x3.zarr")
+TRANSFER_TARGET = 3.0  # meV/atom, on supercells in the convention the model card states
+
+
+def _replica_copy_errors(store: str) -> dict[str, float]:
+    """MAE (meV/atom) of the replica-convention thermal model on a supercell store, by kind."""
+    from training.atomistic import evaluate_atomistic
+
+    result = evaluate_atomistic(str(MODELS / "hexagonal-thermal-replica-f16c24.onnx"),
+                                str(MODELS.parent / "data" / store))
+    kinds: dict[str, list] = {}
+    for name, g in result["groups"]["kind_vacancies"].items():
+        kinds.setdefault(name.split(",")[0], []).append((g["n"], g["mae"]))
+    return {"all": result["mae_meV_per_atom"],
+            **{k: sum(n * m for n, m in v) / sum(n for n, _ in v) for k, v in kinds.items()}}
+
+
+@pytest.mark.parametrize("store", THERMAL_SUPERCELLS)
+def test_the_replica_copy_transfers_to_graphene_supercells(store):
+    """Cold, Gaussian and 1000 K Monte Carlo supercells of 224-540 atoms: graphene within
+    the transfer target (2x2 with vacancies 2.80 at export, the rest 0.9-2.6)."""
+    assert _replica_copy_errors(store)["graphene"] <= TRANSFER_TARGET
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=f"target: MAE <= {TRANSFER_TARGET:g} meV/atom on 2x2 "
+                   "supercells of every kind (h-BN with vacancies 5.09, hetero 4.88: charge "
+                   "transfer and C/BN interfaces, findings)")
+def test_the_replica_copy_transfer_target_on_every_kind():
+    assert _replica_copy_errors("hexagonal-2x2.zarr")["all"] <= TRANSFER_TARGET
+
+
 def test_screened_models_reproduce_their_recorded_test_error(tmp_path):
     """The recipe's data set is regenerated from its seed; the ONNX files score its test split
     as the recipe measured at export (the three kinds, one of them multi-scale)."""

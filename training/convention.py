@@ -65,11 +65,11 @@ def fit_convention_shift(replicas: str | Path, species: list[str]) -> dict[str, 
 
 
 def to_replica_convention(model: str | Path, replicas: str | Path, out: str | Path, *,
-                          overwrite: bool = False) -> dict[str, Any]:
+                          overwrite: bool = False, command: str | None = None) -> dict[str, Any]:
     """Write ``model`` with its reference energies shifted to the replica convention.
 
     Returns the fit (:func:`fit_convention_shift`); the model card states the new
-    convention and where the shift came from.
+    convention and where the shift came from (with ``command``, the line that made it).
     """
     refuse_existing(Path(out), overwrite)
     spec = load_model(model).spec
@@ -83,7 +83,7 @@ def to_replica_convention(model: str | Path, replicas: str | Path, out: str | Pa
                   f"the Gamma-point model's reference energies shifted per element by a fit to "
                   f"{fit['n']} cells computed both ways",
                   "convention_shift": {"from": Path(model).name, "replicas": Path(replicas).name,
-                                       **fit}}
+                                       **fit, **({"command": command} if command else {})}}
     write_metadata(model, dataclasses.replace(spec, reference_energies=shifted,
                                               provenance=provenance), out=out)
     return fit
