@@ -45,14 +45,9 @@ ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
 def gamma_gap(structure) -> float:
     """HOMO-LUMO gap (eV) of a periodic cell at the Gamma point, GFN1-xTB as labelled."""
-    from tblite.interface import Calculator
+    from training.reference import HARTREE, xtb_calculator
 
-    from training.reference import BOHR, HARTREE, METHOD
-
-    calc = Calculator(METHOD, structure.numbers, structure.positions / BOHR,
-                      lattice=structure.cell / BOHR, periodic=np.array(structure.pbc))
-    calc.set("verbosity", 0)
-    result = calc.singlepoint()
+    result = xtb_calculator(structure).singlepoint()
     levels = np.sort(result.get("orbital-energies"))
     filled = int(round(result.get("orbital-occupations").sum())) // 2
     return float(levels[filled] - levels[filled - 1]) * HARTREE

@@ -47,8 +47,8 @@ PENDING, DONE, FAILED = 0, 1, 2
 KINDS = ("graphene", "hbn", "hetero", "porous")
 
 
-def xtb_energy(structure: Structure, method: str = METHOD) -> float:
-    """Total energy in eV of one structure with tblite (neutral, tblite's defaults)."""
+def xtb_calculator(structure: Structure, method: str = METHOD):
+    """A quiet tblite calculator of one structure (neutral, tblite's defaults)."""
     from tblite.interface import Calculator
 
     calc = Calculator(
@@ -59,7 +59,12 @@ def xtb_energy(structure: Structure, method: str = METHOD) -> float:
         periodic=np.array(structure.pbc),
     )
     calc.set("verbosity", 0)
-    return float(calc.singlepoint().get("energy")) * HARTREE
+    return calc
+
+
+def xtb_energy(structure: Structure, method: str = METHOD) -> float:
+    """Total energy in eV of one structure with tblite (neutral, tblite's defaults)."""
+    return float(xtb_calculator(structure, method).singlepoint().get("energy")) * HARTREE
 
 
 def structures_dataset(structures: Iterable[Structure], **attrs: object) -> xr.Dataset:
