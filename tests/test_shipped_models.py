@@ -266,16 +266,20 @@ TRANSFER_TARGET = 3.0  # meV/atom, on supercells in the convention the model car
 
 
 def _replica_copy_errors(store: str) -> dict[str, float]:
-    """MAE (meV/atom) of the replica-convention thermal model on a supercell store, by kind."""
+    """MAE (meV/atom) of the replica-convention thermal model on a supercell store, by kind
+    as ``bench/convention_transfer.py`` pools the kind x vacancies groups."""
+    import importlib.util
+
     from training.atomistic import evaluate_atomistic
 
+    spec = importlib.util.spec_from_file_location(
+        "convention_transfer", MODELS.parent / "bench" / "convention_transfer.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
     result = evaluate_atomistic(str(MODELS / "hexagonal-thermal-replica-f16c24.onnx"),
                                 str(MODELS.parent / "data" / store))
-    kinds: dict[str, list] = {}
-    for name, g in result["groups"]["kind_vacancies"].items():
-        kinds.setdefault(name.split(",")[0], []).append((g["n"], g["mae"]))
     return {"all": result["mae_meV_per_atom"],
-            **{k: sum(n * m for n, m in v) / sum(n for n, _ in v) for k, v in kinds.items()}}
+            **{k: g["mae"] for k, g in bench._by_kind(result["groups"]).items()}}
 
 
 @pytest.mark.parametrize("store", THERMAL_SUPERCELLS)
